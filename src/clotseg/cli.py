@@ -1,0 +1,86 @@
+"""The ``clotseg`` command line: a thin, lazily-importing layer over the package.
+
+Each subcommand lives in ``clotseg/commands/<name>.py`` with ``add_arguments(parser)``
+(light: no heavy imports) and ``run(args) -> int`` (imports what it needs). Exit codes:
+0 success, 1 bad input / failed work (one-line message, no traceback), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+
+#: (name, one-line help). Order is the order shown by ``clotseg --help``.
+COMMANDS: list[tuple[str, str]] = [
+    ("synth", "write a synthetic cohort of head CTA/NCCT phantoms with clots"),
+    ("check", "validate a dataset and list every problem"),
+    ("preprocess", "register NCCT to CTA, resample, crop an ROI"),
+    ("train", "train a 2D/2.5D clot segmentation model"),
+    ("predict", "segment clots in new cases and measure them"),
+    ("evaluate", "compare predicted masks with reference masks"),
+    ("report", "write a self-contained HTML report of a run"),
+    ("demo", "synth -> train -> predict -> evaluate -> report on the phantom"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from clotseg import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="clotseg",
+        description="Segment and measure ischemic-stroke clots from paired CTA and NCCT.",
+    )
+    parser.add_argument("--version", action="version", version=f"clotseg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    wanted = _wanted_command(sys.argv[1:])
+    for name, help_text in COMMANDS:
+        p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:])
+        # Only the chosen subcommand's module is imported (keeps --help instant).
+        if name == wanted:
+            _module(name).add_arguments(p)
+    return parser
+
+
+def _wanted_command(argv: list[str]) -> str | None:
+    names = {n for n, _ in COMMANDS}
+    return next((a for a in argv if a in names), None)
+
+
+def _module(name: str):
+    return importlib.import_module(f"clotseg.commands.{name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``clotseg`` console script; returns the exit code."""
+    from clotseg.errors import ClotsegError, UsageError
+
+    argv = sys.argv[1:] if argv is None else argv
+    saved = sys.argv
+    sys.argv = [saved[0] if saved else "clotseg", *argv]
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    finally:
+        sys.argv = saved
+    if not args.command:
+        parser.print_help()
+        return 2
+    warnings.simplefilter("default", UserWarning)
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+    try:
+        return int(_module(args.command).run(args) or 0)
+    except UsageError as exc:
+        print(f"clotseg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ClotsegError as exc:
+        print(f"clotseg {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"clotseg {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""What training and inference share about the network input: HU windows, canonical
+(axial-last) orientation, 2.5D slabs and padding. Keeping it in one place guarantees that
+``predict`` feeds the network exactly what ``train`` did.
+
+Channel order of one input sample: ``[CTA z-h .. CTA z+h, NCCT z-h .. NCCT z+h]`` with
+``h = slab // 2``; slices beyond the volume repeat the edge slice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from clotseg.io.orientation import Orientation, orientation_of
+from clotseg.io.volume import Volume
+
+#: Default HU windows. CTA: from below fat to above the brightest contrast lumen, so the
+#: filling defect (≈ 50–80 HU) and calcification (> 400 HU) stay distinguishable.
+#: NCCT: a narrow window around blood/clot density (40–61 HU) keeps the faint
+#: hyperdensity visible. Fixed windows, not per-case percentiles, so that inputs are in HU.
+DEFAULT_WINDOWS: dict[str, tuple[float, float]] = {"cta": (-100.0, 700.0), "ncct": (0.0, 100.0)}
+
+
+def normalize(array: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """Map HU in ``window`` linearly to [0, 1] (clipped), as float32."""
+    lo, hi = float(window[0]), float(window[1])
+    out = (np.asarray(array, dtype=np.float32) - lo) * (1.0 / (hi - lo))
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+@dataclass
+class PreparedCase:
+    """One case as the network sees it: canonical (L, P, S) float32 arrays in [0, 1]."""
+
+    case_id: str
+    image: np.ndarray  # (2, X, Y, Z): channel 0 = CTA, 1 = NCCT, normalised
+    mask: np.ndarray | None  # (X, Y, Z) uint8, canonical
+    orientation: Orientation
+    spacing: tuple[float, ...]  # canonical axis order
+
+
+def prepare_case(case_id: str, cta: Volume, ncct: Volume, mask: Volume | None,
+                 windows: dict[str, tuple[float, float]] | None = None) -> PreparedCase:
+    """Normalise both modalities and bring them to canonical axial-last order.
+
+    NCCT and mask must already be on the CTA grid (``clotseg.preprocess`` resamples).
+    """
+    windows = windows or DEFAULT_WINDOWS
+    for name, vol in (("NCCT", ncct), ("mask", mask)):
+        if vol is not None and not vol.grid.same_as(cta.grid):
+            diff = "; ".join(vol.grid.differences(cta.grid))
+            raise ValueError(f"case {case_id}: {name} grid differs from CTA grid ({diff}); "
+                             "run `clotseg preprocess` first")
+    orient = orientation_of(cta.grid)
+    image = np.stack([normalize(orient.to_canonical(cta.array), windows["cta"]),
+                      normalize(orient.to_canonical(ncct.array), windows["ncct"])])
+    m = None
+    if mask is not None:
+        m = np.ascontiguousarray(orient.to_canonical(np.asarray(mask.array) > 0).astype(np.uint8))
+    return PreparedCase(case_id, np.ascontiguousarray(image), m, orient,
+                        orient.canonical_spacing(cta.spacing))
+
+
+def slab_indices(z: int, depth: int, slab: int) -> np.ndarray:
+    """Indices of the ``slab`` slices centred on ``z`` (edge slices repeated)."""
+    h = slab // 2
+    return np.clip(np.arange(z - h, z + h + 1), 0, depth - 1)
+
+
+def slab(image: np.ndarray, z: int, slab_size: int) -> np.ndarray:
+    """Input channels ``(2 * slab_size, X, Y)`` for slice ``z`` of a (2, X, Y, Z) image."""
+    idx = slab_indices(z, image.shape[-1], slab_size)
+    return image[:, :, :, idx].transpose(0, 3, 1, 2).reshape(-1, *image.shape[1:3])
+
+
+def pad_amounts(size: int, multiple: int) -> tuple[int, int]:
+    """Symmetric (before, after) padding that makes ``size`` a multiple of ``multiple``."""
+    total = (-size) % multiple
+    return total // 2, total - total // 2
+
+
+def pad_to_multiple(x: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[slice, slice]]:
+    """Zero-pad the last two axes to a multiple; return the array and the crop to undo it.
+
+    Padding is explicit zeros (window minimum), never uninitialised memory.
+    """
+    (a0, a1), (b0, b1) = pad_amounts(x.shape[-2], multiple), pad_amounts(x.shape[-1], multiple)
+    pad = [(0, 0)] * (x.ndim - 2) + [(a0, a1), (b0, b1)]
+    out = np.pad(x, pad) if (a0 or a1 or b0 or b1) else x
+    return out, (slice(a0, a0 + x.shape[-2]), slice(b0, b0 + x.shape[-1]))

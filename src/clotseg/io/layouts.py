@@ -1,0 +1,259 @@
+"""Dataset layouts, detected automatically, behind one lazy case index.
+
+Three layouts are read (DESIGN §3):
+
+* **case folders** — ``DATA/<case>/cta.*``, ``ncct.*``, optional ``clot.*`` (any volume
+  format) or ``cta/`` / ``ncct/`` DICOM series folders. A single case folder works too.
+* **nnU-Net raw** — ``imagesTr/<case>_0000.*`` (CTA), ``<case>_0001.*`` (NCCT),
+  ``labelsTr/<case>.*``, ``dataset.json``; ``imagesTs/`` for cases without labels.
+* **original research** — ``DL_vol_files/binary/<case>_CTA_Binary.npy``,
+  ``<case>_NCCT_Reg_Binary.npy``, ``DL_seg_files/binary/<case>_seg_corrected_binary.npy``.
+  Spacing is unknown there: 1 mm is assumed unless the caller gives one (with a warning).
+
+Nothing is loaded at discovery time; :meth:`CaseRef.load` reads one case on demand.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from clotseg.errors import DatasetError
+from clotseg.io.readers import read_volume, strip_suffix, volume_suffix
+from clotseg.io.volume import Volume
+
+MODALITIES = ("cta", "ncct")
+MASK_NAMES = ("clot", "mask", "seg", "label")
+
+
+@dataclass(frozen=True)
+class CaseVolumes:
+    """The loaded volumes of one case (``mask`` is None when the case has none)."""
+
+    case_id: str
+    cta: Volume
+    ncct: Volume
+    mask: Volume | None
+
+
+@dataclass(frozen=True)
+class CaseRef:
+    """Where one case's files are; loads them only when asked."""
+
+    case_id: str
+    cta: Path | None
+    ncct: Path | None
+    mask: Path | None = None
+    spacing: tuple[float, float, float] | None = None  # only for .npy (no stored geometry)
+    problems: tuple[str, ...] = ()  # discovery problems (e.g. missing modality)
+
+    @property
+    def files(self) -> dict[str, Path]:
+        return {k: v for k, v in (("cta", self.cta), ("ncct", self.ncct),
+                                  ("mask", self.mask)) if v is not None}
+
+    def read(self, which: str) -> Volume:
+        """Read one of ``cta``, ``ncct``, ``mask``."""
+        path = self.files.get(which)
+        if path is None:
+            raise DatasetError(f"case {self.case_id}: no {which} file")
+        return read_volume(path, spacing=self.spacing)
+
+    def load(self, *, with_mask: bool = True) -> CaseVolumes:
+        """Read CTA, NCCT and (if present and wanted) the mask."""
+        if self.problems:
+            raise DatasetError(f"case {self.case_id}: {'; '.join(self.problems)}")
+        mask = self.read("mask") if (with_mask and self.mask is not None) else None
+        return CaseVolumes(self.case_id, self.read("cta"), self.read("ncct"), mask)
+
+
+@dataclass
+class DatasetIndex:
+    """Cases of a dataset in one of the supported layouts, in sorted order."""
+
+    root: Path
+    layout: str
+    cases: list[CaseRef]
+    problems: list[str] = field(default_factory=list)  # dataset-level problems
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def __iter__(self):
+        return iter(self.cases)
+
+    def __getitem__(self, case_id: str) -> CaseRef:
+        for c in self.cases:
+            if c.case_id == case_id:
+                return c
+        raise KeyError(case_id)
+
+    @property
+    def case_ids(self) -> list[str]:
+        return [c.case_id for c in self.cases]
+
+    def subset(self, case_ids) -> DatasetIndex:
+        wanted = set(case_ids)
+        return DatasetIndex(self.root, self.layout,
+                            [c for c in self.cases if c.case_id in wanted], list(self.problems))
+
+
+def discover(root: str | Path, *, spacing: tuple[float, float, float] | None = None,
+             layout: str | None = None) -> DatasetIndex:
+    """Detect the layout of ``root`` and index its cases (nothing is read yet)."""
+    root = Path(root)
+    if not root.exists():
+        raise DatasetError(f"{root}: dataset folder does not exist")
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder (give a dataset or case folder)")
+    layout = layout or detect_layout(root)
+    if layout == "nnunet":
+        return _discover_nnunet(root)
+    if layout == "original":
+        return _discover_original(root, spacing)
+    if layout == "case":
+        return DatasetIndex(root, "case", [_case_from_folder(root, root.name)])
+    if layout == "folders":
+        return _discover_folders(root)
+    raise DatasetError(f"{root}: unknown layout {layout!r}")
+
+
+def detect_layout(root: Path) -> str:
+    """One of ``nnunet``, ``original``, ``case`` (a single case folder), ``folders``."""
+    if (root / "imagesTr").is_dir() or (root / "imagesTs").is_dir():
+        return "nnunet"
+    if (root / "DL_vol_files").is_dir():
+        return "original"
+    if _modality_entry(root, "cta") is not None:
+        return "case"
+    subdirs = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    if any(_modality_entry(d, m) is not None for d in subdirs for m in MODALITIES):
+        return "folders"
+    raise DatasetError(
+        f"{root}: no dataset found (expected <case>/cta.nii.gz + ncct.nii.gz folders, an "
+        "nnU-Net imagesTr/ folder, or the original DL_vol_files/binary/*.npy layout)")
+
+
+def _modality_entry(folder: Path, name: str) -> Path | None:
+    """``folder/name.<ext>`` or a ``folder/name/`` DICOM folder, if present."""
+    if not folder.is_dir():
+        return None
+    hits = []
+    for p in folder.iterdir():
+        if p.name.startswith("."):
+            continue
+        if p.is_dir() and p.name.lower() == name:
+            hits.append(p)
+        elif p.is_file() and volume_suffix(p) and strip_suffix(p).lower() == name:
+            hits.append(p)
+    return sorted(hits)[0] if hits else None
+
+
+def _case_from_folder(folder: Path, case_id: str) -> CaseRef:
+    cta = _modality_entry(folder, "cta")
+    ncct = _modality_entry(folder, "ncct")
+    mask = next((m for m in (_modality_entry(folder, n) for n in MASK_NAMES) if m), None)
+    problems = []
+    if cta is None:
+        problems.append(f"missing CTA (no {folder}/cta.* file or cta/ DICOM folder)")
+    if ncct is None:
+        problems.append(f"missing NCCT (no {folder}/ncct.* file or ncct/ DICOM folder)")
+    return CaseRef(case_id, cta, ncct, mask, problems=tuple(problems))
+
+
+def _discover_folders(root: Path) -> DatasetIndex:
+    cases = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if any(_modality_entry(d, m) for m in MODALITIES) or any(
+                _modality_entry(d, n) for n in MASK_NAMES):
+            cases.append(_case_from_folder(d, d.name))
+    return DatasetIndex(root, "folders", cases)
+
+
+_NNUNET_RE = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
+
+
+def _discover_nnunet(root: Path) -> DatasetIndex:
+    problems = []
+    channels = {"0": "cta", "1": "ncct"}
+    dj = root / "dataset.json"
+    if dj.is_file():
+        try:
+            names = json.loads(dj.read_text()).get("channel_names", {})
+            lowered = {str(k): str(v).lower() for k, v in names.items()}
+            if lowered and not (("ncct" in lowered.get("1", "") or "non" in lowered.get("1", ""))
+                                or "cta" in lowered.get("0", "")):
+                problems.append(f"{dj}: channel_names {names} do not say which channel is CTA"
+                                " and which NCCT; assuming 0 = CTA, 1 = NCCT")
+        except (json.JSONDecodeError, AttributeError) as exc:
+            problems.append(f"{dj}: not valid JSON ({exc})")
+    cases: list[CaseRef] = []
+    for images, labels in (("imagesTr", "labelsTr"), ("imagesTs", "labelsTs")):
+        img_dir = root / images
+        if not img_dir.is_dir():
+            continue
+        found: dict[str, dict[str, Path]] = {}
+        for p in sorted(img_dir.iterdir()):
+            if not (p.is_file() and volume_suffix(p)):
+                continue
+            m = _NNUNET_RE.match(strip_suffix(p))
+            if not m:
+                problems.append(f"{p}: name does not end in _0000/_0001 (channel number)")
+                continue
+            ch = str(int(m["ch"]))
+            if ch not in channels:
+                problems.append(f"{p}: unexpected channel {m['ch']} (only 0000=CTA, 0001=NCCT)")
+                continue
+            found.setdefault(m["case"], {})[channels[ch]] = p
+        for case_id, mods in sorted(found.items()):
+            lab = _find_by_stem(root / labels, case_id)
+            missing = [f"missing {m.upper()} ({img_dir}/{case_id}_000{i}.*)"
+                       for i, m in enumerate(MODALITIES) if m not in mods]
+            cases.append(CaseRef(case_id, mods.get("cta"), mods.get("ncct"), lab,
+                                 problems=tuple(missing)))
+    return DatasetIndex(root, "nnunet", cases, problems)
+
+
+def _find_by_stem(folder: Path, stem: str) -> Path | None:
+    if not folder.is_dir():
+        return None
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and volume_suffix(p) and strip_suffix(p) == stem:
+            return p
+    return None
+
+
+_ORIG_CTA = re.compile(r"^(?P<case>.+)_CTA_Binary\.npy$")
+
+
+def _discover_original(root: Path, spacing: tuple[float, float, float] | None) -> DatasetIndex:
+    vol_dir = root / "DL_vol_files" / "binary"
+    seg_dir = root / "DL_seg_files" / "binary"
+    if spacing is None:
+        warnings.warn(f"{root}: original .npy layout stores no voxel spacing; assuming 1 mm "
+                      "isotropic (give --spacing X Y Z to set it)", UserWarning, stacklevel=2)
+        spacing = (1.0, 1.0, 1.0)
+    cases = []
+    if not vol_dir.is_dir():
+        raise DatasetError(f"{vol_dir}: folder missing (original layout expects "
+                           "DL_vol_files/binary/<case>_CTA_Binary.npy)")
+    ids = sorted({m["case"] for p in vol_dir.iterdir() if (m := _ORIG_CTA.match(p.name))}
+                 | {p.name[: -len("_NCCT_Reg_Binary.npy")] for p in vol_dir.iterdir()
+                    if p.name.endswith("_NCCT_Reg_Binary.npy")}, key=_natural_key)
+    for case_id in ids:
+        cta = vol_dir / f"{case_id}_CTA_Binary.npy"
+        ncct = vol_dir / f"{case_id}_NCCT_Reg_Binary.npy"
+        seg = seg_dir / f"{case_id}_seg_corrected_binary.npy"
+        problems = [f"missing {n} ({p})" for n, p in (("CTA", cta), ("NCCT", ncct))
+                    if not p.is_file()]
+        cases.append(CaseRef(case_id, cta if cta.is_file() else None,
+                             ncct if ncct.is_file() else None,
+                             seg if seg.is_file() else None, spacing, tuple(problems)))
+    return DatasetIndex(root, "original", cases)
+
+
+def _natural_key(s: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
