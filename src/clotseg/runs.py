@@ -1,0 +1,99 @@
+"""The RUN folder contract between ``train`` and ``predict``.
+
+A RUN folder holds ``config.yaml`` (resolved settings), ``splits.json``,
+``checkpoints/{last,best}.pt``, ``metrics.csv``, ``curves.png`` and ``model.json``.
+``model.json`` (a :class:`ModelSpec`) is everything inference needs besides the weights,
+so ``predict`` needs nothing but the RUN folder.
+
+Checkpoints are plain dictionaries of tensors and builtin types, loaded with
+``torch.load(..., weights_only=True)``: keys ``model`` (state dict), ``model_name``,
+``model_kwargs``, ``epoch``, and for ``last.pt`` also the optimiser/scheduler/scaler/RNG
+states used to resume.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clotseg.errors import ClotsegError
+from clotseg.io.atomic import write_text
+
+MODEL_JSON = "model.json"
+SPLITS_JSON = "splits.json"
+CHECKPOINTS = "checkpoints"
+SPEC_FORMAT = 1
+
+
+@dataclass
+class ModelSpec:
+    """What inference must know to reproduce training's input and output handling."""
+
+    model_name: str
+    model_kwargs: dict[str, Any]
+    slab: int = 1  # number of neighbouring slices per modality (2.5D); 1 = original input
+    windows: dict[str, list[float]] = field(
+        default_factory=lambda: {"cta": [-100.0, 700.0], "ncct": [0.0, 100.0]})
+    pad_multiple: int = 16  # slices are zero-padded to a multiple of this
+    threshold: float = 0.5  # on the sigmoid probability
+    min_component_mm3: float = 5.0  # predicted components smaller than this are dropped
+    preprocess: dict[str, Any] | None = None  # PreprocessSettings as dict, None = native grid
+    format: int = SPEC_FORMAT
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def save_model_spec(run: str | Path, spec: ModelSpec) -> Path:
+    """Write ``RUN/model.json`` atomically."""
+    return write_text(Path(run) / MODEL_JSON, spec.to_json())
+
+
+def load_model_spec(run: str | Path) -> ModelSpec:
+    """Read ``RUN/model.json``; a clear error if RUN is not a trained run folder."""
+    path = Path(run) / MODEL_JSON
+    if not Path(run).is_dir():
+        raise ClotsegError(f"{run}: not a run folder (expected a directory made by "
+                           "`clotseg train`)")
+    if not path.is_file():
+        raise ClotsegError(f"{path}: missing; {run} is not a trained run folder")
+    try:
+        return ModelSpec.from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise ClotsegError(f"{path}: invalid model description ({exc})") from None
+
+
+def checkpoint_path(run: str | Path, which: str = "best") -> Path:
+    """``RUN/checkpoints/<which>.pt``, falling back from best to last."""
+    ck = Path(run) / CHECKPOINTS
+    path = ck / f"{which}.pt"
+    if not path.is_file() and which == "best" and (ck / "last.pt").is_file():
+        path = ck / "last.pt"
+    if not path.is_file():
+        raise ClotsegError(f"{path}: checkpoint missing in run folder {run}")
+    return path
+
+
+def load_model(run: str | Path, *, device: str = "cpu", which: str = "best"):
+    """Rebuild the network of a run and load its weights (safe: ``weights_only=True``)."""
+    import torch
+
+    from clotseg.models import create_model
+
+    spec = load_model_spec(run)
+    path = checkpoint_path(run, which)
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling/format failure is user-facing
+        raise ClotsegError(f"{path}: cannot load checkpoint ({exc})") from None
+    model = create_model(spec.model_name, **spec.model_kwargs)
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    return model, spec
