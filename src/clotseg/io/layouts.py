@@ -48,7 +48,7 @@ class CaseRef:
     ncct: Path | None
     mask: Path | None = None
     spacing: tuple[float, float, float] | None = None  # only for .npy (no stored geometry)
-    problems: tuple[str, ...] = ()  # discovery problems (e.g. missing modality)
+    problems: tuple[str, ...] = ()  # "path: reason" found at discovery (missing modality)
 
     @property
     def files(self) -> dict[str, Path]:
@@ -158,9 +158,9 @@ def _case_from_folder(folder: Path, case_id: str) -> CaseRef:
     mask = next((m for m in (_modality_entry(folder, n) for n in MASK_NAMES) if m), None)
     problems = []
     if cta is None:
-        problems.append(f"missing CTA (no {folder}/cta.* file or cta/ DICOM folder)")
+        problems.append(f"{folder}: missing CTA (no cta.* file or cta/ DICOM folder)")
     if ncct is None:
-        problems.append(f"missing NCCT (no {folder}/ncct.* file or ncct/ DICOM folder)")
+        problems.append(f"{folder}: missing NCCT (no ncct.* file or ncct/ DICOM folder)")
     return CaseRef(case_id, cta, ncct, mask, problems=tuple(problems))
 
 
@@ -210,7 +210,7 @@ def _discover_nnunet(root: Path) -> DatasetIndex:
             found.setdefault(m["case"], {})[channels[ch]] = p
         for case_id, mods in sorted(found.items()):
             lab = _find_by_stem(root / labels, case_id)
-            missing = [f"missing {m.upper()} ({img_dir}/{case_id}_000{i}.*)"
+            missing = [f"{img_dir}/{case_id}_000{i}.*: missing {m.upper()} file"
                        for i, m in enumerate(MODALITIES) if m not in mods]
             cases.append(CaseRef(case_id, mods.get("cta"), mods.get("ncct"), lab,
                                  problems=tuple(missing)))
@@ -247,7 +247,7 @@ def _discover_original(root: Path, spacing: tuple[float, float, float] | None) -
         cta = vol_dir / f"{case_id}_CTA_Binary.npy"
         ncct = vol_dir / f"{case_id}_NCCT_Reg_Binary.npy"
         seg = seg_dir / f"{case_id}_seg_corrected_binary.npy"
-        problems = [f"missing {n} ({p})" for n, p in (("CTA", cta), ("NCCT", ncct))
+        problems = [f"{p}: missing {n} file" for n, p in (("CTA", cta), ("NCCT", ncct))
                     if not p.is_file()]
         cases.append(CaseRef(case_id, cta if cta.is_file() else None,
                              ncct if ncct.is_file() else None,

@@ -75,6 +75,20 @@ def _read_sitk(path: Path) -> Volume:
         vol = Volume.from_sitk(image)
     except ValueError as exc:
         raise VolumeReadError(path, str(exc)) from None
+    if vol.array.dtype.kind == "f" and volume_suffix(path) in (".nii", ".nii.gz"):
+        vol = _restore_nifti_nonfinite(path, vol)
+    return vol
+
+
+def _restore_nifti_nonfinite(path: Path, vol: Volume) -> Volume:
+    """ITK's NIfTI reader turns NaN voxels into 0, which would hide broken data from
+    ``clotseg check``; nibabel keeps them, so float NIfTI voxels are taken from nibabel
+    (same [i, j, k] order) when it sees non-finite values."""
+    import nibabel as nib
+
+    data = np.asarray(nib.load(str(path)).dataobj, dtype=vol.array.dtype)
+    if data.shape == vol.shape and not np.isfinite(data).all():
+        return vol.with_array(data)
     return vol
 
 
