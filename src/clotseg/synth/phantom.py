@@ -100,14 +100,14 @@ def make_case(seed: int, size: str = "small", *, registered: bool = True,
     texture = _texture_params(rng)
     calcs = _calcifications(rng, tree)
     streak = rng.uniform(15, 35)
+    # Drawn for every case so that registered and unregistered versions share the CTA.
+    rot, trans = rng.uniform(-3, 3, 3), rng.uniform(-2, 2, 3)
 
     pts = _physical_points(shape, spacing, origin, direction)
     q_cta = (pts - center) @ frame  # LPS -> anatomy frame (rows)
     cta_hu, ncct_hu, clot_frac = _render(q_cta, tree, values, texture, calcs, streak, lesion)
     move = {"rotation_deg": [0.0, 0.0, 0.0], "translation_mm": [0.0, 0.0, 0.0]}
     if not registered:
-        rot = rng.uniform(-3, 3, 3)
-        trans = rng.uniform(-2, 2, 3)
         # NCCT shows the anatomy moved by the rigid transform x -> R (x - c) + c + t.
         r = _rotation(rot)
         moved_pts = (pts - center - trans) @ r + center  # inverse map of each grid point
