@@ -92,7 +92,7 @@ def load_model(run: str | Path, *, device: str = "cpu", which: str = "best"):
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling/format failure is user-facing
-        raise ClotsegError(f"{path}: cannot load checkpoint ({exc})") from None
+        raise ClotsegError(f"{path}: cannot load checkpoint ({str(exc).splitlines()[0]})") from None
     model = create_model(spec.model_name, **spec.model_kwargs)
     model.load_state_dict(state["model"])
     model.to(device).eval()

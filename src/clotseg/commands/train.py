@@ -1,15 +1,61 @@
-"""`clotseg train` (not implemented yet)."""
+"""`clotseg train DATA --out RUN`: train a 2D/2.5D clot segmentation model."""
 
 from __future__ import annotations
 
 import argparse
 
-from clotseg.commands import not_implemented
+from clotseg.commands import spacing_arg
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("data", help="training dataset (any supported layout, with masks)")
+    parser.add_argument("--out", required=True, metavar="RUN",
+                        help="run folder to create (config, splits, checkpoints, logs)")
+    parser.add_argument("--config", metavar="FILE", help="YAML config (applied on the preset)")
+    parser.add_argument("--preset", default="default", choices=["default", "original"],
+                        help="starting settings: default (phantom, CPU-friendly) or original "
+                             "(the original CT-ClotSeg setup)")
+    parser.add_argument("--fold", type=int, help="cross-validation fold (0-based)")
+    parser.add_argument("--epochs", type=int, help="number of epochs")
+    parser.add_argument("--time-limit", type=float, metavar="MINUTES",
+                        help="stop cleanly (with a checkpoint) after this many minutes")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in RUN from checkpoints/last.pt")
+    parser.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a setting, e.g. --set optim.lr=1e-3 "
+                                                  "(repeatable)")
+    spacing_arg(parser)
+
+
+def resolve_config(args: argparse.Namespace):
+    """Preset → --config → --set → first-class flags; on --resume, the run's own config."""
+    from pathlib import Path
+
+    from clotseg.config import apply_overrides, load_yaml, preset, set_value
+
+    saved = Path(args.out) / "config.yaml"
+    if args.resume and saved.is_file():
+        cfg = load_yaml(saved)
+    else:
+        cfg = preset(args.preset)
+        if args.config:
+            cfg = load_yaml(args.config, cfg)
+    apply_overrides(cfg, args.overrides)
+    for key, value in (("data.fold", args.fold), ("train.epochs", args.epochs),
+                       ("train.time_limit_min", args.time_limit), ("train.device", args.device)):
+        if value is not None:
+            set_value(cfg, key, value, "command line")
+    return cfg
 
 
 def run(args: argparse.Namespace) -> int:
-    return not_implemented("train")
+    from clotseg.training.trainer import train
+
+    cfg = resolve_config(args)
+    res = train(args.data, args.out, cfg, resume=args.resume,
+                npy_spacing=tuple(args.spacing) if args.spacing else None)
+    print(f"best validation Dice {res.best_dice:.3f} at epoch {res.best_epoch} "
+          f"({res.epochs_done} epoch(s), {res.seconds / 60:.1f} min, stopped: {res.stopped}); "
+          f"run folder: {res.run}")
+    return 0

@@ -1,0 +1,1 @@
+"""Clot measurements: volume, centreline length, density, perviousness, position."""

@@ -1,0 +1,1 @@
+"""Pre-processing: NCCT→CTA registration, resampling, ROI cropping, and their inverses."""

@@ -1,0 +1,50 @@
+"""Checkpoints: atomic ``torch.save`` of plain tensors/builtins, safe ``weights_only`` load.
+
+RNG states are stored as tensors and lists (numpy's state converted to builtins) so that
+``torch.load(..., weights_only=True)`` can read everything back without unpickling code.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from clotseg.errors import ClotsegError
+from clotseg.io.atomic import atomic_path
+
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()  # noqa: NPY002 - global state is what we restore
+    state = {"python": list(random.getstate()[1]), "python_pos": random.getstate()[2],
+             "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+             "numpy_pos": int(np_state[2]), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate((3, tuple(state["python"]), state["python_pos"]))
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32),  # noqa: NPY002
+                         state["numpy_pos"], 0, 0.0))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: Path, device="cpu") -> dict[str, Any]:
+    if not path.is_file():
+        raise ClotsegError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - corrupt or unsafe file: a user-facing error
+        raise ClotsegError(f"{path}: cannot load checkpoint ({str(exc).splitlines()[0]})") from None
