@@ -161,7 +161,7 @@ def train(data: str | Path, run: str | Path, cfg: Config, *, resume: bool = Fals
         sched.load_state_dict(ck["scheduler"])
         start_epoch, best, best_epoch = ck["epoch"] + 1, ck["best_dice"], ck["best_epoch"]
         bad = ck["bad_epochs"]
-        rows = [r for r in read_metrics(run / "metrics.csv") if r["epoch"] <= ck["epoch"]]
+        rows = [r for r in read_metrics(run / "metrics.csv") if r["epoch"] <= ck["epoch"] + 1]
     net = model
     if info.enabled:
         net = torch.nn.parallel.DistributedDataParallel(
