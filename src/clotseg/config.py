@@ -57,7 +57,7 @@ class AugmentConfig:
 @dataclass
 class OptimConfig:
     name: str = "adamw"  # adamw | adam | sgd
-    lr: float = 2e-3
+    lr: float = 3e-3
     weight_decay: float = 1e-4
     schedule: str = "cosine"  # cosine | constant
     warmup_epochs: int = 1
@@ -68,7 +68,7 @@ class OptimConfig:
 class TrainConfig:
     epochs: int = 30
     batch_size: int = 16
-    steps_per_epoch: int = 60
+    steps_per_epoch: int = 80
     time_limit_min: float | None = None
     patience: int = 12  # early stopping on validation Dice
     seed: int = 0

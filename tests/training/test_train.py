@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import socket
 import subprocess
 import sys
 
@@ -84,8 +85,11 @@ def test_reuse_splits_file(phantom_cohort, tmp_path):
 def test_torchrun_two_processes_gloo(phantom_cohort, tmp_path):
     run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_port", "0", "-m", "clotseg.cli", "train", str(phantom_cohort),
+           "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "clotseg.cli", "train", str(phantom_cohort),
            "--out", str(run), "--epochs", "1", "--device", "cpu", *TINY]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -50,12 +50,15 @@ def resolve_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
     from clotseg.training.trainer import train
 
     cfg = resolve_config(args)
     res = train(args.data, args.out, cfg, resume=args.resume,
                 npy_spacing=tuple(args.spacing) if args.spacing else None)
-    print(f"best validation Dice {res.best_dice:.3f} at epoch {res.best_epoch} "
-          f"({res.epochs_done} epoch(s), {res.seconds / 60:.1f} min, stopped: {res.stopped}); "
-          f"run folder: {res.run}")
+    if int(os.environ.get("RANK", "0")) == 0:  # torchrun: one summary, from rank 0
+            print(f"best validation Dice {res.best_dice:.3f} at epoch {res.best_epoch} "
+              f"({res.epochs_done} epoch(s), {res.seconds / 60:.1f} min, stopped: {res.stopped}); "
+              f"run folder: {res.run}")
     return 0
