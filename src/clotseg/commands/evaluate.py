@@ -6,15 +6,19 @@ import argparse
 
 from clotseg.commands import spacing_arg
 
+SPLITS = ("train", "val", "test")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("pred", help="folder with predicted masks <case>.nii.gz")
-    parser.add_argument("data", help="dataset with reference masks (any supported layout)")
+    parser.add_argument("pred", metavar="PRED",
+                        help="folder of predicted masks <case>.nii.gz (as written by predict)")
+    parser.add_argument("data", metavar="DATA",
+                        help="dataset with the reference masks (any supported layout)")
     parser.add_argument("--out", required=True, metavar="FILE",
-                        help="per-case CSV; the summary goes to FILE with .json")
-    parser.add_argument("--split", choices=["train", "val", "test"],
-                        help="only the cases of this split of --run's splits.json")
-    parser.add_argument("--run", help="run folder whose splits.json --split refers to")
+                        help="per-case CSV to write; the summary goes next to it as .json")
+    parser.add_argument("--split", choices=SPLITS,
+                        help="evaluate only this split of RUN/splits.json (needs --run)")
+    parser.add_argument("--run", metavar="RUN", help="run folder whose splits.json --split uses")
     spacing_arg(parser)
 
 
@@ -22,18 +26,32 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from clotseg.errors import UsageError
-    from clotseg.metrics.evaluate import evaluate_dirs, format_table
+    from clotseg.metrics.evaluate import evaluate_dirs, format_table, summary_path
 
     cases = None
-    if args.split:
-        if not args.run:
-            raise UsageError("--split needs --run RUN (the run whose splits.json to use)")
-        from clotseg.data.splits import load_splits
-
-        cases = load_splits(Path(args.run) / "splits.json")[args.split]
+    if args.split or args.run:
+        if not (args.split and args.run):
+            raise UsageError("--split and --run go together (--split test --run RUN)")
+        cases = split_cases(Path(args.run), args.split)
     rows, summary = evaluate_dirs(args.pred, args.data, args.out, cases,
                                   spacing=tuple(args.spacing) if args.spacing else None,
                                   progress=True)
     print(format_table(rows, summary))
-    print(f"wrote {args.out} and {Path(args.out).with_suffix('.json')}")
+    print(f"wrote {args.out} and {summary_path(args.out)}")
     return 0
+
+
+def split_cases(run: object, split: str) -> list[str]:
+    """Case ids of ``split`` in ``RUN/splits.json``."""
+    from pathlib import Path
+
+    from clotseg.data.splits import load_splits
+    from clotseg.errors import ClotsegError
+
+    path = Path(str(run)) / "splits.json"
+    if not path.is_file():
+        raise ClotsegError(f"{path}: no splits.json in the run folder")
+    cases = load_splits(path)[split]
+    if not cases:
+        raise ClotsegError(f"{path}: split {split!r} is empty")
+    return [str(c) for c in cases]

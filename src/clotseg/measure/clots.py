@@ -1,17 +1,35 @@
-"""Per-clot measurements written to ``clots.csv`` (DESIGN §9).
+"""Per-clot measurements written to ``clots.csv`` (DESIGN §9, DOMAIN "Clinical measurements").
 
-One row per 26-connected component of the predicted mask; a case without any clot gets
-one row with ``component`` 0, ``n_components`` 0 and empty measurements, so every case
-appears in the table. All values are measured on the original CTA grid.
+One row per 26-connected component of a (predicted) clot mask, largest first, numbered
+``component`` = 1..n with ``n_components`` repeated on every row. A case without any clot
+gets a single row with ``component`` 0, ``n_components`` 0, volume and length 0 and NaN
+densities, so that every case appears in the table; its ``max_prob`` is the highest
+probability anywhere (how close the model came to finding something).
+
+Everything is measured on the original CTA grid: mask, CTA and NCCT must share it.
+
+* ``volume_mm3``: voxel count × voxel volume.
+* ``length_mm``: centreline arc length (:mod:`clotseg.measure.centreline`).
+* ``ncct_mean_hu`` / ``ncct_median_hu``: clot density; ``cta_mean_hu``.
+* ``perviousness_hu``: mean CTA − mean NCCT in the clot (thrombus attenuation increase);
+  ``pervious`` when ≥ 10.9 HU (Santos 2016, Stroke 47:732).
+* ``centroid_*_mm``: centre of the clot voxels in LPS patient coordinates (mm).
+* ``max_prob``: highest predicted probability inside the clot (NaN without a map).
+* ``contralateral_ncct_mean_hu`` and ``relative_density`` (clot / contralateral NCCT
+  mean): see :func:`contralateral_ncct_mean`; NaN when the head's midline cannot be
+  found (head not wholly inside the field of view), or the mirror image falls outside
+  the scan or onto the clot itself (a midline clot, e.g. basilar).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from clotseg.errors import ClotsegError
 from clotseg.inference.postprocess import components
@@ -21,61 +39,183 @@ from clotseg.measure.centreline import centreline_length_mm
 
 #: Perviousness threshold: pervious when CTA − NCCT ≥ 10.9 HU (Santos 2016, Stroke).
 PERVIOUS_HU = 10.9
+#: Voxels above this NCCT value are head (tissue and bone) when finding the midline.
+HEAD_HU = -300.0
+#: How far (mm) around the mirrored position the contralateral artery is looked for.
+CONTRA_SEARCH_MM = 3.0
 
 CLOTS_CSV_COLUMNS = ["case_id", "component", "n_components", "volume_mm3", "length_mm",
                      "ncct_mean_hu", "ncct_median_hu", "cta_mean_hu", "perviousness_hu",
                      "pervious", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
-                     "max_prob"]
+                     "max_prob", "contralateral_ncct_mean_hu", "relative_density"]
+
+NAN = float("nan")
 
 
 def measure_case(case_id: str, mask: Volume, cta: Volume, ncct: Volume,
                  prob: np.ndarray | None = None) -> list[dict]:
-    """Measure every clot component of ``mask`` (all three volumes on one grid)."""
+    """Measure every clot component of ``mask``; all three volumes on the CTA grid and
+    ``prob`` (optional probability map) of the same shape."""
+    _check_grids(case_id, mask, cta, ncct, prob)
+    labels, n = components(np.asarray(mask.array) > 0)
+    if n == 0:
+        return [_empty_row(case_id, prob)]
+    midline = head_midline_x(ncct)
+    any_clot = labels > 0
+    rows = []
+    for k, box in enumerate(ndimage.find_objects(labels), start=1):
+        local = labels[box] == k
+        index = np.argwhere(local) + [s.start for s in box]
+        row = _measure_component(local, np.asarray(cta.array[box][local], dtype=np.float64),
+                                 np.asarray(ncct.array[box][local], dtype=np.float64), cta)
+        centroid = cta.grid.index_to_physical(index.mean(axis=0))[0]
+        row.update(centroid_x_mm=float(centroid[0]), centroid_y_mm=float(centroid[1]),
+                   centroid_z_mm=float(centroid[2]),
+                   max_prob=float(np.asarray(prob)[box][local].max()) if prob is not None
+                   else NAN)
+        contra = contralateral_ncct_mean(index, any_clot, cta, ncct, midline)
+        row["contralateral_ncct_mean_hu"] = contra
+        row["relative_density"] = (row["ncct_mean_hu"] / contra
+                                   if math.isfinite(contra) and contra > 0 else NAN)
+        rows.append(row)
+    rows.sort(key=lambda r: -r["volume_mm3"])
+    for k, row in enumerate(rows, start=1):
+        row.update(case_id=case_id, component=k, n_components=n)
+    return [{c: row[c] for c in CLOTS_CSV_COLUMNS} for row in rows]
+
+
+def _check_grids(case_id: str, mask: Volume, cta: Volume, ncct: Volume,
+                 prob: np.ndarray | None) -> None:
     for name, vol in (("NCCT", ncct), ("mask", mask)):
         if not vol.grid.same_as(cta.grid):
             raise ClotsegError(f"case {case_id}: {name} is not on the CTA grid "
-                               f"({'; '.join(vol.grid.differences(cta.grid))})")
-    labels, n = components(np.asarray(mask.array) > 0)
-    if n == 0:
-        row = dict.fromkeys(CLOTS_CSV_COLUMNS, "")
-        row.update(case_id=case_id, component=0, n_components=0, volume_mm3=0.0)
-        return [row]
-    rows = []
-    cta_a = np.asarray(cta.array, dtype=np.float64)
-    ncct_a = np.asarray(ncct.array, dtype=np.float64)
-    for k, sl in enumerate(_objects(labels), start=1):
-        m = labels[sl] == k
-        idx = np.argwhere(m) + [s.start for s in sl]
-        c_mean, n_mean = float(cta_a[sl][m].mean()), float(ncct_a[sl][m].mean())
-        centroid = cta.grid.index_to_physical(idx.mean(axis=0))[0]
-        rows.append({
-            "case_id": case_id, "component": k, "n_components": n,
-            "volume_mm3": float(m.sum() * cta.voxel_volume),
-            "length_mm": centreline_length_mm(m, cta.spacing),
-            "ncct_mean_hu": n_mean, "ncct_median_hu": float(np.median(ncct_a[sl][m])),
-            "cta_mean_hu": c_mean, "perviousness_hu": c_mean - n_mean,
-            "pervious": bool(c_mean - n_mean >= PERVIOUS_HU),
-            "centroid_x_mm": float(centroid[0]), "centroid_y_mm": float(centroid[1]),
-            "centroid_z_mm": float(centroid[2]),
-            "max_prob": float(prob[sl][m].max()) if prob is not None else "",
-        })
-    rows.sort(key=lambda r: -r["volume_mm3"])
-    for k, r in enumerate(rows, start=1):
-        r["component"] = k  # largest clot first
-    return rows
+                               f"({'; '.join(vol.grid.differences(cta.grid))}); clots are "
+                               "measured on the CTA grid")
+    if prob is not None and tuple(np.shape(prob)) != cta.shape:
+        raise ClotsegError(f"case {case_id}: probability map shape {tuple(np.shape(prob))} "
+                           f"differs from the CTA {cta.shape}")
 
 
-def _objects(labels: np.ndarray):
-    from scipy import ndimage
+def _measure_component(local: np.ndarray, cta_hu: np.ndarray, ncct_hu: np.ndarray,
+                       grid_of: Volume) -> dict:
+    cta_mean, ncct_mean = float(cta_hu.mean()), float(ncct_hu.mean())
+    delta = cta_mean - ncct_mean
+    return {
+        "volume_mm3": float(local.sum() * grid_of.voxel_volume),
+        "length_mm": centreline_length_mm(local, grid_of.spacing),
+        "ncct_mean_hu": ncct_mean, "ncct_median_hu": float(np.median(ncct_hu)),
+        "cta_mean_hu": cta_mean, "perviousness_hu": delta,
+        "pervious": bool(delta >= PERVIOUS_HU),
+    }
 
-    return ndimage.find_objects(labels)
+
+def _empty_row(case_id: str, prob: np.ndarray | None) -> dict:
+    row = dict.fromkeys(CLOTS_CSV_COLUMNS, NAN)
+    row.update(case_id=case_id, component=0, n_components=0, volume_mm3=0.0, length_mm=0.0,
+               pervious=None,
+               max_prob=float(np.max(prob)) if prob is not None and np.size(prob) else NAN)
+    return row
+
+
+def head_midline_x(ncct: Volume) -> float:
+    """LPS x (mm) of the head's mid-sagittal plane, estimated as the left-right centre of
+    mass of the head (NCCT > -300 HU); computed from per-axis sums (no voxel list).
+
+    Assumes the head is not turned much in the scanner (yaw/roll of a few degrees) and
+    lies wholly inside the field of view left to right: when the head fills more than a
+    quarter of the first or last left-right slab, the centre of mass says nothing about
+    the midline and NaN is returned.
+    """
+    head = np.asarray(ncct.array) > HEAD_HU
+    total = int(head.sum())
+    if total == 0:
+        return NAN
+    lr_axis = int(np.argmax(np.abs(ncct.grid.direction_matrix[0, :])))
+    first, last = np.take(head, 0, axis=lr_axis), np.take(head, -1, axis=lr_axis)
+    if max(first.mean(), last.mean()) > 0.25:
+        return NAN
+    mean_index = [float((np.arange(n) * head.sum(axis=tuple(a for a in range(3) if a != ax))
+                         ).sum() / total) for ax, n in enumerate(head.shape)]
+    return float(ncct.grid.index_to_physical(mean_index)[0, 0])
+
+
+def contralateral_ncct_mean(index: np.ndarray, clot: np.ndarray, cta: Volume, ncct: Volume,
+                            midline_x: float) -> float:
+    """Mean NCCT HU at the clot's mirror image across the mid-sagittal plane.
+
+    The clot's voxels are reflected across the plane x = ``midline_x`` (LPS) — the
+    mirroring assumption: the arteries of both hemispheres are symmetric about that plane.
+    Because real anatomy and head position are never exactly symmetric, the mirrored
+    region is then moved by up to ±3 mm to where the CTA is brightest (trimmed mean), i.e.
+    onto the contrast-filled contralateral artery, and the NCCT is read there (linear
+    interpolation). NaN when the mirror image leaves the scan or overlaps the clot.
+    """
+    if not math.isfinite(midline_x):
+        return NAN
+    points = cta.grid.index_to_physical(index)
+    mirrored = points.copy()
+    mirrored[:, 0] = 2.0 * midline_x - points[:, 0]
+    base = cta.grid.physical_to_index(mirrored)
+    inside = np.all((base > -0.5) & (base < np.asarray(cta.shape) - 0.5), axis=1)
+    if inside.mean() < 0.9:
+        return NAN
+    nearest = np.clip(np.round(base).astype(int), 0, np.asarray(cta.shape) - 1)
+    if clot[tuple(nearest.T)].mean() > 0.5:  # a midline clot mirrors onto itself
+        return NAN
+    # Work in a crop around the mirrored region: never copy the whole scan.
+    to_index = np.linalg.inv(cta.grid.affine[:3, :3])
+    reach = np.abs(to_index).sum(axis=1) * CONTRA_SEARCH_MM + 2
+    lo = np.maximum(np.floor(base.min(axis=0) - reach), 0).astype(int)
+    hi = np.minimum(np.ceil(base.max(axis=0) + reach) + 1, cta.shape).astype(int)
+    crop = tuple(slice(a, b) for a, b in zip(lo, hi))
+    local = base - lo
+    shift = _brightest_shift(local, np.asarray(cta.array[crop], dtype=np.float32), to_index)
+    values = ndimage.map_coordinates(np.asarray(ncct.array[crop], dtype=np.float32),
+                                     (local + shift).T, order=1, mode="nearest")
+    return float(values.mean())
+
+
+def _brightest_shift(points: np.ndarray, cta: np.ndarray, to_index: np.ndarray) -> np.ndarray:
+    """Index offset (a shift of up to ±CONTRA_SEARCH_MM per patient axis, 1 mm steps)
+    that maximises the CTA HU at ``points`` (continuous indices into ``cta``): their mean
+    without the top and bottom 10 %, so that a small calcification does not attract the
+    region; smaller shifts are tried first and win ties (uniform regions)."""
+    from scipy.stats import trim_mean
+
+    steps = np.arange(-CONTRA_SEARCH_MM, CONTRA_SEARCH_MM + 0.5, 1.0)
+    best, best_score = np.zeros(3), -np.inf
+    grid = np.stack(np.meshgrid(steps, steps, steps, indexing="ij"), -1).reshape(-1, 3)
+    for mm in grid[np.argsort(np.linalg.norm(grid, axis=1), kind="stable")]:
+        shift = to_index @ mm
+        vals = ndimage.map_coordinates(cta, (points + shift).T, order=1, mode="nearest")
+        score = float(trim_mean(vals, 0.1))
+        if score > best_score + 1e-6:
+            best, best_score = shift, score
+    return best
+
+
+def clots_csv_text(rows: list[dict], columns: list[str] | None = None) -> str:
+    """CSV text of measurement rows: floats with 4 decimals, NaN as ``nan``, None empty."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, columns or CLOTS_CSV_COLUMNS, extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: format_value(v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def format_value(value) -> str:
+    """One CSV cell: floats with 4 decimals (``nan`` kept visible), None as empty."""
+    if value is None:
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (float, np.floating)):
+        return "nan" if not math.isfinite(value) else f"{float(value):.4f}"
+    return str(value)
 
 
 def write_clots_csv(path: str | Path, rows: list[dict]) -> Path:
-    """Write measurement rows atomically (floats with 4 significant decimals)."""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, CLOTS_CSV_COLUMNS, extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
-    return write_text(path, buf.getvalue())
+    """Write ``clots.csv`` atomically (columns :data:`CLOTS_CSV_COLUMNS`)."""
+    return write_text(path, clots_csv_text(rows))

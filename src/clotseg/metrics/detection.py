@@ -6,20 +6,29 @@ import numpy as np
 
 from clotseg.inference.postprocess import components
 
+#: Detection outcomes of one case.
+OUTCOMES = ("TP", "FN", "FP", "TN")
+
 
 def detection(pred: np.ndarray, ref: np.ndarray) -> str:
-    """``TP`` (overlap), ``FN`` (clot missed), ``FP`` (clot-free case, something predicted),
-    ``TN`` (both empty). A prediction elsewhere on a clot case is a miss (``FN``)."""
+    """``TP`` prediction overlaps the reference clot; ``FN`` reference clot not touched
+    (a prediction elsewhere does not count); ``FP`` clot-free reference but something
+    predicted; ``TN`` both empty."""
     p, r = np.asarray(pred) > 0, np.asarray(ref) > 0
     if r.any():
         return "TP" if (p & r).any() else "FN"
     return "FP" if p.any() else "TN"
 
 
+def count_components(mask: np.ndarray) -> int:
+    """Number of 26-connected components."""
+    return int(components(np.asarray(mask) > 0)[1])
+
+
 def false_positive_components(pred: np.ndarray, ref: np.ndarray) -> int:
-    """Predicted connected components (26-connected) that do not touch the reference."""
+    """Predicted 26-connected components that do not touch the reference at all."""
     labels, n = components(np.asarray(pred) > 0)
     if n == 0:
         return 0
-    hit = np.unique(labels[(np.asarray(ref) > 0) & (labels > 0)])
-    return int(n - len(hit))
+    touching = np.unique(labels[(np.asarray(ref) > 0) & (labels > 0)])
+    return int(n - len(touching))
