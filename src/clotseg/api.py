@@ -1,31 +1,107 @@
-"""The user-facing Python API; the ``clotseg predict`` command is a thin layer over it."""
+"""The user-facing Python API; ``clotseg predict`` is a thin layer over :func:`segment`.
+
+>>> import clotseg
+>>> results = clotseg.segment("runs/fold0", "new_patients/", "predictions/")  # doctest: +SKIP
+>>> [(r.case_id, r.ok, r.mask_path) for r in results]                         # doctest: +SKIP
+
+Masks are always on exactly the CTA's grid (size, spacing, origin, direction).
+"""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
-from clotseg.inference.predictor import Predictor, PredictSummary, predict_dataset
-from clotseg.io.layouts import discover
+import numpy as np
+
+from clotseg.errors import DatasetError
+from clotseg.inference.predictor import CaseResult, Predictor, predict_cases
 from clotseg.io.volume import Volume
 
+__all__ = ["CaseResult", "Predictor", "find_cases", "segment", "segment_volumes"]
 
-def segment(run: str | Path | list[str | Path], inputs: str | Path, out: str | Path, *,
-            device: str = "auto", tta: bool = False, save_prob: bool = False,
-            preview: bool = False, spacing=None, progress: bool = True,
-            **options) -> PredictSummary:
-    """Segment every case under ``inputs`` (any layout, or one case folder) into ``out``.
 
-    ``run`` may be a list of run folders (fold ensemble: probabilities are averaged).
-    ``options``: ``threshold``, ``min_component_mm3``, ``keep_largest``, ``batch_size``.
+def segment(run: str | Path | Sequence[str | Path], inputs: str | Path,
+            out: str | Path | None = None, *, device: str = "auto", tta: bool = False,
+            precision: str = "auto", save_prob: bool = False, preview: bool = False,
+            threshold: float | None = None, min_component_mm3: float | None = None,
+            keep_largest: bool = False, batch_size: int = 16,
+            spacing: tuple[float, float, float] | None = None,
+            cta_series: str | None = None, ncct_series: str | None = None,
+            num_threads: int | None = None, progress: bool = True) -> list[CaseResult]:
+    """Segment the clots of every case under ``inputs``.
+
+    ``run``: a trained run folder, or several (fold ensemble: probabilities averaged).
+    ``inputs``: one case folder (``cta.*`` + ``ncct.*`` files or ``cta/`` + ``ncct/``
+    DICOM folders), a dataset in any supported layout (nnU-Net: ``imagesTs`` when present),
+    or one DICOM folder holding both series (told apart by ``cta_series``/``ncct_series``
+    UIDs, else by their descriptions).
+    ``out``: where ``<case>.nii.gz`` masks, ``clots.csv`` and ``predict.json`` go; ``None``
+    keeps masks and probabilities in memory (``CaseResult.mask``/``.prob``) instead.
+    ``threshold``/``min_component_mm3`` default to the run's own values; ``spacing`` is
+    for the original ``.npy`` layout, which stores none. A case that fails is returned
+    with ``ok=False`` and the reason; the others are still done.
     """
-    runs = run if isinstance(run, (list, tuple)) else [run]
-    predictor = Predictor.from_runs(runs, device=device, tta=tta, **options)
-    index = discover(inputs, spacing=spacing)
-    return predict_dataset(predictor, index, Path(out), save_prob=save_prob, preview=preview,
-                           progress=progress)
+    series = {k: v for k, v in (("cta", cta_series), ("ncct", ncct_series)) if v}
+    cases = find_cases(inputs, spacing=spacing)
+    predictor = Predictor.from_runs(run, device=device, precision=precision, tta=tta,
+                                    batch_size=batch_size, threshold=threshold,
+                                    min_component_mm3=min_component_mm3,
+                                    keep_largest=keep_largest, num_threads=num_threads)
+    return predict_cases(predictor, cases, None if out is None else Path(out),
+                         save_prob=save_prob, preview=preview, series=series,
+                         progress=progress, source=str(inputs))
 
 
-def segment_volumes(run: str | Path, cta: Volume, ncct: Volume, *, device: str = "auto",
-                    tta: bool = False) -> tuple[Volume, object]:
-    """Segment in-memory volumes: returns (mask on the CTA grid, probability array)."""
-    return Predictor.from_runs([run], device=device, tta=tta).segment(cta, ncct)
+def segment_volumes(run: str | Path | Sequence[str | Path] | Predictor, cta: Volume,
+                    ncct: Volume, *, case_id: str = "case", device: str = "auto",
+                    tta: bool = False, **settings) -> tuple[Volume, np.ndarray, list[dict]]:
+    """Segment in-memory volumes: (uint8 mask on the CTA grid, float32 probability on the
+    CTA grid, ``clots.csv`` rows). ``run`` may also be a ready :class:`Predictor`
+    (load once, segment many)."""
+    from clotseg.measure.clots import measure_case
+
+    predictor = run if isinstance(run, Predictor) else Predictor.from_runs(
+        run, device=device, tta=tta, **settings)
+    seg = predictor.segment(cta, ncct, case_id)
+    return seg.mask, seg.prob, measure_case(case_id, seg.mask, cta, seg.ncct, seg.prob)
+
+
+def find_cases(inputs: str | Path, *, spacing: tuple[float, float, float] | None = None
+               ) -> list:
+    """The cases (:class:`~clotseg.io.layouts.CaseRef`) to predict under ``inputs``."""
+    from clotseg.io.layouts import CaseRef, discover
+
+    root = Path(inputs)
+    if not root.exists():
+        raise DatasetError(f"{root}: input does not exist")
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder (give a case folder, a dataset folder or "
+                           "a DICOM folder)")
+    if root.name in ("imagesTs", "imagesTr") and (root.parent / "dataset.json").is_file():
+        index = discover(root.parent, layout="nnunet")
+        cases = [c for c in index.cases if c.cta is not None and c.cta.parent == root]
+    else:
+        try:
+            index = discover(root, spacing=spacing)
+        except DatasetError:
+            if _holds_dicom(root):  # one folder with both series (told apart by UID/kind)
+                return [CaseRef(root.name, root, root)]
+            raise
+        cases = index.cases
+        if index.layout == "nnunet":
+            test = [c for c in cases if any(p.parent.name == "imagesTs" for p in
+                                            c.files.values())]
+            cases = test or cases
+    for problem in index.problems:
+        warnings.warn(problem, UserWarning, stacklevel=2)
+    if not cases:
+        raise DatasetError(f"{root}: no cases to predict found")
+    return cases
+
+
+def _holds_dicom(folder: Path) -> bool:
+    from clotseg.io.dicom import list_series
+
+    return bool(list_series(folder))

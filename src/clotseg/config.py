@@ -1,7 +1,12 @@
 """Typed training configuration: dataclasses, YAML presets, ``--set section.key=value``.
 
 Every setting lives here (no hyper-parameters hidden in code); the fully resolved config is
-saved as ``RUN/config.yaml`` so a run can be reproduced from its folder alone.
+saved as ``RUN/config.yaml`` so a run can be reproduced from its folder alone. The
+dataclass defaults are the ``default`` preset (tuned for the phantom on a 2-core CPU);
+``configs/original.yaml`` reproduces the original research setup.
+
+Errors (unknown key, wrong type, value out of range) raise :class:`ConfigError`, which the
+CLI reports in one line with exit code 1; unknown keys list every valid key.
 """
 
 from __future__ import annotations
@@ -17,41 +22,46 @@ from clotseg.errors import ConfigError
 
 @dataclass
 class DataConfig:
-    slab: int = 3  # neighbouring slices per modality (2.5D); 1 = original 2-channel input
+    slab: int = 3  # neighbouring slices per modality (2.5D, odd); 1 = original 2-channel input
     windows: dict = field(default_factory=lambda: {"cta": [-100.0, 700.0], "ncct": [0.0, 100.0]})
-    pad_multiple: int = 16
-    patch: int = 64  # training crop (pixels, multiple of pad_multiple); 0 = whole slice
+    pad_multiple: int = 16  # slices are zero-padded to a multiple of this (train and predict)
+    patch: int = 64  # square training crop in pixels; 0 = the padded full slice
     clot_fraction: float = 0.5  # share of each batch drawn from slices that contain clot
     scheme: str = "kfold"  # kfold | random (the original 60/20/20)
     n_folds: int = 5
     fold: int = 0
-    test_fraction: float = 0.2
+    test_fraction: float = 0.2  # held-out test cases (both schemes)
     val_fraction: float = 0.2  # only for scheme=random
     split_seed: int = 0
-    splits: str | None = None  # reuse an existing splits.json
-    cache_dir: str | None = None  # default RUN/cache
+    splits: str | None = None  # reuse an existing splits.json (compare runs on the same cases)
+    cache_dir: str | None = None  # memory-mapped cache of prepared cases; default RUN/cache
+    loader: str = "auto"  # auto | resident (cohort in device memory) | stream (DataLoader)
+    workers: int = 0  # DataLoader worker processes for the stream loader
 
 
 @dataclass
 class ModelConfig:
-    name: str = "unet-original"
+    name: str = "unet-original"  # unet-original | fusion-unet | monai-unet | monai-dynunet
     base: int = 16  # width of the first level (32 = original)
     dropout: float = 0.1
+    kwargs: dict = field(default_factory=dict)  # extra constructor arguments of the model
 
 
 @dataclass
 class AugmentConfig:
     enabled: bool = True
     flip: float = 0.5  # probability per axis (left-right, anterior-posterior)
+    spatial_prob: float = 0.7  # probability of a rotation + scale
     rotate_deg: float = 15.0
     scale: list = field(default_factory=lambda: [0.85, 1.15])
-    spatial_prob: float = 0.7
-    brightness: float = 0.1  # additive, in normalised units
-    contrast: float = 0.15  # multiplicative around the mean
+    intensity_prob: float = 0.8  # probability of brightness/contrast/gamma (per modality)
+    brightness: float = 0.1  # additive shift, in normalised units
+    contrast: float = 0.15  # multiplicative change around the mean
     gamma: list = field(default_factory=lambda: [0.8, 1.25])
     blur_prob: float = 0.2
-    noise_std: float = 0.03
-    intensity_prob: float = 0.8
+    blur_sigma: list = field(default_factory=lambda: [0.4, 1.0])  # pixels
+    noise_prob: float = 0.3
+    noise_std: float = 0.03  # largest noise standard deviation, normalised units
 
 
 @dataclass
@@ -59,28 +69,32 @@ class OptimConfig:
     name: str = "adamw"  # adamw | adam | sgd
     lr: float = 3e-3
     weight_decay: float = 1e-4
-    schedule: str = "cosine"  # cosine | constant
-    warmup_epochs: int = 1
-    grad_clip: float = 1.0
+    momentum: float = 0.99  # sgd only
+    schedule: str = "cosine"  # cosine | onecycle | constant
+    warmup: float = 0.03  # fraction of the schedule spent warming up linearly
+    min_lr_ratio: float = 0.02  # final learning rate / lr (cosine)
+    grad_clip: float = 1.0  # max gradient norm; 0 = off
 
 
 @dataclass
 class TrainConfig:
     epochs: int = 30
-    batch_size: int = 16
+    batch_size: int = 16  # per process
     steps_per_epoch: int = 80
-    time_limit_min: float | None = None
-    patience: int = 12  # early stopping on validation Dice
+    time_limit_min: float | None = None  # stop (with a checkpoint) when this budget is used
+    schedule_by_time: bool = True  # with a time limit, fit the LR schedule into it
+    patience: int = 12  # early stopping: epochs without a better validation Dice
     seed: int = 0
-    device: str = "auto"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast where supported (CUDA); fp32 on CPU
     channels_last: bool = True  # on CUDA
-    compile: bool = False
-    deterministic: bool = False
-    loss: str = "dice_bce"  # dice_bce | dice | dice_focal
-    threshold: float = 0.5
-    min_component_mm3: float = 5.0
+    compile: bool = False  # torch.compile the model
+    deterministic: bool = False  # deterministic algorithms (bit-for-bit resume on CPU)
+    loss: str = "dice_bce"  # dice_bce | dice_focal | dice (the original's soft Dice)
+    threshold: float = 0.5  # on the sigmoid probability (validation and predict)
+    min_component_mm3: float = 5.0  # smaller predicted components are dropped
     val_batch_size: int = 32
+    threads: int = 0  # CPU threads for torch; 0 = leave torch's default
 
 
 @dataclass
@@ -100,47 +114,91 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+CHOICES = {
+    "data.scheme": ("kfold", "random"),
+    "data.loader": ("auto", "resident", "stream"),
+    "optim.name": ("adamw", "adam", "sgd"),
+    "optim.schedule": ("cosine", "onecycle", "constant"),
+    "train.loss": ("dice_bce", "dice_focal", "dice"),
+}
+
+
 def valid_keys(cfg: Config | None = None) -> list[str]:
+    """Every ``section.key`` that a config file or ``--set`` may name."""
     cfg = cfg or Config()
     return [f"{s.name}.{f.name}" for s in dataclasses.fields(cfg)
             for f in dataclasses.fields(getattr(cfg, s.name))]
+
+
+def _unknown(source: str, what: str, cfg: Config) -> ConfigError:
+    return ConfigError(f"{source}: unknown {what}; valid keys: " + ", ".join(valid_keys(cfg)))
 
 
 def from_dict(data: dict[str, Any], base: Config | None = None, source: str = "config") -> Config:
     """Apply a nested dict onto ``base`` (defaults when None), rejecting unknown keys."""
     cfg = base or Config()
     for section, values in (data or {}).items():
-        if not hasattr(cfg, section) or not isinstance(values, dict):
-            raise ConfigError(f"{source}: unknown section {section!r}; valid keys: "
-                              + ", ".join(valid_keys(cfg)))
+        if section not in {f.name for f in dataclasses.fields(cfg)} or not isinstance(values,
+                                                                                    dict):
+            raise _unknown(source, f"section {section!r}", cfg)
         for key, value in values.items():
             set_value(cfg, f"{section}.{key}", value, source)
     return cfg
 
 
-def set_value(cfg: Config, dotted: str, value: Any, source: str = "--set") -> None:
-    section, _, key = dotted.partition(".")
-    sub = getattr(cfg, section, None)
-    if sub is None or not key or key not in {f.name for f in dataclasses.fields(sub)}:
-        raise ConfigError(f"{source}: unknown key {dotted!r}; valid keys: "
-                          + ", ".join(valid_keys(cfg)))
-    current = getattr(sub, key)
-    if isinstance(current, bool) and not isinstance(value, bool):
-        raise ConfigError(f"{source}: {dotted} must be true or false, got {value!r}")
-    if isinstance(current, (int, float)) and not isinstance(current, bool):
-        try:  # YAML reads "1e-3" as a string
-            value = float(value) if isinstance(value, str) else value
-        except ValueError:
-            pass
+def _coerce(dotted: str, current: Any, value: Any, hint: Any, source: str) -> Any:
+    """``value`` converted to the type of the field (``current``/its annotation)."""
+    if value is None:
+        if current is None or "None" in str(hint):
+            return None
+        raise ConfigError(f"{source}: {dotted} cannot be empty")
+    if isinstance(current, bool) or hint in (bool, "bool"):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {dotted} must be true or false, got {value!r}")
+        return value
+    if isinstance(current, (int, float)) or "float" in str(hint) or "int" in str(hint):
+        if isinstance(value, str):  # YAML reads "1e-3" as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise ConfigError(f"{source}: {dotted} must be a number, got {value!r}")
-        if isinstance(current, int) and float(value).is_integer():
-            value = int(value)
+        if "int" in str(hint) and "float" not in str(hint):
+            if not float(value).is_integer():
+                raise ConfigError(f"{source}: {dotted} must be a whole number, got {value!r}")
+            return int(value)
+        return float(value)
+    if isinstance(current, list) or hint in (list, "list"):
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {dotted} must be a list, got {value!r}")
+        return value
+    if isinstance(current, dict) or hint in (dict, "dict"):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {dotted} must be a mapping, got {value!r}")
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(f"{source}: {dotted} must be text, got {value!r}")
+    return value
+
+
+def set_value(cfg: Config, dotted: str, value: Any, source: str = "--set") -> None:
+    """Set ``section.key`` to ``value`` (checked against the field's type)."""
+    section, _, key = dotted.partition(".")
+    sub = getattr(cfg, section, None) if section in {f.name for f in
+                                                      dataclasses.fields(cfg)} else None
+    fields = {f.name: f for f in dataclasses.fields(sub)} if sub is not None else {}
+    if key not in fields:
+        raise _unknown(source, f"key {dotted!r}", cfg)
+    value = _coerce(dotted, getattr(sub, key), value, fields[key].type, source)
+    if dotted in CHOICES and value not in CHOICES[dotted]:
+        raise ConfigError(f"{source}: {dotted} must be one of {', '.join(CHOICES[dotted])}, "
+                          f"got {value!r}")
     setattr(sub, key, value)
 
 
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
-    """Apply ``section.key=value`` strings (values parsed as YAML)."""
+    """Apply ``section.key=value`` strings (values parsed with ``yaml.safe_load``)."""
     import yaml
 
     for item in overrides or []:
@@ -156,6 +214,7 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
 
 
 def load_yaml(path: str | Path, base: Config | None = None) -> Config:
+    """Read a YAML config (any subset of sections/keys) on top of ``base``."""
     import yaml
 
     path = Path(path)
@@ -179,3 +238,39 @@ def preset(name: str) -> Config:
         raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     text = resources.files("clotseg.configs").joinpath(f"{name}.yaml").read_text()
     return from_dict(yaml.safe_load(text) or {}, source=f"preset {name}")
+
+
+def check(cfg: Config) -> Config:
+    """Reject settings that cannot work, before any data is read."""
+    d, a, o, t = cfg.data, cfg.augment, cfg.optim, cfg.train
+    problems = []
+    if d.slab < 1 or d.slab % 2 == 0:
+        problems.append(f"data.slab must be a positive odd number, got {d.slab}")
+    if d.pad_multiple < 1:
+        problems.append("data.pad_multiple must be >= 1")
+    if d.patch < 0 or (d.patch and d.patch % d.pad_multiple):
+        problems.append(f"data.patch must be 0 (full slice) or a multiple of data.pad_multiple "
+                        f"({d.pad_multiple}), got {d.patch}")
+    if not 0 <= d.clot_fraction <= 1:
+        problems.append("data.clot_fraction must be within [0, 1]")
+    if not 0 <= d.test_fraction < 1 or not 0 < d.val_fraction < 1:
+        problems.append("data.test_fraction must be in [0, 1) and data.val_fraction in (0, 1)")
+    if d.workers < 0:
+        problems.append("data.workers must be >= 0")
+    for name in ("cta", "ncct"):
+        w = d.windows.get(name) if isinstance(d.windows, dict) else None
+        if not (isinstance(w, list) and len(w) == 2 and float(w[1]) > float(w[0])):
+            problems.append(f"data.windows.{name} must be [low, high] HU with high > low")
+    for key in ("scale", "gamma", "blur_sigma"):
+        v = getattr(a, key)
+        if len(v) != 2 or not 0 < float(v[0]) <= float(v[1]):
+            problems.append(f"augment.{key} must be [low, high] with 0 < low <= high")
+    if o.lr <= 0 or not 0 <= o.warmup < 1:
+        problems.append("optim.lr must be > 0 and optim.warmup in [0, 1)")
+    if t.epochs < 1 or t.batch_size < 1 or t.steps_per_epoch < 1 or t.val_batch_size < 1:
+        problems.append("train.epochs, batch_size, steps_per_epoch, val_batch_size must be >= 1")
+    if t.time_limit_min is not None and t.time_limit_min <= 0:
+        problems.append("train.time_limit_min must be > 0")
+    if problems:
+        raise ConfigError("invalid settings: " + "; ".join(problems))
+    return cfg

@@ -1,4 +1,4 @@
-"""Splits, slabs, the cache and augmentation."""
+"""Splits, slabs, the memory-mapped cache, batch sources and augmentation."""
 
 from __future__ import annotations
 
@@ -7,12 +7,24 @@ import pytest
 import torch
 
 from clotseg.config import AugmentConfig
-from clotseg.data.augment import augment_batch
-from clotseg.data.slabs import pad_to_multiple, slab
+from clotseg.data.augment import augment_batch, gaussian_blur
+from clotseg.data.cache import build_cache
+from clotseg.data.dataset import (
+    BatchFactory,
+    MemmapSource,
+    ResidentSource,
+    SliceSampler,
+    batch_iterator,
+    batch_seed,
+    canvas_size,
+)
+from clotseg.data.slabs import DEFAULT_WINDOWS, pad_to_multiple, prepare_case, slab
 from clotseg.data.splits import load_splits, make_splits, save_splits
 from clotseg.errors import ClotsegError
+from clotseg.io.layouts import discover
 
 IDS = [f"p{i:02d}" for i in range(23)]
+WINDOWS = {k: list(v) for k, v in DEFAULT_WINDOWS.items()}
 
 
 @pytest.mark.parametrize("fold", range(5))
@@ -23,6 +35,8 @@ def test_kfold_splits_are_patient_level_and_deterministic(fold):
     assert set.union(*sets) == set(IDS)
     assert s == make_splits(IDS, scheme="kfold", n_folds=5, fold=fold, seed=3)
     assert s["test"] == make_splits(IDS, scheme="kfold", n_folds=5, fold=0, seed=3)["test"]
+    assert len(s["test"]) == round(0.2 * len(IDS))
+    assert s["test"] != make_splits(IDS, scheme="kfold", n_folds=5, fold=fold, seed=4)["test"]
 
 
 def test_folds_cover_every_non_test_case_once():
@@ -34,12 +48,15 @@ def test_folds_cover_every_non_test_case_once():
 def test_random_split_60_20_20(tmp_path):
     s = make_splits([f"CS{i}" for i in range(1, 21)], scheme="random", seed=1)
     assert (len(s["train"]), len(s["val"]), len(s["test"])) == (12, 4, 4)
+    assert s["scheme"] == "random" and s["seed"] == 1
     save_splits(tmp_path / "s.json", s)
     assert load_splits(tmp_path / "s.json") == s
     bad = dict(s, val=s["val"] + [s["train"][0]])
     save_splits(tmp_path / "bad.json", bad)
     with pytest.raises(ClotsegError, match="more than one split"):
         load_splits(tmp_path / "bad.json")
+    with pytest.raises(ClotsegError, match="not in the dataset"):
+        load_splits(tmp_path / "s.json", known=s["train"])
 
 
 def test_slab_channel_order_and_edges():
@@ -59,21 +76,134 @@ def test_padding_is_zero_not_garbage():
     np.testing.assert_array_equal(p[:, crop[0], crop[1]], x)
 
 
+@pytest.fixture(scope="module")
+def cached(phantom_cohort, tmp_path_factory):
+    index = discover(phantom_cohort)
+    cache = tmp_path_factory.mktemp("cache")
+    return index, cache, build_cache(index.cases[:4], cache, WINDOWS, progress=False)
+
+
+def test_cache_is_memory_mapped_and_matches_prepare_case(cached):
+    index, cache, cases = cached
+    case = cases[0]
+    assert isinstance(case.slices, np.memmap) and isinstance(case.mask_slices, np.memmap)
+    vols = index.cases[0].load()
+    prep = prepare_case(case.case_id, vols.cta, vols.ncct, vols.mask, DEFAULT_WINDOWS)
+    np.testing.assert_allclose(case.image, prep.image, atol=1e-3)  # float16 storage
+    np.testing.assert_array_equal(case.mask, prep.mask)
+    z = int(case.clot_slices[0]) if len(case.clot_slices) else 0
+    np.testing.assert_allclose(slab(case.image, z, 3), slab(prep.image, z, 3), atol=1e-3)
+    for z, x0, x1, y0, y1 in case.clot_boxes:
+        m = prep.mask[:, :, z]
+        assert m[x0:x1, y0:y1].sum() == m.sum() > 0
+    # a second build reuses the entry (same file, not rewritten)
+    mtime = (cache / f"{case.case_id}.image.npy").stat().st_mtime_ns
+    again = build_cache(index.cases[:1], cache, WINDOWS, progress=False)[0]
+    assert (cache / f"{case.case_id}.image.npy").stat().st_mtime_ns == mtime
+    np.testing.assert_array_equal(again.slices, case.slices)
+
+
+def test_misaligned_mask_is_a_clear_error(phantom_cohort, tmp_path):
+    from clotseg.io.readers import read_volume, write_volume
+    from clotseg.io.volume import Volume
+
+    src = discover(phantom_cohort).cases[0]
+    case = tmp_path / "data" / "bad_case"
+    for name in ("cta", "ncct"):
+        write_volume(read_volume(src.files[name]), case / f"{name}.nii.gz")
+    mask = read_volume(src.files["mask"])
+    moved = Volume(mask.array[1:], mask.spacing, mask.origin, mask.direction)  # not CTA grid
+    write_volume(moved, case / "clot.nii.gz", mask=True)
+    with pytest.raises(ClotsegError, match=r"mask grid differs.*clotseg preprocess.*clot\.nii"):
+        build_cache(discover(tmp_path / "data").cases, tmp_path / "cache", WINDOWS, False)
+
+
+def test_sampler_oversamples_clot_slices(cached):
+    cases = cached[2]
+    sampler = SliceSampler(cases, 0.5, patch=32)
+    picks, centres = sampler.draw(400, torch.Generator().manual_seed(0))
+    has_clot = np.array([cases[c].mask_slices[z].any() for c, z in picks])
+    assert has_clot[200:].all()  # the clot half: every slice has clot
+    assert has_clot.mean() > 0.45
+    plain = SliceSampler(cases, 0.0).draw(400, torch.Generator().manual_seed(0))[0]
+    assert np.array([cases[c].mask_slices[z].any() for c, z in plain]).mean() < 0.3
+    # clot crop centres lie within a patch of the clot
+    for (c, z), ctr in zip(picks[200:], centres[200:]):
+        xs, ys = np.nonzero(cases[c].mask_slices[z])
+        assert np.min(np.abs(xs - ctr[0])) <= 16 and np.min(np.abs(ys - ctr[1])) <= 16
+
+
+def test_resident_and_memmap_sources_and_workers_give_identical_batches(cached):
+    cases = cached[2]
+    canvas = canvas_size(cases, 16, 32)
+    aug = AugmentConfig()
+    sampler = SliceSampler(cases, 0.5, 32)
+    a = BatchFactory(MemmapSource(cases, 3, canvas), sampler, 6, 32, aug)
+    b = BatchFactory(ResidentSource(cases, 3, canvas, "cpu"), sampler, 6, 32, aug)
+    seeds = [batch_seed(0, 0, 0, s) for s in range(3)]
+    for s in seeds:
+        (xa, ya), (xb, yb) = a.make(s), b.make(s)
+        assert xa.shape == (6, 6, 32, 32) and ya.shape == (6, 1, 32, 32)
+        torch.testing.assert_close(xa, xb, atol=1e-3, rtol=0)
+        assert torch.equal(ya, yb)
+        assert ya[3:].flatten(1).amax(1).min() == 1  # clot half of the batch sees clot
+    loaded = list(batch_iterator(a, seeds, workers=2))
+    for s, (x, y) in zip(seeds, loaded):
+        x0, y0 = a.make(s)
+        assert torch.equal(x, x0) and torch.equal(y, y0)
+
+
+def test_unaugmented_crop_is_exact(cached):
+    cases = cached[2]
+    canvas = canvas_size(cases, 16, 32)
+    src = MemmapSource(cases, 1, canvas)
+    factory = BatchFactory(src, SliceSampler(cases, 1.0, 32), 4, 32, None)
+    x, y = factory.make(7)
+    picks, _ = SliceSampler(cases, 1.0, 32).draw(4, torch.Generator().manual_seed(7))
+    full_x, full_y = src.gather(picks)
+    for b in range(4):  # the crop is a window of the full slice, found by exact matching
+        win = full_y[b, 0].unfold(0, 32, 1).unfold(1, 32, 1)
+        hits = (win == y[b, 0]).flatten(2).all(-1).nonzero()
+        assert len(hits), b
+        r, c = hits[0].tolist()
+        assert torch.equal(full_x[b, :, r:r + 32, c:c + 32], x[b])
+
+
 def test_augmentation_keeps_image_and_mask_aligned():
-    torch.manual_seed(0)
     x = torch.zeros(8, 6, 64, 64)
     y = torch.zeros(8, 1, 64, 64)
     x[:, :, 20:34, 12:30] = 1.0  # a bright rectangle, off-centre, in every channel
     y[:, :, 20:34, 12:30] = 1.0
-    cfg = AugmentConfig(spatial_prob=1.0, flip=0.5, intensity_prob=0.0)
+    cfg = AugmentConfig(spatial_prob=1.0, flip=0.5, intensity_prob=0.0, blur_prob=0.0,
+                        noise_prob=0.0)
     xa, ya = augment_batch(x, y, cfg, torch.Generator().manual_seed(1))
     assert not torch.equal(ya, y)  # something moved
     for b in range(8):
-        bright = xa[b].mean(0) > 0.5
-        m = ya[b, 0] > 0.5
-        iou = (bright & m).sum() / (bright | m).sum()
-        assert iou > 0.85, (b, float(iou))
+        assert not torch.equal(ya[b], y[b])
+        for c in range(6):
+            bright = xa[b, c] > 0.5
+            m = ya[b, 0] > 0.5
+            iou = (bright & m).sum() / (bright | m).sum()
+            assert iou > 0.9, (b, c, float(iou))
     assert set(torch.unique(ya).tolist()) <= {0.0, 1.0}
+
+
+def test_augmentation_with_crop_follows_the_centre():
+    x = torch.zeros(4, 2, 96, 96)
+    y = torch.zeros(4, 1, 96, 96)
+    x[:, :, 60:70, 10:20] = 1.0
+    y[:, :, 60:70, 10:20] = 1.0
+    centres = torch.tensor([[64.5, 14.5]] * 4, dtype=torch.float64)
+    cfg = AugmentConfig(spatial_prob=1.0, intensity_prob=0.0, blur_prob=0.0, noise_prob=0.0)
+    xa, ya = augment_batch(x, y, cfg, torch.Generator().manual_seed(0), centres=centres,
+                           out_size=(32, 32))
+    assert xa.shape == (4, 2, 32, 32)
+    for b in range(4):  # the square sits at the crop's centre, aligned with its mask
+        cy, cx = torch.nonzero(ya[b, 0]).float().mean(0).tolist()
+        assert abs(cy - 15.5) < 2 and abs(cx - 15.5) < 2
+        bright = xa[b, 0] > 0.5
+        iou = (bright & (ya[b, 0] > 0.5)).sum() / (bright | (ya[b, 0] > 0.5)).sum()
+        assert iou > 0.85
 
 
 def test_intensity_augmentation_leaves_mask_alone():
@@ -82,3 +212,15 @@ def test_intensity_augmentation_leaves_mask_alone():
     cfg = AugmentConfig(spatial_prob=0.0, flip=0.0, intensity_prob=1.0)
     xa, ya = augment_batch(x, y, cfg, torch.Generator().manual_seed(0))
     assert torch.equal(ya, y) and not torch.equal(xa, x)
+    off = AugmentConfig(enabled=False)
+    xb, yb = augment_batch(x, y, off, torch.Generator().manual_seed(0))
+    assert torch.equal(xb, x) and torch.equal(yb, y)
+
+
+def test_blur_per_sample_sigma():
+    x = torch.zeros(3, 2, 21, 21)
+    x[:, :, 10, 10] = 1.0
+    out = gaussian_blur(x, torch.tensor([0.0, 0.6, 1.2]))
+    assert torch.allclose(out[0], x[0])  # sigma 0: unchanged
+    torch.testing.assert_close(out.sum(dim=(2, 3)), x.sum(dim=(2, 3)))  # mass kept
+    assert out[1, 0, 10, 10] > out[2, 0, 10, 10] > 0  # wider sigma, lower peak

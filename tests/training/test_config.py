@@ -2,37 +2,68 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from clotseg.config import Config, apply_overrides, load_yaml, preset, valid_keys
+from clotseg.config import Config, apply_overrides, check, load_yaml, preset, valid_keys
 from clotseg.errors import ConfigError
 
 
 def test_yaml_round_trip(tmp_path):
     cfg = apply_overrides(preset("default"), ["optim.lr=1e-3", "data.slab=5",
-                                              "augment.scale=[0.9, 1.1]"])
+                                              "augment.scale=[0.9, 1.1]",
+                                              "train.time_limit_min=2", "model.kwargs={levels: 3}"])
     (tmp_path / "c.yaml").write_text(cfg.to_yaml())
     back = load_yaml(tmp_path / "c.yaml")
     assert back == cfg and back.optim.lr == 0.001 and back.data.slab == 5
+    assert back.augment.scale == [0.9, 1.1] and back.train.time_limit_min == 2.0
+    assert back.model.kwargs == {"levels": 3}
+
+
+def test_default_preset_equals_the_dataclass_defaults():
+    assert dataclasses.asdict(preset("default")) == dataclasses.asdict(Config())
 
 
 def test_original_preset_reproduces_original_setup():
-    cfg = preset("original")
+    cfg = check(preset("original"))
     assert cfg.model.name == "unet-original" and cfg.model.base == 32
-    assert cfg.data.slab == 1 and cfg.data.pad_multiple == 256
-    assert cfg.optim.name == "adam" and cfg.optim.lr == 5e-4
+    assert cfg.model.dropout == 0.1
+    assert cfg.data.slab == 1 and cfg.data.pad_multiple == 256 and cfg.data.patch == 0
+    assert cfg.optim.name == "adam" and cfg.optim.lr == 5e-4 and cfg.optim.schedule == "constant"
     assert cfg.train.batch_size == 20 and cfg.train.epochs == 100 and cfg.train.loss == "dice"
     assert cfg.data.scheme == "random" and cfg.data.split_seed == 1
+    assert cfg.data.test_fraction == 0.2 and cfg.data.val_fraction == 0.2
+    assert cfg.augment.spatial_prob == 0 and cfg.augment.flip > 0 and cfg.augment.blur_prob > 0
 
 
 def test_bad_keys_and_values_are_clear_errors(tmp_path):
     with pytest.raises(ConfigError, match="valid keys: .*train.epochs"):
         apply_overrides(Config(), ["train.epoch=3"])
+    with pytest.raises(ConfigError, match="valid keys: .*data.slab"):
+        apply_overrides(Config(), ["nosuch.slab=3"])
     with pytest.raises(ConfigError, match="must be a number"):
         apply_overrides(Config(), ["optim.lr=fast"])
+    with pytest.raises(ConfigError, match="whole number"):
+        apply_overrides(Config(), ["train.epochs=2.5"])
+    with pytest.raises(ConfigError, match="true or false"):
+        apply_overrides(Config(), ["train.amp=3"])
+    with pytest.raises(ConfigError, match="must be one of adamw, adam, sgd"):
+        apply_overrides(Config(), ["optim.name=lbfgs"])
+    with pytest.raises(ConfigError, match="must be a list"):
+        apply_overrides(Config(), ["augment.scale=2"])
     with pytest.raises(ConfigError, match="section.key=value"):
         apply_overrides(Config(), ["lr"])
     (tmp_path / "bad.yaml").write_text("optim:\n  learning_rate: 1\n")
     with pytest.raises(ConfigError, match="bad.yaml"):
         load_yaml(tmp_path / "bad.yaml")
-    assert "data.slab" in valid_keys()
+    assert "data.slab" in valid_keys() and "train.time_limit_min" in valid_keys()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.slab=2", "odd"), ("data.patch=40", "multiple"), ("data.clot_fraction=1.5", "within"),
+    ("augment.gamma=[2, 1]", "augment.gamma"), ("data.windows={cta: [1, 0], ncct: [0, 1]}",
+                                                "windows.cta")])
+def test_check_rejects_settings_that_cannot_work(override, message):
+    with pytest.raises(ConfigError, match=message):
+        check(apply_overrides(Config(), [override]))

@@ -1,4 +1,4 @@
-"""`clotseg predict RUN INPUT OUT`: clot masks on the CTA grid + clots.csv."""
+"""`clotseg predict RUN INPUT OUT`: clot masks on the CTA grid, clots.csv, predict.json."""
 
 from __future__ import annotations
 
@@ -9,21 +9,40 @@ from clotseg.commands import spacing_arg
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="trained run folder (from `clotseg train`)")
-    parser.add_argument("input", help="a case folder, a dataset in any supported layout, or a "
-                                      "folder holding cta/ and ncct/ DICOM series")
-    parser.add_argument("out", help="output folder: <case>.nii.gz masks, clots.csv")
+    parser.add_argument("input", help="a case folder (cta/ncct files or cta/ and ncct/ DICOM "
+                                      "folders), or a dataset in any supported layout")
+    parser.add_argument("out", help="output folder: <case>.nii.gz masks on the CTA grid, "
+                                    "clots.csv, predict.json")
     parser.add_argument("--runs", nargs="+", default=[], metavar="RUN",
-                        help="more run folders (e.g. other folds): probabilities averaged")
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda")
-    parser.add_argument("--tta", action="store_true", help="average with flipped inputs")
+                        help="more run folders (e.g. the other folds): the probabilities of "
+                             "all runs are averaged")
+    parser.add_argument("--device", default="auto",
+                        help="auto (CUDA when available, default), cpu, cuda or cuda:N")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="auto: bf16 on CUDA, fp32 on CPU (bf16 on CPU helps only on "
+                             "CPUs with bf16 matrix units)")
+    parser.add_argument("--tta", action="store_true",
+                        help="average with left-right and front-back flipped inputs")
     parser.add_argument("--save-prob", action="store_true",
-                        help="also write <case>_prob.nii.gz (float probability)")
-    parser.add_argument("--preview", action="store_true", help="also write <case>.png")
-    parser.add_argument("--threshold", type=float, help="probability threshold (run default)")
+                        help="also write <case>_prob.nii.gz (float32 probability)")
+    parser.add_argument("--preview", action="store_true",
+                        help="also write <case>.png (slices through the predicted clot)")
+    parser.add_argument("--threshold", type=float, metavar="T",
+                        help="probability threshold (default: the run's)")
     parser.add_argument("--min-volume", type=float, metavar="MM3",
-                        help="drop predicted components smaller than this (run default)")
-    parser.add_argument("--keep-largest", action="store_true", help="keep only the largest clot")
-    parser.add_argument("--batch-size", type=int, default=16, help="slices per forward pass")
+                        help="drop predicted clots smaller than this many mm^3 "
+                             "(default: the run's)")
+    parser.add_argument("--keep-largest", action="store_true",
+                        help="keep only the largest predicted clot")
+    parser.add_argument("--batch-size", type=int, default=16, metavar="B",
+                        help="slices per forward pass (default 16)")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="CPU threads (default: all cores available to the process)")
+    parser.add_argument("--cta-series", metavar="UID",
+                        help="DICOM SeriesInstanceUID of the CTA when a folder holds several")
+    parser.add_argument("--ncct-series", metavar="UID",
+                        help="DICOM SeriesInstanceUID of the NCCT when a folder holds several")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     spacing_arg(parser)
 
 
@@ -31,17 +50,32 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from clotseg.api import segment
+    from clotseg.errors import UsageError
+    from clotseg.inference.predictor import available_cpus
 
-    summary = segment([args.run, *args.runs], args.input, args.out, device=args.device,
-                      tta=args.tta, save_prob=args.save_prob, preview=args.preview,
-                      spacing=tuple(args.spacing) if args.spacing else None,
-                      threshold=args.threshold, min_component_mm3=args.min_volume,
-                      keep_largest=args.keep_largest, batch_size=args.batch_size)
-    n_clots = sum(1 for r in summary.rows if r.get("component"))
-    print(f"{len(summary.ok)} case(s) segmented, {n_clots} clot(s) measured -> {args.out}")
-    for case_id, reason in summary.failed.items():
-        print(f"FAILED {case_id}: {reason}", file=sys.stderr)
-    if summary.failed:
-        print(f"{len(summary.failed)} case(s) failed", file=sys.stderr)
+    if args.threshold is not None and not 0.0 < args.threshold <= 1.0:
+        raise UsageError(f"--threshold must be in (0, 1], got {args.threshold}")
+    if args.min_volume is not None and args.min_volume < 0:
+        raise UsageError(f"--min-volume must be >= 0, got {args.min_volume}")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    results = segment(
+        [args.run, *args.runs], args.input, args.out, device=args.device, tta=args.tta,
+        precision=args.precision, save_prob=args.save_prob, preview=args.preview,
+        threshold=args.threshold, min_component_mm3=args.min_volume,
+        keep_largest=args.keep_largest, batch_size=args.batch_size,
+        spacing=tuple(args.spacing) if args.spacing else None,
+        cta_series=args.cta_series, ncct_series=args.ncct_series,
+        num_threads=args.threads or available_cpus(), progress=not args.quiet)
+    ok = [r for r in results if r.ok]
+    failed = [r for r in results if not r.ok]
+    n_clots = sum(1 for r in ok for row in r.rows if row.get("component"))
+    print(f"{len(ok)} of {len(results)} case(s) segmented, {n_clots} clot(s) measured "
+          f"-> {args.out}")
+    for r in failed:
+        where = f" [{r.file}]" if r.file and r.file not in (r.error or "") else ""
+        print(f"FAILED {r.case_id}{where}: {r.error}", file=sys.stderr)
+    if failed:
+        print(f"{len(failed)} case(s) failed; see {args.out}/predict.json", file=sys.stderr)
         return 1
     return 0

@@ -1,15 +1,38 @@
-"""`clotseg report` (not implemented yet)."""
+"""`clotseg report RUN [--pred PRED --data DATA] [--eval FILE.csv]`: self-contained HTML."""
 
 from __future__ import annotations
 
 import argparse
 
-from clotseg.commands import not_implemented
+from clotseg.commands import spacing_arg
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("run", help="run folder (from `clotseg train`)")
+    parser.add_argument("--pred", metavar="PRED",
+                        help="prediction folder (from `clotseg predict`): one card per case")
+    parser.add_argument("--data", metavar="DATA",
+                        help="dataset with the images and reference masks of the predicted "
+                             "cases (figures; evaluation when --eval is not given)")
+    parser.add_argument("--eval", dest="eval_csv", metavar="FILE.csv",
+                        help="per-case CSV from `clotseg evaluate` (its FILE.json summary is "
+                             "read too)")
+    parser.add_argument("--out", metavar="FILE", help="report file (default RUN/report.html)")
+    parser.add_argument("--max-cases", type=int, metavar="N",
+                        help="show only the N worst cases (default: all)")
+    spacing_arg(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    return not_implemented("report")
+    from clotseg.errors import UsageError
+    from clotseg.report.html import build_report
+
+    if args.max_cases is not None and args.max_cases < 0:
+        raise UsageError("--max-cases must be 0 or more")
+    if args.data and not args.pred and not args.eval_csv:
+        raise UsageError("--data needs --pred PRED (the predictions to show)")
+    out = build_report(args.run, args.out, pred=args.pred, data=args.data,
+                       eval_csv=args.eval_csv, max_cases=args.max_cases,
+                       spacing=tuple(args.spacing) if args.spacing else None)
+    print(f"wrote {out}")
+    return 0

@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop cleanly (with a checkpoint) after this many minutes")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in RUN from checkpoints/last.pt")
-    parser.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
+    parser.add_argument("--device", default=None,
+                        help="auto (default: cuda when available), cpu, cuda, cuda:N")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a setting, e.g. --set optim.lr=1e-3 "
                                                   "(repeatable)")
@@ -29,14 +30,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_config(args: argparse.Namespace):
-    """Preset → --config → --set → first-class flags; on --resume, the run's own config."""
+    """Preset → --config → --set → first-class flags; on --resume, the run's own config
+    (plus --set / flags that do not change the model, e.g. more --epochs)."""
+    import warnings
     from pathlib import Path
 
-    from clotseg.config import apply_overrides, load_yaml, preset, set_value
+    from clotseg.config import apply_overrides, check, load_yaml, preset, set_value
+    from clotseg.errors import ConfigError
 
     saved = Path(args.out) / "config.yaml"
-    if args.resume and saved.is_file():
+    resumed = bool(args.resume and saved.is_file())
+    if resumed:
         cfg = load_yaml(saved)
+        if args.config or args.preset != "default":
+            warnings.warn("--resume continues with the run's own config.yaml; --config and "
+                          "--preset are ignored", stacklevel=2)
+        before = repr((cfg.model, cfg.data.slab, cfg.data.windows, cfg.data.pad_multiple))
     else:
         cfg = preset(args.preset)
         if args.config:
@@ -46,19 +55,29 @@ def resolve_config(args: argparse.Namespace):
                        ("train.time_limit_min", args.time_limit), ("train.device", args.device)):
         if value is not None:
             set_value(cfg, key, value, "command line")
-    return cfg
+    if args.fold is not None and cfg.data.scheme != "kfold" and not cfg.data.splits:
+        raise ConfigError(f"--fold needs data.scheme=kfold (this config uses "
+                          f"{cfg.data.scheme!r})")
+    if resumed and repr((cfg.model, cfg.data.slab, cfg.data.windows,
+                         cfg.data.pad_multiple)) != before:
+        raise ConfigError("--resume cannot change the model, slab, windows or padding of a run")
+    return check(cfg)
 
 
 def run(args: argparse.Namespace) -> int:
     import os
 
+    # OpenMP threads that sleep instead of spinning while they wait: on a small, shared CPU
+    # (2 cores, other work running) spinning threads made training steps several times
+    # slower; unloaded, the cost is within noise. Only effective before torch is imported.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from clotseg.training.trainer import train
 
     cfg = resolve_config(args)
     res = train(args.data, args.out, cfg, resume=args.resume,
                 npy_spacing=tuple(args.spacing) if args.spacing else None)
     if int(os.environ.get("RANK", "0")) == 0:  # torchrun: one summary, from rank 0
-            print(f"best validation Dice {res.best_dice:.3f} at epoch {res.best_epoch} "
-              f"({res.epochs_done} epoch(s), {res.seconds / 60:.1f} min, stopped: {res.stopped}); "
-              f"run folder: {res.run}")
+        print(f"best validation Dice {res.best_dice:.3f} at epoch {res.best_epoch} "
+              f"({res.epochs_done} epoch(s), {res.seconds / 60:.1f} min, stopped: "
+              f"{res.stopped}); run folder: {res.run}")
     return 0

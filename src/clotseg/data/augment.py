@@ -1,11 +1,19 @@
-"""Batched online augmentation in torch (runs on the GPU when the batch is there).
+"""Batched online augmentation in plain torch (runs on the GPU when the batch is there).
 
-One random transform per sample, applied identically to all its channels (CTA and NCCT
-slabs) and its mask: flips, rotation and scale (one affine resampling: bilinear for the
-images, nearest for the mask), then intensity changes on the images only: brightness,
-contrast, gamma, Gaussian blur and noise. This is the original's family (flips,
-brightness/contrast, gamma, blur) plus spatial transforms and noise. Only ever applied
-to training batches.
+One random transform per sample, identical for all its channels (CTA and NCCT slabs) and
+its mask:
+
+* spatial: left-right / anterior-posterior flips, rotation and scale, fused with the
+  training crop into a single ``affine_grid`` + ``grid_sample`` (bilinear for images;
+  the mask is resampled bilinearly and thresholded at 0.5, so an untransformed crop is
+  exact and a transformed one follows the image's boundary);
+* intensity (images only, drawn per modality): brightness, contrast, gamma; then Gaussian
+  blur and Gaussian noise per sample.
+
+This is the original's family (flips, brightness/contrast, gamma, blur; CLAHE omitted)
+plus rotation/scale and noise. Only ever applied to training batches. Random parameters
+come from a CPU ``torch.Generator`` (a handful of numbers per sample, so the result does
+not depend on the device); full-size noise comes from ``noise_gen`` on the batch's device.
 """
 
 from __future__ import annotations
@@ -18,63 +26,154 @@ import torch.nn.functional as F
 from clotseg.config import AugmentConfig
 
 
-def _u(gen, n, lo, hi, device):
-    return torch.rand(n, generator=gen).to(device) * (hi - lo) + lo
+def to_device(t: torch.Tensor, device, dtype=None) -> torch.Tensor:
+    """Copy a small CPU tensor to ``device`` without stalling a GPU: through pinned memory
+    and asynchronously (a copy from pageable memory waits for all queued GPU work)."""
+    device = torch.device(device)
+    if dtype is not None:
+        t = t.to(dtype)
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
-def augment_batch(x: torch.Tensor, y: torch.Tensor, cfg: AugmentConfig,
-                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Augment images ``x`` (B, C, H, W) in [0, 1] and masks ``y`` (B, 1, H, W)."""
+def _uniform(gen: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:
+    return torch.rand(n, generator=gen, dtype=torch.float64) * (hi - lo) + lo
+
+
+def _chance(gen: torch.Generator, n: int, p: float) -> torch.Tensor:
+    return torch.rand(n, generator=gen, dtype=torch.float64) < p
+
+
+def spatial_matrices(n: int, cfg: AugmentConfig | None, gen: torch.Generator) -> torch.Tensor:
+    """Per-sample 2x2 maps (pixel units, (W, H) order) from output offsets to input offsets:
+    rotation, 1/scale and flips; identity when augmentation is off."""
+    eye = torch.eye(2, dtype=torch.float64).expand(n, 2, 2).clone()
+    if cfg is None or not cfg.enabled:
+        return eye
+    flip_w = torch.where(_chance(gen, n, cfg.flip), -1.0, 1.0).double()  # anterior-posterior
+    flip_h = torch.where(_chance(gen, n, cfg.flip), -1.0, 1.0).double()  # left-right
+    apply = _chance(gen, n, cfg.spatial_prob)
+    angle = torch.where(apply, _uniform(gen, n, -cfg.rotate_deg, cfg.rotate_deg), 0.0)
+    scale = torch.where(apply, _uniform(gen, n, float(cfg.scale[0]), float(cfg.scale[1])), 1.0)
+    a = angle * math.pi / 180
+    cos, sin = torch.cos(a) / scale, torch.sin(a) / scale
+    m = torch.stack([torch.stack([cos * flip_w, -sin * flip_h], -1),
+                     torch.stack([sin * flip_w, cos * flip_h], -1)], -2)
+    return m
+
+
+def warp(x: torch.Tensor, y: torch.Tensor | None, centres: torch.Tensor,
+         out_size: tuple[int, int], mats: torch.Tensor):
+    """Resample ``x`` (B, C, H, W) and ``y`` (B, 1, H, W) onto ``out_size`` crops whose
+    centre pixel maps to ``centres`` (B, 2: h, w; float pixel coordinates) through
+    ``mats`` (B, 2, 2, as :func:`spatial_matrices`). Outside the input: zeros."""
+    b, _, h, w = x.shape
+    ph, pw = out_size
+    m = mats.to(torch.float64)
+    c = centres.to(torch.float64)
+    theta = torch.empty(b, 2, 3, dtype=torch.float64)
+    theta[:, 0, 0] = m[:, 0, 0] * pw / w
+    theta[:, 0, 1] = m[:, 0, 1] * ph / w
+    theta[:, 0, 2] = 2 * (c[:, 1] + 0.5) / w - 1
+    theta[:, 1, 0] = m[:, 1, 0] * pw / h
+    theta[:, 1, 1] = m[:, 1, 1] * ph / h
+    theta[:, 1, 2] = 2 * (c[:, 0] + 0.5) / h - 1
+    grid = F.affine_grid(to_device(theta, x.device, torch.float32), [b, 1, ph, pw],
+                         align_corners=False)
+    xo = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if y is None:
+        return xo, None
+    yo = F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return xo, (yo >= 0.5).to(y.dtype)
+
+
+def intensity(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator,
+              noise_gen: torch.Generator | None = None) -> torch.Tensor:
+    """Brightness/contrast/gamma per modality, then blur and noise per sample; images in
+    [0, 1] laid out ``[CTA slab..., NCCT slab...]``."""
     if not cfg.enabled:
-        return x, y
-    b, dev = x.shape[0], x.device
-    x, y = _spatial(x, y, cfg, gen, b, dev)
-    return _intensity(x, cfg, gen, b, dev), y
+        return x
+    b, c, h, w = x.shape
+    dev = x.device
 
+    def per(n_mod, values):  # (B * 2,) draws -> broadcastable (B, 2, 1, 1, 1)
+        return to_device(values, dev, torch.float32).view(b, n_mod, 1, 1, 1)
 
-def _spatial(x, y, cfg, gen, b, dev):
-    flip_lr = (torch.rand(b, generator=gen) < cfg.flip).to(dev)
-    flip_ap = (torch.rand(b, generator=gen) < cfg.flip).to(dev)
-    apply = (torch.rand(b, generator=gen) < cfg.spatial_prob).to(dev)
-    angle = _u(gen, b, -cfg.rotate_deg, cfg.rotate_deg, dev) * math.pi / 180 * apply
-    scale = torch.where(apply, _u(gen, b, cfg.scale[0], cfg.scale[1], dev),
-                        torch.ones(b, device=dev))
-    sx = torch.where(flip_ap, -1.0, 1.0) / scale  # x of affine_grid runs along W (axis 3)
-    sy = torch.where(flip_lr, -1.0, 1.0) / scale
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    theta = torch.zeros(b, 2, 3, device=dev)
-    theta[:, 0, 0], theta[:, 0, 1] = cos * sx, -sin * sy
-    theta[:, 1, 0], theta[:, 1, 1] = sin * sx, cos * sy
-    if not (apply.any() or flip_lr.any() or flip_ap.any()):
-        return x, y
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    y = F.grid_sample(y, grid, mode="nearest", padding_mode="zeros", align_corners=False)
-    return x, y
-
-
-def _intensity(x, cfg, gen, b, dev):
-    apply = (torch.rand(b, generator=gen) < cfg.intensity_prob).to(dev).view(b, 1, 1, 1)
-    bright = _u(gen, b, -cfg.brightness, cfg.brightness, dev).view(b, 1, 1, 1)
-    contrast = _u(gen, b, 1 - cfg.contrast, 1 + cfg.contrast, dev).view(b, 1, 1, 1)
-    gamma = torch.exp(_u(gen, b, math.log(cfg.gamma[0]), math.log(cfg.gamma[1]), dev))
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    out = ((x - mean) * contrast + mean + bright).clamp(0, 1) ** gamma.view(b, 1, 1, 1)
+    v = x.view(b, 2, c // 2, h, w)
+    n = 2 * b
+    apply = per(2, _chance(gen, n, cfg.intensity_prob))
+    contrast = per(2, _uniform(gen, n, 1 - cfg.contrast, 1 + cfg.contrast))
+    bright = per(2, _uniform(gen, n, -cfg.brightness, cfg.brightness))
+    gamma = per(2, torch.exp(_uniform(gen, n, math.log(cfg.gamma[0]), math.log(cfg.gamma[1]))))
+    mean = v.mean(dim=(2, 3, 4), keepdim=True)
+    changed = (((v - mean) * contrast + mean + bright).clamp(0, 1) ** gamma)
+    out = torch.where(apply.bool(), changed, v).reshape(b, c, h, w)
     if cfg.blur_prob > 0:
-        blur = (torch.rand(b, generator=gen) < cfg.blur_prob).to(dev).view(b, 1, 1, 1)
-        out = torch.where(blur, _blur(out, 0.8), out)
-    if cfg.noise_std > 0:
-        noise = torch.randn(x.shape, generator=gen).to(dev) * cfg.noise_std
-        out = out + noise * (torch.rand(b, generator=gen) < 0.5).to(dev).view(b, 1, 1, 1)
-    return torch.where(apply, out, x)
+        sigma = torch.where(_chance(gen, b, cfg.blur_prob),
+                            _uniform(gen, b, float(cfg.blur_sigma[0]), float(cfg.blur_sigma[1])),
+                            0.0)
+        if (sigma > 0).any():
+            out = gaussian_blur(out, sigma)
+    if cfg.noise_prob > 0 and cfg.noise_std > 0:
+        std = torch.where(_chance(gen, b, cfg.noise_prob), _uniform(gen, b, 0, cfg.noise_std), 0.0)
+        if (std > 0).any():
+            ng = noise_gen if noise_gen is not None else gen
+            noise = torch.randn(out.shape, generator=ng, device=ng.device, dtype=out.dtype)
+            out = out + noise.to(dev) * to_device(std, dev, out.dtype).view(b, 1, 1, 1)
+    return out
 
 
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    r = 2
-    k = torch.exp(-torch.arange(-r, r + 1, device=x.device, dtype=x.dtype) ** 2 / (2 * sigma**2))
-    k = k / k.sum()
-    c = x.shape[1]
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1),
-                 groups=c)
-    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"),
-                    k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, radius: int = 3) -> torch.Tensor:
+    """Separable Gaussian blur with one sigma per sample (0 = unchanged), one grouped
+    convolution per axis for the whole batch. Written in torch (no kornia here) so that
+    it runs on the batch's device."""
+    b, c, h, w = x.shape
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    s = sigma.to(torch.float64).clamp_min(1e-3).view(b, 1)
+    k = torch.exp(-(t.view(1, -1) ** 2) / (2 * s**2))
+    k = to_device(k / k.sum(dim=1, keepdim=True), x.device, x.dtype)  # sigma 0 -> delta kernel
+    k = k.repeat_interleave(c, dim=0)  # (B*C, K)
+    z = x.reshape(1, b * c, h, w)
+    z = F.conv2d(F.pad(z, (radius, radius, 0, 0), mode="replicate"),
+                 k.view(b * c, 1, 1, -1), groups=b * c)
+    z = F.conv2d(F.pad(z, (0, 0, radius, radius), mode="replicate"),
+                 k.view(b * c, 1, -1, 1), groups=b * c)
+    return z.view(b, c, h, w)
+
+
+def augment_batch(x: torch.Tensor, y: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator,
+                  *, centres: torch.Tensor | None = None, out_size: tuple[int, int] | None = None,
+                  noise_gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augment images ``x`` (B, C, H, W) in [0, 1] and masks ``y`` (B, 1, H, W).
+
+    With ``centres``/``out_size`` the spatial step also crops (see :func:`warp`); by
+    default the output has the input's size, centred.
+    """
+    b, _, h, w = x.shape
+    mats = spatial_matrices(b, cfg, gen)
+    size = out_size or (h, w)
+    if centres is None:
+        centres = torch.tensor([[(h - 1) / 2, (w - 1) / 2]], dtype=torch.float64).expand(b, 2)
+    corners = centres.to(torch.float64) - torch.tensor([(size[0] - 1) / 2, (size[1] - 1) / 2],
+                                                       dtype=torch.float64)
+    exact = (torch.equal(mats, torch.eye(2, dtype=mats.dtype).expand_as(mats))
+             and torch.equal(corners, corners.round()) and corners.min() >= 0
+             and (corners[:, 0] + size[0] <= h).all() and (corners[:, 1] + size[1] <= w).all())
+    if exact:  # no spatial change: a plain window (bit-exact, cheaper than resampling)
+        if size != (h, w):
+            x, y = crop(x, corners.long(), size), crop(y, corners.long(), size)
+    else:
+        x, y = warp(x, y, centres, size, mats)
+    return intensity(x, cfg, gen, noise_gen), y
+
+
+def crop(x: torch.Tensor, corners: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Per-sample windows ``x[b, :, r:r+h, c:c+w]`` for ``corners`` (B, 2), one gather."""
+    b = x.shape[0]
+    corners = to_device(corners, x.device)
+    rows = corners[:, :1] + torch.arange(size[0], device=x.device)
+    cols = corners[:, 1:] + torch.arange(size[1], device=x.device)
+    out = x[torch.arange(b, device=x.device)[:, None, None], :, rows[:, :, None],
+            cols[:, None, :]]  # (B, h, w, C)
+    return out.permute(0, 3, 1, 2).contiguous()

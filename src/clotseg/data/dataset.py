@@ -1,10 +1,21 @@
-"""Batches of 2.5D training slices drawn straight from the cached cohort.
+"""Training batches of 2.5D slabs drawn from the cached cohort.
 
-Written by hand instead of a DataLoader over per-sample dictionaries: a batch is a few
-tensor gathers (slab slices of several cases) followed by batched augmentation, which on a
-GPU runs entirely on the device (the cohort is moved there once when it fits) and on a
-2-core CPU avoids worker processes and per-sample Python overhead. Sampling is driven by a
-seeded ``torch.Generator`` per epoch (and rank), which makes resumed runs reproducible.
+A batch is made in three steps, the same on every device:
+
+1. :class:`SliceSampler` draws (case, slice) pairs, a ``clot_fraction`` of them from slices
+   that contain clot, and a crop centre for each (near the clot on clot slices, anywhere
+   in the slice otherwise);
+2. a *source* gathers the slabs onto a common zero-padded canvas (every case centred on
+   it): :class:`ResidentSource` holds the whole cohort in one device tensor and gathers a
+   batch with a single indexing operation (the GPU path, DESIGN §11), while
+   :class:`MemmapSource` reads slabs from the memory-mapped cache (the CPU and
+   does-not-fit path; host RAM does not grow with the cohort);
+3. :func:`clotseg.data.augment.augment_batch` crops to the training patch and augments, on
+   the batch's device.
+
+Every batch is seeded from ``(seed, epoch, rank, step)`` alone, so a batch does not depend
+on which process or DataLoader worker makes it, and a resumed run sees exactly the batches
+an uninterrupted one would have seen.
 """
 
 from __future__ import annotations
@@ -14,97 +25,192 @@ import warnings
 import numpy as np
 import torch
 
+from clotseg.config import AugmentConfig
+from clotseg.data.augment import augment_batch, to_device
 from clotseg.data.cache import CachedCase
 from clotseg.data.slabs import slab_indices
 
 
-class SliceSampler:
-    """Draws (case, slice) pairs, a ``clot_fraction`` of them from slices with clot."""
+def batch_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (e.g. seed, epoch, rank, step)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0]
+               >> np.uint64(1))
 
-    def __init__(self, cases: list[CachedCase], clot_fraction: float):
-        self.all = np.array([(i, z) for i, c in enumerate(cases) for z in range(c.image.shape[-1])])
-        self.clot = np.array([(i, z) for i, c in enumerate(cases) for z in c.clot_slices])
+
+def canvas_size(cases: list[CachedCase], multiple: int, patch: int = 0) -> tuple[int, int]:
+    """The largest slice of the cohort, padded to ``multiple`` (and at least ``patch``)."""
+    h = max(c.plane[0] for c in cases)
+    w = max(c.plane[1] for c in cases)
+    h, w = h + (-h) % multiple, w + (-w) % multiple
+    return max(h, patch), max(w, patch)
+
+
+class SliceSampler:
+    """Draws (case, slice) pairs and crop centres, ``clot_fraction`` from clot slices."""
+
+    def __init__(self, cases: list[CachedCase], clot_fraction: float, patch: int = 0):
+        self.planes = np.array([c.plane for c in cases], dtype=np.float64)
+        self.all = np.array([(i, z) for i, c in enumerate(cases) for z in range(c.depth)],
+                            dtype=np.int64)
+        boxes = [np.column_stack([np.full(len(c.clot_boxes), i), c.clot_boxes])
+                 for i, c in enumerate(cases) if len(c.clot_boxes)]
+        self.clot = np.concatenate(boxes) if boxes else np.zeros((0, 6), np.int64)
         self.clot_fraction = clot_fraction if len(self.clot) else 0.0
+        self.patch = patch
 
     def __len__(self) -> int:
         return len(self.all)
 
-    def draw(self, n: int, gen: torch.Generator) -> np.ndarray:
+    def draw(self, n: int, gen: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """``picks`` (n, 2: case, slice) and ``centres`` (n, 2) in the case's pixels."""
         n_clot = int(round(n * self.clot_fraction))
         a = torch.randint(len(self.all), (n - n_clot,), generator=gen).numpy()
-        picks = [self.all[a]]
+        picks = self.all[a]
+        u = torch.rand(n, 4, generator=gen, dtype=torch.float64).numpy()
+        centres = u[: n - n_clot, :2] * self.planes[picks[:, 0]]  # anywhere in the slice
         if n_clot:
             b = torch.randint(len(self.clot), (n_clot,), generator=gen).numpy()
-            picks.append(self.clot[b])
-        return np.concatenate(picks)
+            rows = self.clot[b]  # case, z, x0, x1, y0, y1
+            # a point of the clot's box, then a jitter that keeps the box in the crop
+            pt = rows[:, [2, 4]] + u[n - n_clot:, :2] * (rows[:, [3, 5]] - rows[:, [2, 4]])
+            jitter = (u[n - n_clot:, 2:] - 0.5) * 0.75 * self.patch
+            picks = np.concatenate([picks, rows[:, :2]])
+            centres = np.concatenate([centres, pt + jitter])
+        return picks, centres
 
 
-class BatchMaker:
-    """Assembles padded (B, 2*slab, H, W) inputs and (B, 1, H, W) masks on ``device``."""
+class _Source:
+    """Slabs of a cohort on a common canvas (cases centred), as float32 batches."""
 
-    def __init__(self, cases: list[CachedCase], slab: int, multiple: int, device,
-                 patch: int = 0):
+    def __init__(self, cases: list[CachedCase], slab: int, canvas: tuple[int, int]):
         self.slab = slab
-        self.patch = patch
-        self.device = torch.device(device)
-        h = max(c.image.shape[1] for c in cases)
-        w = max(c.image.shape[2] for c in cases)
-        self.size = (h + (-h) % multiple, w + (-w) % multiple)
-        if patch:
-            self.size = (max(self.size[0], patch), max(self.size[1], patch))
-        on_device = self.device.type == "cuda" and _fits(cases, self.device)
-        where = self.device if on_device else torch.device("cpu")
-        with warnings.catch_warnings():  # read-only memory maps: we never write to them
-            warnings.filterwarnings("ignore", message=".*not writable.*")
-            # float16 cache -> tensors; zero-copy views of the memory maps on the CPU path.
-            self.images = [torch.from_numpy(np.asarray(c.image)).to(where) for c in cases]
-            self.masks = [torch.from_numpy(np.asarray(c.mask)).to(where) for c in cases]
+        self.canvas = canvas
+        self.depths = np.array([c.depth for c in cases], dtype=np.int64)
+        self.offsets = np.array([((canvas[0] - c.plane[0]) // 2, (canvas[1] - c.plane[1]) // 2)
+                                 for c in cases], dtype=np.int64)
+        self.device = torch.device("cpu")
 
-    def make(self, picks: np.ndarray, gen: torch.Generator | None = None
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batch for ``picks`` (case, slice); with a patch size, crops centred near the clot
-        on clot slices (with jitter) and anywhere on the others."""
-        x, y = self._full(picks)
-        if self.patch:
-            x, y = self._crop(x, y, gen or torch.Generator().manual_seed(0))
-        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+    def gather(self, picks: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
 
-    def _crop(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
-        p, (H, W) = self.patch, x.shape[-2:]
-        xs, ys = [], []
-        for b in range(x.shape[0]):
-            pos = torch.nonzero(y[b, 0])
-            r = torch.rand(3, generator=gen)
-            if len(pos):
-                cy, cx = pos[int(r[0] * len(pos))].tolist()
-                cy += int((r[1] - 0.5) * p / 2)
-                cx += int((r[2] - 0.5) * p / 2)
-            else:
-                cy, cx = int(r[1] * H), int(r[2] * W)
-            top = min(max(cy - p // 2, 0), H - p)
-            left = min(max(cx - p // 2, 0), W - p)
-            xs.append(x[b, :, top:top + p, left:left + p])
-            ys.append(y[b, :, top:top + p, left:left + p])
-        return torch.stack(xs), torch.stack(ys)
 
-    def _full(self, picks: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        H, W = self.size
-        where = self.images[0].device
+class MemmapSource(_Source):
+    """Reads each slab from the memory-mapped cache (one contiguous read per sample)."""
+
+    def __init__(self, cases: list[CachedCase], slab: int, canvas: tuple[int, int]):
+        super().__init__(cases, slab, canvas)
+        self.cases = cases
+
+    def gather(self, picks):
+        H, W = self.canvas
         # Explicit zeros: padding is the window minimum, never uninitialised memory.
-        x = torch.zeros((len(picks), 2 * self.slab, H, W), device=where)
-        y = torch.zeros((len(picks), 1, H, W), device=where)
+        x = torch.zeros((len(picks), 2 * self.slab, H, W))
+        y = torch.zeros((len(picks), 1, H, W))
         for b, (ci, z) in enumerate(picks):
-            img, msk = self.images[ci], self.masks[ci]
-            idx = torch.from_numpy(slab_indices(int(z), img.shape[-1], self.slab))
-            sl = img[:, :, :, idx.to(img.device)].permute(0, 3, 1, 2).reshape(-1, *img.shape[1:3])
-            top = (H - img.shape[1]) // 2
-            left = (W - img.shape[2]) // 2
-            x[b, :, top:top + img.shape[1], left:left + img.shape[2]] = sl.float()
-            y[b, 0, top:top + img.shape[1], left:left + img.shape[2]] = msk[:, :, int(z)].float()
+            case = self.cases[ci]
+            idx = slab_indices(int(z), case.depth, self.slab)
+            s = np.asarray(case.slices[idx[0]:idx[-1] + 1])[idx - idx[0]]  # (slab, 2, X, Y)
+            (top, left), (h, w) = self.offsets[ci], case.plane
+            x[b, :, top:top + h, left:left + w] = torch.from_numpy(
+                s.transpose(1, 0, 2, 3).reshape(-1, h, w).astype(np.float32))
+            y[b, 0, top:top + h, left:left + w] = torch.from_numpy(
+                np.asarray(case.mask_slices[int(z)], dtype=np.float32))
         return x, y
 
 
-def _fits(cases: list[CachedCase], device) -> bool:
-    need = sum(c.image.nbytes + c.mask.nbytes for c in cases)
-    free, _ = torch.cuda.mem_get_info(device)
-    return need < 0.5 * free
+class ResidentSource(_Source):
+    """The whole cohort in one ``(slices, 2, H, W)`` float16 tensor on ``device``: a batch
+    is one gather, with no host work and no transfer per step."""
+
+    def __init__(self, cases: list[CachedCase], slab: int, canvas: tuple[int, int], device):
+        super().__init__(cases, slab, canvas)
+        self.device = torch.device(device)
+        H, W = canvas
+        self.base = np.concatenate([[0], np.cumsum(self.depths)[:-1]]).astype(np.int64)
+        total = int(self.depths.sum())
+        self.images = torch.zeros((total, 2, H, W), dtype=torch.float16, device=self.device)
+        self.masks = torch.zeros((total, H, W), dtype=torch.uint8, device=self.device)
+        with warnings.catch_warnings():  # read-only memory maps: copied, never written
+            warnings.filterwarnings("ignore", message=".*not writable.*")
+            for ci, case in enumerate(cases):  # one case in host memory at a time
+                (top, left), (h, w) = self.offsets[ci], case.plane
+                z0, z1 = self.base[ci], self.base[ci] + case.depth
+                self.images[z0:z1, :, top:top + h, left:left + w] = torch.from_numpy(
+                    np.asarray(case.slices)).to(self.device)
+                self.masks[z0:z1, top:top + h, left:left + w] = torch.from_numpy(
+                    np.asarray(case.mask_slices)).to(self.device)
+        h = slab // 2
+        self._steps = torch.arange(-h, h + 1)
+
+    def gather(self, picks):
+        ci, z = torch.from_numpy(picks[:, 0]), torch.from_numpy(picks[:, 1])
+        depth = torch.from_numpy(self.depths)[ci]
+        zz = torch.minimum(torch.clamp(z[:, None] + self._steps, min=0), depth[:, None] - 1)
+        base = torch.from_numpy(self.base)[ci]
+        gidx = to_device(torch.cat([base[:, None] + zz, (base + z)[:, None]], 1), self.device)
+        x = self.images[gidx[:, :-1]]  # (B, slab, 2, H, W) -> (B, 2*slab, H, W)
+        x = x.transpose(1, 2).reshape(len(picks), 2 * self.slab, *self.canvas).float()
+        y = self.masks[gidx[:, -1]][:, None].float()
+        return x, y
+
+
+def resident_bytes(cases: list[CachedCase], canvas: tuple[int, int]) -> int:
+    """Device memory a :class:`ResidentSource` of ``cases`` needs."""
+    return sum(c.depth for c in cases) * canvas[0] * canvas[1] * 5  # 2 x float16 + uint8
+
+
+class BatchFactory:
+    """Makes training batch ``seed``: sample, gather, crop + augment, on the source's device."""
+
+    def __init__(self, source: _Source, sampler: SliceSampler, batch_size: int, patch: int,
+                 augment: AugmentConfig | None):
+        self.source, self.sampler = source, sampler
+        self.batch_size, self.patch, self.augment = batch_size, patch, augment
+
+    def make(self, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        gen = torch.Generator().manual_seed(seed)
+        dev = self.source.device
+        noise_gen = gen if dev.type == "cpu" else torch.Generator(dev).manual_seed(seed)
+        picks, centres = self.sampler.draw(self.batch_size, gen)
+        x, y = self.source.gather(picks)
+        H, W = self.source.canvas
+        if self.patch:
+            p = self.patch
+            c = centres + self.source.offsets[picks[:, 0]]
+            # keep the crop window inside the canvas; integer corner -> exact unaugmented crop
+            top = np.clip(np.round(c - (p - 1) / 2), 0, [H - p, W - p])
+            centres_t = torch.from_numpy(top + (p - 1) / 2)
+            size = (p, p)
+        else:
+            centres_t, size = None, None
+        cfg = self.augment or AugmentConfig(enabled=False)
+        return augment_batch(x, y, cfg, gen, centres=centres_t, out_size=size,
+                             noise_gen=noise_gen)
+
+
+class EpochBatches(torch.utils.data.Dataset):
+    """Item ``i`` is the whole training batch ``seeds[i]`` (for a DataLoader with
+    ``batch_size=None``: workers make whole batches in parallel)."""
+
+    def __init__(self, factory: BatchFactory, seeds: list[int]):
+        self.factory, self.seeds = factory, list(seeds)
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.factory.make(self.seeds[i])
+
+
+def batch_iterator(factory: BatchFactory, seeds: list[int], workers: int = 0,
+                   pin_memory: bool = False):
+    """Batches for ``seeds`` in order: straight from the factory when it works on the
+    device (resident cohort) or without workers, else through a DataLoader."""
+    if workers <= 0 or isinstance(factory.source, ResidentSource):
+        return (factory.make(s) for s in seeds)
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+    return iter(torch.utils.data.DataLoader(
+        EpochBatches(factory, seeds), batch_size=None, shuffle=False, num_workers=workers,
+        pin_memory=pin_memory, multiprocessing_context=ctx, prefetch_factor=4))

@@ -1,140 +1,399 @@
-"""Predicting clot masks for cases, always written on exactly the CTA's grid."""
+"""Predicting clot masks for cases, always on exactly the CTA's grid.
+
+:class:`Predictor` segments one case in memory; :func:`predict_cases` runs it over a
+dataset and writes ``OUT/<case>.nii.gz`` (uint8 mask), optionally ``<case>_prob.nii.gz``
+and ``<case>.png``, plus ``clots.csv`` and ``predict.json``, both rewritten (atomically)
+after every case so that an interrupted run leaves valid files. A case that cannot be
+read or segmented is recorded with the file and the reason, and the others go on.
+
+Every volume written is checked before it gets its final name: the file as written is
+read back (header only) and its size, spacing, origin and direction must equal those of
+the CTA as stored on disk, else nothing is written for that case.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
-import traceback
+import traceback as tb
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from clotseg.data.slabs import prepare_case
-from clotseg.errors import ClotsegError
-from clotseg.inference.engine import predict_probabilities
+from clotseg.errors import ClotsegError, VolumeReadError
+from clotseg.inference.engine import cpu_has_native_bf16, resolve_precision
+from clotseg.inference.ensemble import InferenceOptions, Member, ensemble_probability, load_member
 from clotseg.inference.postprocess import postprocess
-from clotseg.io.atomic import write_text
-from clotseg.io.readers import write_volume
-from clotseg.io.volume import Volume
-from clotseg.runs import ModelSpec, load_model
+from clotseg.io.atomic import atomic_path, write_text
+from clotseg.io.volume import Grid, Volume
+
+MASK_SUFFIX = ".nii.gz"
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` → ``cuda`` when a CUDA device is available, else ``cpu``; checks the rest."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ClotsegError(f"unknown device {device!r} (use auto, cpu or cuda)") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ClotsegError(f"unsupported device {device!r} (use auto, cpu or cuda)")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ClotsegError(f"device {device!r} requested but no CUDA device is available")
+    return device
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass
+class Segmentation:
+    """The result for one case, all on the CTA grid."""
+
+    mask: Volume  # uint8
+    prob: np.ndarray  # float32, same shape as the CTA array
+    ncct: Volume  # the NCCT on the CTA grid (what measurements and previews use)
 
 
 @dataclass
 class Predictor:
-    """One or more trained runs (a fold ensemble) ready to segment cases."""
+    """Trained run(s) plus inference and post-processing settings.
 
-    models: list
-    specs: list[ModelSpec]
-    device: str = "cpu"
-    tta: bool = False
-    batch_size: int = 16
-    threshold: float | None = None  # None: the run's own
-    min_component_mm3: float | None = None
+    Post-processing defaults (threshold, minimum clot volume) come from the first run's
+    ``model.json``; fold runs of one training share them.
+    """
+
+    members: list[Member]
+    options: InferenceOptions = field(default_factory=InferenceOptions)
+    threshold: float | None = None  # None: the (first) run's own
+    min_component_mm3: float | None = None  # None: the (first) run's own
     keep_largest: bool = False
+    num_threads: int | None = None  # CPU threads for torch; None leaves torch's setting
 
     @classmethod
-    def from_runs(cls, runs: list[str | Path], device: str = "auto", **kwargs) -> Predictor:
+    def from_runs(cls, runs, *, device: str = "auto", precision: str = "auto",
+                  tta: bool = False, batch_size: int = 16, skip_empty: bool = True,
+                  **settings) -> Predictor:
+        """Load run folder(s) (several = fold ensemble, probabilities averaged).
+
+        ``settings``: ``threshold``, ``min_component_mm3``, ``keep_largest``,
+        ``num_threads``.
+        """
+        runs = [runs] if isinstance(runs, (str, Path)) else list(runs)
+        if not runs:
+            raise ClotsegError("no run folder given")
+        if batch_size < 1:
+            raise ClotsegError(f"batch size must be at least 1, got {batch_size}")
+        device = resolve_device(device)
+        try:
+            resolve_precision(device, precision)  # validates the name early
+        except ValueError as exc:
+            raise ClotsegError(str(exc)) from None
+        if precision == "bf16" and device == "cpu" and not cpu_has_native_bf16():
+            warnings.warn("this CPU has no bf16 matrix units: bf16 is emulated and slower "
+                          "than fp32 here", UserWarning, stacklevel=2)
+        members = [load_member(r, device) for r in runs]
+        opts = InferenceOptions(device, precision, tta, batch_size, skip_empty)
+        return cls(members, opts, **settings)
+
+    @property
+    def post(self) -> dict:
+        """Post-processing actually applied (the first run's defaults filled in)."""
+        spec = self.members[0].spec
+        return {"threshold": spec.threshold if self.threshold is None else self.threshold,
+                "min_component_mm3": (spec.min_component_mm3 if self.min_component_mm3 is None
+                                      else self.min_component_mm3),
+                "keep_largest": self.keep_largest}
+
+    def describe(self) -> dict:
+        """What ``predict.json`` records about the models and settings."""
         import torch
 
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        elif device.startswith("cuda") and not torch.cuda.is_available():
-            raise ClotsegError("--device cuda requested but no CUDA device is available")
-        if device == "cpu":
-            torch.set_num_threads(max(1, torch.get_num_threads()))
-        loaded = [load_model(r, device=device) for r in runs]
-        return cls([m for m, _ in loaded], [s for _, s in loaded], device, **kwargs)
+        o = self.options
+        return {"runs": [str(m.run) for m in self.members],
+                "models": [m.spec.model_name for m in self.members],
+                "device": o.device, "precision": resolve_precision(o.device, o.precision),
+                "tta": o.tta, "batch_size": o.batch_size,
+                "threads": self.num_threads or torch.get_num_threads(), **self.post}
 
-    def probability(self, cta: Volume, ncct: Volume) -> np.ndarray:
-        """Clot probability on the CTA grid (stored array order), averaged over models."""
-        if not ncct.grid.same_as(cta.grid):
-            from clotseg.preprocess.resample import resample_to_grid
+    @contextlib.contextmanager
+    def threads(self):
+        """Run with ``num_threads`` torch threads, restoring the previous number after."""
+        import torch
 
-            if not ncct.grid.overlaps(cta.grid):
-                raise ClotsegError("NCCT does not overlap the CTA in patient space")
-            ncct = resample_to_grid(ncct, cta.grid, interpolation="linear",
-                                    default_value=-1000.0)
-        probs = []
-        for model, spec in zip(self.models, self.specs):
-            if spec.preprocess:
-                raise ClotsegError("this run was trained on preprocessed data; run "
-                                   "`clotseg preprocess` on the input first")
-            prep = prepare_case("case", cta, ncct, None,
-                                {k: tuple(v) for k, v in spec.windows.items()})
-            p = predict_probabilities(model, prep.image, slab=spec.slab,
-                                      pad_multiple=spec.pad_multiple, batch_size=self.batch_size,
-                                      device=self.device, tta=self.tta)
-            probs.append(prep.orientation.from_canonical(p))
-        return np.ascontiguousarray(np.mean(probs, axis=0, dtype=np.float32))
+        before = torch.get_num_threads()
+        if self.num_threads:
+            torch.set_num_threads(int(self.num_threads))
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
-    def segment(self, cta: Volume, ncct: Volume) -> tuple[Volume, np.ndarray]:
-        """Mask (uint8 Volume on the CTA grid) and probability array."""
-        prob = self.probability(cta, ncct)
-        spec = self.specs[0]
-        thr = spec.threshold if self.threshold is None else self.threshold
-        mcv = spec.min_component_mm3 if self.min_component_mm3 is None else self.min_component_mm3
-        mask = postprocess(prob, cta.spacing, threshold=thr, min_component_mm3=mcv,
-                           keep_largest=self.keep_largest)
-        return Volume.on_grid(mask, cta.grid), prob
+    def probability(self, cta: Volume, ncct: Volume, case_id: str = "case"
+                    ) -> tuple[np.ndarray, Volume]:
+        """Clot probability on the CTA grid (mean over runs) and the NCCT on that grid
+        (aligned with the registration of a run's preprocessing, if it registers)."""
+        ncct_on_cta = ncct_on_cta_grid(cta, ncct, case_id)
+        with self.threads():
+            res = ensemble_probability(self.members, cta, ncct_on_cta, ncct, self.options,
+                                       case_id)
+        if res.ncct_transform is not None:
+            ncct_on_cta = ncct_on_cta_grid(cta, ncct, case_id, res.ncct_transform)
+        return res.prob, ncct_on_cta
+
+    def segment(self, cta: Volume, ncct: Volume, case_id: str = "case") -> Segmentation:
+        """Mask (uint8, on the CTA grid), probability and NCCT on the CTA grid."""
+        prob, ncct_on_cta = self.probability(cta, ncct, case_id)
+        p = self.post
+        mask = postprocess(prob, cta.spacing, threshold=p["threshold"],
+                           min_component_mm3=p["min_component_mm3"],
+                           keep_largest=p["keep_largest"])
+        return Segmentation(Volume.on_grid(mask, cta.grid), prob, ncct_on_cta)
 
 
-def check_same_grid(mask: Volume, cta: Volume, case_id: str) -> None:
-    """Refuse to write a mask that would not overlay its CTA voxel for voxel."""
-    if not mask.grid.same_as(cta.grid, atol_mm=1e-6):
-        raise ClotsegError(f"case {case_id}: internal error, predicted mask grid differs from "
-                           f"the CTA grid ({'; '.join(mask.grid.differences(cta.grid))}); "
-                           "nothing written")
+def ncct_on_cta_grid(cta: Volume, ncct: Volume, case_id: str = "case",
+                     transform: dict | None = None) -> Volume:
+    """The NCCT on the CTA grid: as is when it shares it (and no ``transform`` is given),
+    else resampled (linear, −1000 HU outside the NCCT). ``transform`` maps CTA points to
+    NCCT points (a registration's result)."""
+    if transform is None and ncct.grid.same_as(cta.grid):
+        return ncct
+    if not ncct.grid.overlaps(cta.grid):
+        raise ClotsegError(f"case {case_id}: NCCT and CTA do not overlap in patient space "
+                           "(different patients or broken geometry?)")
+    from clotseg.preprocess.resample import resample_to_grid
+
+    return resample_to_grid(ncct, cta.grid, transform=transform, interpolation="linear",
+                            default_value=-1000.0)
+
+
+# --- writing, with the geometry check -----------------------------------------------------
+
+
+def file_grid(path: str | Path) -> Grid:
+    """Geometry stored in a volume file's header (nothing else is read)."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    dim = reader.GetDimension()
+    size, spacing, origin = reader.GetSize(), reader.GetSpacing(), reader.GetOrigin()
+    direction = np.asarray(reader.GetDirection(), dtype=float).reshape(dim, dim)[:3, :3]
+    return Grid(tuple(int(s) for s in size[:3]), tuple(spacing[:3]), tuple(origin[:3]),
+                tuple(direction.ravel()))
+
+
+def cta_grid_on_disk(path: Path | None, loaded: Volume) -> Grid:
+    """The CTA's grid as stored: from the file header for volume files, else (DICOM
+    series, ``.npy``) the grid it was read with."""
+    from clotseg.io.readers import volume_suffix
+
+    if path is not None and path.is_file() and volume_suffix(path):
+        return file_grid(path)
+    return loaded.grid
+
+
+def check_grid(grid: Grid, cta: Grid, what: str) -> None:
+    """Refuse anything that would not overlay the CTA voxel for voxel."""
+    if not grid.same_as(cta):
+        raise ClotsegError(f"{what}: grid differs from the CTA's "
+                           f"({'; '.join(grid.differences(cta))}); not written")
+
+
+def write_on_grid(vol: Volume, path: Path, cta: Grid, *, mask: bool) -> Path:
+    """Write ``vol`` atomically, after checking that the file as written has exactly the
+    CTA's geometry (catches a wrong grid in memory and writer round-off alike)."""
+    from clotseg.io.readers import write_volume
+
+    check_grid(vol.grid, cta, str(path))
+    with atomic_path(path) as tmp:
+        write_volume(vol, tmp, mask=mask)
+        check_grid(file_grid(tmp), cta, str(path))
+    return path
+
+
+# --- many cases ---------------------------------------------------------------------------
 
 
 @dataclass
-class PredictSummary:
-    ok: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
+class CaseResult:
+    """What happened to one case."""
+
+    case_id: str
+    ok: bool
+    error: str | None = None  # reason, when not ok
+    file: str | None = None  # the offending file, when known
+    mask_path: Path | None = None
+    prob_path: Path | None = None
+    preview_path: Path | None = None
+    rows: list[dict] = field(default_factory=list)  # clots.csv rows
     seconds: dict[str, float] = field(default_factory=dict)
-    rows: list[dict] = field(default_factory=list)
+    mask: Volume | None = None  # kept in memory only when nothing is written
+    prob: np.ndarray | None = None
+    traceback: str | None = None  # for unexpected errors (a bug to report)
+    warnings: list[str] = field(default_factory=list)
 
 
-def predict_dataset(predictor: Predictor, index, out: Path, *, save_prob: bool = False,
-                    preview: bool = False, progress: bool = True) -> PredictSummary:
-    """Segment every case of ``index`` into ``out``; a broken case is recorded and skipped."""
-    from clotseg.measure.clots import measure_case, write_clots_csv
+def load_case(case, series: dict[str, str] | None = None):
+    """Read a case's CTA and NCCT. From a DICOM folder, the series with the UID given in
+    ``series`` is read, else the folder's only series, else the one whose description
+    says it is this modality (so one folder may hold both)."""
+    from clotseg.io.dicom import read_dicom_series
+    from clotseg.io.layouts import CaseVolumes
 
-    out.mkdir(parents=True, exist_ok=True)
-    summary = PredictSummary()
-    it = index.cases
-    if progress:
-        from tqdm import tqdm
+    series = series or {}
+    if case.problems:
+        raise ClotsegError("; ".join(case.problems))
+    vols = {}
+    for name in ("cta", "ncct"):
+        path = getattr(case, name)
+        if path is not None and Path(path).is_dir():
+            # A DICOM folder: the series by UID, else the one that is this modality.
+            vols[name] = read_dicom_series(path, series.get(name), kind=name)
+        else:
+            vols[name] = case.read(name)
+    return CaseVolumes(case.case_id, vols["cta"], vols["ncct"], None)
 
-        it = tqdm(it, desc="predicting", unit="case")
-    for case in it:
-        t0 = time.perf_counter()
-        try:
-            vols = case.load(with_mask=False)
-            mask, prob = predictor.segment(vols.cta, vols.ncct)
-            check_same_grid(mask, vols.cta, case.case_id)
-            write_volume(mask, out / f"{case.case_id}.nii.gz", mask=True)
-            if save_prob:
-                write_volume(vols.cta.with_array(prob), out / f"{case.case_id}_prob.nii.gz")
-            ncct = vols.ncct
-            if not ncct.grid.same_as(vols.cta.grid):
-                from clotseg.preprocess.resample import resample_to_grid
 
-                ncct = resample_to_grid(ncct, vols.cta.grid, default_value=-1000.0)
-            summary.rows += measure_case(case.case_id, mask, vols.cta, ncct, prob)
-            if preview:
+def predict_case(predictor: Predictor, case, out: Path | None, *, save_prob: bool = False,
+                 preview: bool = False, series: dict[str, str] | None = None) -> CaseResult:
+    """Segment, check, write and measure one case; failures become a failed result.
+    Warnings raised on the way are kept in the result and repeated with the case's name."""
+    res = CaseResult(case.case_id, ok=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _predict_case(res, predictor, case, out, save_prob, preview, series)
+    for w in caught:
+        res.warnings.append(str(w.message))
+        warnings.warn(f"case {case.case_id}: {w.message}", UserWarning, stacklevel=2)
+    res.seconds["total"] = sum(v for k, v in res.seconds.items() if k != "total")
+    return res
+
+
+def _predict_case(res: CaseResult, predictor: Predictor, case, out: Path | None,
+                  save_prob: bool, preview: bool, series: dict[str, str] | None) -> None:
+    t = _Timer(res.seconds)
+    try:
+        with t("read"):
+            vols = load_case(case, series)
+            disk = cta_grid_on_disk(case.cta, vols.cta)
+            check_grid(vols.cta.grid, disk, f"{case.cta} (as read)")
+        with t("predict"):
+            seg = predictor.segment(vols.cta, vols.ncct, case.case_id)
+        if out is None:
+            res.mask, res.prob = seg.mask, seg.prob
+        else:
+            with t("write"):
+                _write_outputs(res, seg, disk, out, save_prob)
+        with t("measure"):
+            from clotseg.measure.clots import measure_case
+
+            res.rows = measure_case(case.case_id, seg.mask, vols.cta, seg.ncct, seg.prob)
+        if preview and out is not None:
+            with t("preview"):
                 from clotseg.report.figures import clot_slices_png
 
-                clot_slices_png(vols.cta, ncct, None, mask, out / f"{case.case_id}.png")
-            summary.ok.append(case.case_id)
-        except ClotsegError as exc:
-            summary.failed[case.case_id] = str(exc)
-        except Exception as exc:  # noqa: BLE001 - keep going; the summary names the failure
-            summary.failed[case.case_id] = f"{type(exc).__name__}: {exc}"
-            traceback.print_exc()
-        summary.seconds[case.case_id] = time.perf_counter() - t0
-        write_clots_csv(out / "clots.csv", summary.rows)
-    write_text(out / "predict.json", json.dumps({
-        "device": predictor.device, "tta": predictor.tta, "ok": summary.ok,
-        "failed": summary.failed, "seconds": summary.seconds}, indent=2))
-    return summary
+                res.preview_path = out / f"{case.case_id}.png"
+                clot_slices_png(vols.cta, seg.ncct, None, seg.mask, res.preview_path)
+        res.ok = True
+    except ClotsegError as exc:
+        res.error, res.file = _reason(exc, case.case_id)
+    except Exception as exc:  # noqa: BLE001 - one case must not stop the others
+        res.error = f"{type(exc).__name__}: {exc}"
+        res.traceback = tb.format_exc()
+
+
+def _write_outputs(res: CaseResult, seg: Segmentation, cta: Grid, out: Path,
+                   save_prob: bool) -> None:
+    res.mask_path = write_on_grid(seg.mask, out / f"{res.case_id}{MASK_SUFFIX}", cta, mask=True)
+    if save_prob:
+        prob = seg.mask.with_array(np.asarray(seg.prob, dtype=np.float32))
+        res.prob_path = write_on_grid(prob, out / f"{res.case_id}_prob{MASK_SUFFIX}", cta,
+                                      mask=False)
+
+
+def _reason(exc: ClotsegError, case_id: str) -> tuple[str, str | None]:
+    """(reason without a repeated case prefix, offending file if known)."""
+    text = str(exc)
+    prefix = f"case {case_id}: "
+    if text.startswith(prefix):
+        text = text[len(prefix):]
+    file = str(exc.path) if isinstance(exc, VolumeReadError) else None
+    return text, file
+
+
+class _Timer:
+    """Adds the seconds of each named step into a dictionary."""
+
+    def __init__(self, seconds: dict[str, float]):
+        self.seconds = seconds
+
+    @contextlib.contextmanager
+    def __call__(self, step: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - t0
+
+
+def predict_cases(predictor: Predictor, cases, out: Path | None, *, save_prob: bool = False,
+                  preview: bool = False, series: dict[str, str] | None = None,
+                  progress: bool = True, source: str | None = None) -> list[CaseResult]:
+    """Segment every case; with ``out``, write masks, ``clots.csv`` and ``predict.json``
+    (both rewritten after each case)."""
+    from tqdm import tqdm
+
+    cases = list(cases)
+    results: list[CaseResult] = []
+    t0 = time.perf_counter()
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(cases, desc="predict", unit="case", disable=not progress)
+    for case in bar:
+        bar.set_postfix_str(case.case_id)
+        res = predict_case(predictor, case, out, save_prob=save_prob, preview=preview,
+                           series=series)
+        results.append(res)
+        if not res.ok and progress:
+            bar.write(f"FAILED {res.case_id}: {res.error}")
+        if out is not None:
+            write_summary(out, predictor, results, len(cases), time.perf_counter() - t0, source)
+    return results
+
+
+def write_summary(out: Path, predictor: Predictor, results: list[CaseResult], n_cases: int,
+                  seconds: float, source: str | None = None) -> None:
+    """``clots.csv`` (rows of the cases done so far) and ``predict.json``, atomically."""
+    from clotseg import __version__
+    from clotseg.measure.clots import write_clots_csv
+
+    write_clots_csv(out / "clots.csv", [r for res in results if res.ok for r in res.rows])
+    failed = [r for r in results if not r.ok]
+    summary = {
+        "clotseg_version": __version__, "input": source, **predictor.describe(),
+        "cases": n_cases, "done": len(results), "complete": len(results) == n_cases,
+        "ok": [r.case_id for r in results if r.ok],
+        "failed": {r.case_id: r.error for r in failed},
+        "failures": [{"case_id": r.case_id, "file": r.file, "reason": r.error,
+                      **({"traceback": r.traceback} if r.traceback else {})}
+                     for r in failed],
+        "warnings": {r.case_id: r.warnings for r in results if r.warnings},
+        "seconds": {r.case_id: {k: round(v, 3) for k, v in r.seconds.items()} for r in results},
+        "seconds_total": round(seconds, 3),
+    }
+    write_text(out / "predict.json", json.dumps(summary, indent=2, default=str))

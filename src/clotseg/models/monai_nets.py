@@ -18,8 +18,9 @@ def monai_unet(in_channels: int = 2, base: int = 16, dropout: float = 0.1) -> nn
 
 
 @register_model("monai-dynunet")
-def monai_dynunet(in_channels: int = 2, base: int = 16, levels: int = 4) -> nn.Module:
-    """MONAI DynUNet (nnU-Net-style residual-free U-Net), ``levels`` poolings."""
+def monai_dynunet(in_channels: int = 2, base: int = 16, dropout: float = 0.0,
+                  levels: int = 4) -> nn.Module:
+    """MONAI DynUNet (nnU-Net-style U-Net), ``levels`` poolings: pad to 2**levels."""
     from monai.networks.nets import DynUNet
 
     kernels = [[3, 3]] * (levels + 1)
@@ -27,4 +28,4 @@ def monai_dynunet(in_channels: int = 2, base: int = 16, levels: int = 4) -> nn.M
     filters = [min(base * 2**i, 320) for i in range(levels + 1)]
     return DynUNet(spatial_dims=2, in_channels=in_channels, out_channels=1, kernel_size=kernels,
                    strides=strides, upsample_kernel_size=strides[1:], filters=filters,
-                   norm_name="batch")
+                   norm_name="batch", dropout=dropout or None)

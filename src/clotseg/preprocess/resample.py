@@ -1,53 +1,122 @@
-"""Resampling volumes onto another grid or spacing (SimpleITK).
+"""Resampling volumes onto another grid or spacing (SimpleITK), and grid helpers.
 
-Images use linear (or B-spline) interpolation. Masks use SimpleITK's label-Gaussian
-interpolator, which keeps labels binary while following the object's smooth boundary
-better than nearest neighbour when the grids differ by more than a permutation.
+Interpolation choices
+---------------------
+* ``"linear"`` (images, default) and ``"bspline"`` (3rd order, sharper, may overshoot) are
+  computed in float32; integer images (HU stored as int16) are rounded back to their type
+  and clipped to its range, so a CT stays an integer-HU CT.
+* ``"nearest"`` copies the nearest voxel (any dtype, exact values).
+* ``"label"`` is for masks. For a binary mask it interpolates the 0/1 mask linearly and keeps
+  voxels whose interpolated value is ≥ 0.5, i.e. voxels whose centre lies inside the
+  linearly interpolated object boundary. This is symmetric (resampling there and back
+  returns nearly the same mask), keeps the clot's volume unbiased, and is far cheaper than
+  SimpleITK's label-Gaussian interpolator, which we use only for masks with several labels
+  (where averaging label numbers would be meaningless). The result is uint8.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
 from clotseg.io.volume import Grid, Volume
 
-_INTERP = {"linear": "sitkLinear", "bspline": "sitkBSpline", "nearest": "sitkNearestNeighbor",
-           "label": "sitkLabelGaussian"}
+INTERPOLATIONS = ("linear", "bspline", "nearest", "label")
 
 
-def _reference(grid: Grid):
+def reference_image(grid: Grid):
+    """An empty SimpleITK image carrying ``grid`` (the output geometry of a resample)."""
     import SimpleITK as sitk
 
     ref = sitk.Image([int(s) for s in grid.shape], sitk.sitkUInt8)
-    ref.SetSpacing(grid.spacing)
-    ref.SetOrigin(grid.origin)
-    ref.SetDirection(grid.direction)
+    ref.SetSpacing([float(s) for s in grid.spacing])
+    ref.SetOrigin([float(o) for o in grid.origin])
+    ref.SetDirection([float(d) for d in grid.direction])
     return ref
+
+
+def as_sitk_transform(transform: Any):
+    """A SimpleITK transform from ``None`` (identity), a transform, or its JSON dict."""
+    import SimpleITK as sitk
+
+    if transform is None:
+        return sitk.Transform()
+    if isinstance(transform, sitk.Transform):
+        return transform
+    if isinstance(transform, dict):
+        from clotseg.preprocess.register import transform_from_dict
+
+        return transform_from_dict(transform)
+    raise TypeError(f"unsupported transform {type(transform).__name__}")
 
 
 def resample_to_grid(vol: Volume, grid: Grid, *, transform=None, interpolation: str = "linear",
                      default_value: float = 0.0) -> Volume:
-    """Resample ``vol`` onto ``grid``; ``transform`` maps grid points into ``vol``'s space
-    (a SimpleITK transform, as returned by registration)."""
+    """Resample ``vol`` onto ``grid``.
+
+    ``transform`` maps points of ``grid`` (the fixed space) into ``vol``'s physical space, as
+    returned by :func:`clotseg.preprocess.register.register_rigid` (a SimpleITK transform or
+    its dictionary); ``None`` means identity. Points outside ``vol`` get ``default_value``.
+    """
     import SimpleITK as sitk
 
-    if interpolation not in _INTERP:
-        raise ValueError(f"unknown interpolation {interpolation!r}")
-    img = vol.to_sitk()
-    out = sitk.Resample(img, _reference(grid), transform or sitk.Transform(),
-                        getattr(sitk, _INTERP[interpolation]), float(default_value),
-                        img.GetPixelID())
-    res = Volume.from_sitk(out)
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"unknown interpolation {interpolation!r}; choose from "
+                         f"{', '.join(INTERPOLATIONS)}")
+    tx = as_sitk_transform(transform)
+    ref = reference_image(grid)
+    arr = np.asarray(vol.array)
     if interpolation == "label":
-        res = res.with_array((np.asarray(res.array) > 0).astype(np.uint8))
-    return res
+        return _resample_label(vol, ref, tx)
+    if interpolation == "nearest":
+        src = vol.to_sitk()
+        out = sitk.Resample(src, ref, tx, sitk.sitkNearestNeighbor, float(default_value),
+                            src.GetPixelID())
+        res = Volume.from_sitk(out)
+        return res.with_array(res.array.astype(arr.dtype, copy=False))
+    src = vol.with_array(arr.astype(np.float32, copy=False)).to_sitk()
+    method = sitk.sitkLinear if interpolation == "linear" else sitk.sitkBSpline
+    out = Volume.from_sitk(sitk.Resample(src, ref, tx, method, float(default_value),
+                                         sitk.sitkFloat32))
+    return out.with_array(_cast_like(out.array, arr.dtype))
+
+
+def _resample_label(vol: Volume, ref, tx) -> Volume:
+    import SimpleITK as sitk
+
+    arr = np.asarray(vol.array)
+    labels = np.unique(arr)
+    if labels.size <= 2 and set(labels.tolist()) <= {0, 1}:
+        src = vol.with_array((arr > 0).astype(np.float32)).to_sitk()
+        out = sitk.Resample(src, ref, tx, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        res = Volume.from_sitk(out)
+        return res.with_array((res.array >= 0.5).astype(np.uint8))
+    src = vol.with_array(arr.astype(np.uint8)).to_sitk()
+    out = sitk.Resample(src, ref, tx, sitk.sitkLabelGaussian, 0.0, sitk.sitkUInt8)
+    return Volume.from_sitk(out)
+
+
+def _cast_like(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Back to the source dtype: round and clip for integers, plain cast for floats."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+    if dtype == np.bool_:
+        return values >= 0.5
+    return values.astype(dtype, copy=False)
 
 
 def grid_with_spacing(grid: Grid, spacing) -> Grid:
-    """A grid with the same origin, direction and physical extent at another spacing."""
-    extent = (np.asarray(grid.shape) - 1) * np.asarray(grid.spacing)
-    shape = tuple(int(max(1, round(e / s) + 1)) for e, s in zip(extent, spacing))
-    return Grid(shape, tuple(float(s) for s in spacing), grid.origin, grid.direction)
+    """A grid with the same origin and direction covering the same physical extent
+    (``shape * spacing`` per axis, rounded to whole voxels) at another spacing."""
+    spacing = tuple(float(s) for s in spacing)
+    if len(spacing) != 3 or any(s <= 0 for s in spacing):
+        raise ValueError(f"spacing must be three positive numbers, got {spacing}")
+    extent = np.asarray(grid.shape) * np.asarray(grid.spacing)
+    shape = tuple(int(max(1, round(e / s))) for e, s in zip(extent, spacing))
+    return Grid(shape, spacing, grid.origin, grid.direction)
 
 
 def resample_to_spacing(vol: Volume, spacing, interpolation: str = "linear",
@@ -55,3 +124,16 @@ def resample_to_spacing(vol: Volume, spacing, interpolation: str = "linear",
     """Resample to ``spacing`` keeping origin, direction and physical extent."""
     return resample_to_grid(vol, grid_with_spacing(vol.grid, spacing),
                             interpolation=interpolation, default_value=default_value)
+
+
+def grid_to_dict(grid: Grid) -> dict:
+    """JSON-serialisable description of a grid (inverse: :func:`grid_from_dict`)."""
+    return {"shape": [int(s) for s in grid.shape], "spacing": [float(s) for s in grid.spacing],
+            "origin": [float(o) for o in grid.origin],
+            "direction": [float(d) for d in grid.direction]}
+
+
+def grid_from_dict(data: dict) -> Grid:
+    return Grid(tuple(int(s) for s in data["shape"]), tuple(float(s) for s in data["spacing"]),
+                tuple(float(o) for o in data["origin"]),
+                tuple(float(d) for d in data["direction"]))

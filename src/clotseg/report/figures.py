@@ -1,7 +1,13 @@
-"""PNG figures of a case: axial slices through the clot and a maximum-intensity
-projection, with reference (green) and predicted (red) outlines. Used by
-``predict --preview`` and the HTML report. Slices are shown in the canonical
-orientation (patient right on the image left, anterior up), whatever the storage order.
+"""PNG figures of one case, shared by ``predict --preview`` and the HTML report.
+
+* :func:`clot_slices_png`: axial slices through the clot, CTA in a vessel window and NCCT
+  in a brain window side by side, reference outline green, prediction outline red.
+* :func:`mip_png`: axial maximum-intensity projection of the CTA with the clot outlines.
+
+Slices are shown in the radiological convention (patient right on the image left,
+anterior up) whatever the stored orientation: arrays are brought to the canonical
+(L, P, S) view of :mod:`clotseg.io.orientation` first, and pixels keep their physical
+aspect ratio. Masks must be on the CTA grid (as every clotseg mask is).
 """
 
 from __future__ import annotations
@@ -12,93 +18,131 @@ from pathlib import Path
 import numpy as np
 
 from clotseg.io.atomic import write_bytes
-from clotseg.io.orientation import orientation_of
+from clotseg.io.orientation import Orientation, orientation_of
 from clotseg.io.volume import Volume
 
-CTA_WINDOW = (-50.0, 500.0)
-NCCT_WINDOW = (0.0, 90.0)
+#: Display windows (HU). CTA: a vessel window wide enough to separate the filling defect
+#: (≈ 50–80 HU) from the contrast lumen and calcification; NCCT: a narrow brain window in
+#: which the hyperdense clot (≈ 50–60 HU) stands out from blood (≈ 40 HU).
+CTA_WINDOW = (-50.0, 450.0)
+NCCT_WINDOW = (0.0, 80.0)
+REF_COLOUR, PRED_COLOUR = "#33ff33", "#ff3333"
 
 
-def _canon(vol: Volume | None, orient) -> np.ndarray | None:
-    return None if vol is None else np.asarray(orient.to_canonical(np.asarray(vol.array)))
+def _canonical(vol: Volume | None, orient: Orientation, like: Volume) -> np.ndarray | None:
+    if vol is None:
+        return None
+    if tuple(vol.shape) != tuple(like.shape):
+        raise ValueError(f"mask/volume shape {vol.shape} differs from the CTA's {like.shape}; "
+                         "figures need everything on the CTA grid")
+    return np.asarray(orient.to_canonical(np.asarray(vol.array)))
 
 
-def _pick_slices(ref, pred, depth: int, n: int) -> list[int]:
-    for m in (ref, pred):
+def _clot_slices(masks: list[np.ndarray | None], depth: int, n: int) -> list[int]:
+    """Axial indices: centred on the clot (reference first, else prediction) and spread
+    over its extent; the middle of the volume when there is no clot."""
+    for m in masks:
         if m is not None and m.any():
-            zs = np.flatnonzero(m.any(axis=(0, 1)))
-            centre = int(zs[np.argmax(m.sum(axis=(0, 1))[zs])])
-            return sorted({int(np.clip(z, 0, depth - 1)) for z in
-                           np.linspace(zs.min(), zs.max(), n).round().astype(int)} | {centre})[:n]
-    return sorted({int(z) for z in np.linspace(depth * 0.35, depth * 0.65, n).round()})
+            per_slice = m.sum(axis=(0, 1))
+            zs = np.flatnonzero(per_slice)
+            centre = int(round(float(np.average(np.arange(depth), weights=per_slice))))
+            half = max((zs.max() - zs.min()) / 2.0, n / 2.0)
+            picks = np.linspace(centre - half * 0.7, centre + half * 0.7, n) if n > 1 else [centre]
+            return _unique_sorted(picks, depth, n, centre)
+    mid = depth // 2
+    return _unique_sorted(np.linspace(mid - n // 2, mid + n // 2, n) if n > 1 else [mid],
+                          depth, n, mid)
 
 
+def _unique_sorted(values, depth: int, n: int, centre: int) -> list[int]:
+    out = sorted({int(np.clip(round(float(v)), 0, depth - 1)) for v in values})
+    k = 1
+    while len(out) < min(n, depth):  # fill with neighbours of the centre if rounding merged
+        for cand in (centre - k, centre + k):
+            if 0 <= cand < depth and cand not in out and len(out) < n:
+                out.append(cand)
+        k += 1
+    return sorted(out)
 
-def _save(fig, path) -> bytes:
+
+def _outline(ax, mask2d: np.ndarray | None, colour: str) -> None:
+    if mask2d is not None and mask2d.any():
+        ax.contour(mask2d.T.astype(np.float32), levels=[0.5], colors=[colour], linewidths=1.0)
+
+
+def _figure(nrows: int, ncols: int, panel_in: float = 3.0):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(panel_in * ncols, panel_in * nrows + 0.3), facecolor="black")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.3 / (panel_in * nrows + 0.3),
+                        wspace=0.02, hspace=0.12)
+    return fig, axes
+
+
+def _save(fig, path: str | Path | None) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight", facecolor="black")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+    fig.savefig(buf, format="png", dpi=90, facecolor="black")
     data = buf.getvalue()
     if path is not None:
         write_bytes(Path(path), data)
     return data
 
 
-def _outline(ax, mask2d, color):
-    if mask2d is not None and mask2d.any():
-        ax.contour(mask2d.T.astype(float), levels=[0.5], colors=[color], linewidths=1.2)
+def _show(ax, image2d: np.ndarray, window, aspect: float, title: str) -> None:
+    ax.imshow(image2d.T, cmap="gray", vmin=window[0], vmax=window[1], aspect=aspect,
+              interpolation="nearest", origin="upper")
+    ax.set_title(title, color="white", fontsize=8, pad=2)
+    ax.set_axis_off()
 
 
 def clot_slices_png(cta: Volume, ncct: Volume, ref: Volume | None, pred: Volume | None,
                     path: str | Path | None = None, n_slices: int = 3) -> bytes:
-    """CTA (vessel window) and NCCT (brain window) axial slices through the clot."""
-    import matplotlib
+    """Axial slices through the clot centre; returns PNG bytes (and writes ``path``).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    One row per slice: CTA (vessel window) on the left, NCCT (brain window) on the right,
+    reference outline green, prediction outline red. Without any clot the middle slices
+    are shown. ``ncct``, ``ref`` and ``pred`` must be on the CTA grid.
+    """
+    if n_slices < 1:
+        raise ValueError("n_slices must be at least 1")
     orient = orientation_of(cta.grid)
-    c, n = _canon(cta, orient), _canon(ncct, orient)
-    r = _canon(ref, orient)
-    p = _canon(pred, orient)
+    c = _canonical(cta, orient, cta)
+    nc = _canonical(ncct, orient, cta)
+    r, p = (_canonical(v, orient, cta) for v in (ref, pred))
     r = None if r is None else r > 0
     p = None if p is None else p > 0
-    zs = _pick_slices(r, p, c.shape[2], n_slices)
+    zs = _clot_slices([r, p], c.shape[2], n_slices)
     sp = orient.canonical_spacing(cta.spacing)
-    aspect = sp[1] / sp[0]
-    fig, axes = plt.subplots(2, len(zs), figsize=(3 * len(zs), 6), squeeze=False)
-    for j, z in enumerate(zs):
-        for i, (img, win, name) in enumerate(((c, CTA_WINDOW, "CTA"), (n, NCCT_WINDOW, "NCCT"))):
-            ax = axes[i, j]
-            ax.imshow(img[:, :, z].T, cmap="gray", vmin=win[0], vmax=win[1], aspect=aspect,
-                      interpolation="nearest")
-            _outline(ax, None if r is None else r[:, :, z], "lime")
-            _outline(ax, None if p is None else p[:, :, z], "red")
-            ax.set_title(f"{name} slice {z}", color="white", fontsize=9)
-            ax.axis("off")
+    aspect = sp[1] / sp[0]  # imshow aspect = height / width of one pixel
+    fig, axes = _figure(len(zs), 2)
+    for row, z in enumerate(zs):
+        for col, (img, win, name) in enumerate(((c, CTA_WINDOW, "CTA"),
+                                                (nc, NCCT_WINDOW, "NCCT"))):
+            ax = axes[row, col]
+            _show(ax, img[:, :, z], win, aspect, f"{name}  axial {z + 1}/{c.shape[2]}")
+            _outline(ax, None if r is None else r[:, :, z], REF_COLOUR)
+            _outline(ax, None if p is None else p[:, :, z], PRED_COLOUR)
     return _save(fig, path)
 
 
 def mip_png(cta: Volume, ref: Volume | None, pred: Volume | None,
             path: str | Path | None = None) -> bytes:
-    """Axial maximum-intensity projection of the CTA with the clot outlines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Axial maximum-intensity projection of the CTA with the projected clot outlines
+    (reference green, prediction red); returns PNG bytes (and writes ``path``)."""
     orient = orientation_of(cta.grid)
-    c = _canon(cta, orient)
+    c = _canonical(cta, orient, cta)
     sp = orient.canonical_spacing(cta.spacing)
-    fig, ax = plt.subplots(figsize=(4, 4))
-    ax.imshow(np.clip(c, -100, 700).max(axis=2).T, cmap="gray", vmin=0, vmax=600,
-              aspect=sp[1] / sp[0], interpolation="nearest")
-    for vol, color in ((ref, "lime"), (pred, "red")):
-        m = _canon(vol, orient)
+    fig, axes = _figure(1, 1, panel_in=4.0)
+    ax = axes[0, 0]
+    # Bone would hide the vessels: project HU clipped to the contrast range.
+    _show(ax, np.clip(c, -100, 700).max(axis=2), (0.0, 600.0), sp[1] / sp[0],
+          "CTA maximum-intensity projection (axial)")
+    for vol, colour in ((ref, REF_COLOUR), (pred, PRED_COLOUR)):
+        m = _canonical(vol, orient, cta)
         if m is not None:
-            _outline(ax, (m > 0).any(axis=2), color)
-    ax.set_title("CTA MIP (axial)", color="white", fontsize=9)
-    ax.axis("off")
+            _outline(ax, (m > 0).any(axis=2), colour)
     return _save(fig, path)

@@ -1,54 +1,75 @@
-"""Writing a synthetic cohort in the case-folder layout plus ``truth.csv``."""
+"""Writing a synthetic cohort in the case-folder layout, with ``truth.csv``.
+
+``OUT/<case_id>/cta.nii.gz``, ``ncct.nii.gz``, ``clot.nii.gz`` (uint8 mask on the CTA grid)
+and, for unregistered cohorts, ``motion.json`` (the NCCT's true rigid motion). Case ``k``
+depends only on ``(seed, k)``, so cohorts of different sizes share their first cases.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 from clotseg.io.atomic import write_text
 from clotseg.io.readers import write_volume
-from clotseg.synth.phantom import case_seed, make_case
+from clotseg.synth.phantom import SIZES, case_seed, make_case
 
+#: Columns of ``truth.csv`` (one row per case).
 TRUTH_COLUMNS = ["case_id", "has_clot", "location", "segment", "n_fragments", "faint",
                  "volume_mm3", "length_mm", "ncct_mean_hu", "cta_mean_hu", "perviousness_hu",
-                 "spacing_x", "spacing_y", "spacing_z", "size", "seed"]
+                 "spacing_x", "spacing_y", "spacing_z", "size", "registered", "seed"]
 
 
 def case_id(index: int) -> str:
+    """Folder name of case ``index`` (``synth_000``, ``synth_001``, ...)."""
     return f"synth_{index:03d}"
 
 
 def write_cohort(out: str | Path, cases: int, seed: int = 0, size: str = "small",
                  registered: bool = True, progress: bool = True) -> Path:
-    """Write ``cases`` phantoms to ``out/<case>/{cta,ncct,clot}.nii.gz`` and ``truth.csv``.
+    """Write ``cases`` phantoms under ``out`` and return the path of ``truth.csv``.
 
-    Case ``k`` depends only on ``(seed, k)``, so cohorts of different sizes share cases.
+    Every file is written atomically; ``truth.csv`` is written last, so its presence
+    means the cohort is complete.
     """
+    if cases < 1:
+        raise ValueError("cases must be at least 1")
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    it = range(cases)
+    indices = range(cases)
     if progress:
         from tqdm import tqdm
 
-        it = tqdm(it, desc="synth", unit="case")
-    for k in it:
-        cs = case_seed(seed, k)
-        case = make_case(cs, size, registered=registered)
-        cid = case_id(k)
-        write_volume(case.cta, out / cid / "cta.nii.gz")
-        write_volume(case.ncct, out / cid / "ncct.nii.gz")
-        write_volume(case.clot, out / cid / "clot.nii.gz", mask=True)
-        rows.append({"case_id": cid, **{c: case.truth.get(c) for c in TRUTH_COLUMNS[1:-1]},
-                     "seed": cs})
+        indices = tqdm(indices, desc="synth", unit="case")
+    rows = []
+    for k in indices:
+        s = case_seed(seed, k)
+        case = make_case(s, size, registered=registered)
+        folder = out / case_id(k)
+        write_volume(case.cta, folder / "cta.nii.gz")
+        write_volume(case.ncct, folder / "ncct.nii.gz")
+        write_volume(case.clot, folder / "clot.nii.gz", mask=True)
         if not registered:
-            import json
+            write_text(folder / "motion.json", json.dumps(case.truth["ncct_motion"], indent=1))
+        rows.append({**case.truth, "case_id": case_id(k), "seed": s})
+    return write_text(out / "truth.csv", truth_csv(rows))
 
-            write_text(out / cid / "motion.json", json.dumps(case.truth["ncct_motion"]))
+
+def truth_csv(rows: list[dict]) -> str:
+    """CSV text of truth rows (floats with 4 decimals, NaN as empty)."""
     buf = io.StringIO()
-    w = csv.DictWriter(buf, TRUTH_COLUMNS)
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
-    return write_text(out / "truth.csv", buf.getvalue())
+    writer = csv.DictWriter(buf, TRUTH_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _fmt(row.get(k)) for k in TRUTH_COLUMNS})
+    return buf.getvalue()
+
+
+def _fmt(value):
+    if isinstance(value, float):
+        return "" if value != value else f"{value:.4f}"
+    return value

@@ -1,9 +1,14 @@
-"""Per-epoch metrics (``metrics.csv``) and training curves (``curves.png``)."""
+"""Per-epoch metrics (``metrics.csv``), training curves (``curves.png``) and ``train.log``.
+
+All three are rewritten atomically after every epoch (they are small), so a killed run
+leaves complete files that match its last checkpoint.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+import time
 from pathlib import Path
 
 from clotseg.io.atomic import write_bytes, write_text
@@ -12,11 +17,14 @@ COLUMNS = ["epoch", "train_loss", "val_dice", "lr", "seconds", "slices_per_s", "
 
 
 def write_metrics(path: Path, rows: list[dict]) -> None:
+    """One row per epoch: ``epoch`` (1-based), mean training loss, mean 3D validation Dice
+    per patient, learning rate at the end of the epoch, wall seconds (training and
+    validation), training slices per second (all processes), whether it was the best."""
     buf = io.StringIO()
-    w = csv.DictWriter(buf, COLUMNS, extrasaction="ignore")
+    w = csv.DictWriter(buf, COLUMNS, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+        w.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in r.items()})
     write_text(path, buf.getvalue())
 
 
@@ -24,10 +32,11 @@ def read_metrics(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     rows = []
-    for r in csv.DictReader(path.open()):
-        rows.append({k: (int(v) if k == "epoch" else (v == "True" if k == "best" else
-                                                       float(v) if v else float("nan")))
-                     for k, v in r.items()})
+    with path.open(newline="") as fh:
+        for r in csv.DictReader(fh):
+            rows.append({k: (int(v) if k == "epoch" else (v == "True" if k == "best" else
+                                                           float(v) if v else float("nan")))
+                         for k, v in r.items() if k in COLUMNS})
     return rows
 
 
@@ -40,15 +49,38 @@ def plot_curves(path: Path, rows: list[dict]) -> None:
 
     ep = [r["epoch"] for r in rows]
     fig, ax1 = plt.subplots(figsize=(6, 3.5))
-    ax1.plot(ep, [r["train_loss"] for r in rows], "o-", color="tab:blue", label="train loss")
+    ax1.plot(ep, [r["train_loss"] for r in rows], "o-", color="tab:blue", ms=3,
+             label="training loss")
     ax1.set_xlabel("epoch")
-    ax1.set_ylabel("train loss", color="tab:blue")
+    ax1.set_ylabel("training loss", color="tab:blue")
     ax2 = ax1.twinx()
-    ax2.plot(ep, [r["val_dice"] for r in rows], "s-", color="tab:red", label="val Dice (3D)")
+    ax2.plot(ep, [r["val_dice"] for r in rows], "s-", color="tab:red", ms=3,
+             label="validation Dice")
     ax2.set_ylabel("validation Dice (3D, per patient)", color="tab:red")
     ax2.set_ylim(0, 1)
+    best = [r for r in rows if r.get("best")]
+    if best:
+        ax2.axvline(best[-1]["epoch"], color="grey", lw=0.8, ls=":")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
     write_bytes(path, buf.getvalue())
+
+
+class RunLog:
+    """``RUN/train.log``: time-stamped lines, kept across resumed runs, rewritten
+    atomically on every :meth:`write` (no half-written log after a kill)."""
+
+    def __init__(self, path: Path, enabled: bool = True, resume: bool = False):
+        self.path, self.enabled = Path(path), enabled
+        self.lines: list[str] = []
+        if enabled and resume and self.path.is_file():
+            self.lines = self.path.read_text().splitlines()
+
+    def write(self, message: str) -> None:
+        if not self.enabled:
+            return
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        self.lines.extend(f"{stamp}  {line}" for line in message.splitlines())
+        write_text(self.path, "\n".join(self.lines) + "\n")

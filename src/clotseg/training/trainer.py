@@ -1,10 +1,18 @@
 """The training loop: splits → cache → model → epochs of (sample, augment, step) →
-3D per-patient validation → checkpoints, metrics and curves in the RUN folder."""
+3D per-patient validation → checkpoints, metrics, curves and log in the RUN folder.
+
+Reproducibility: every training batch is seeded from ``(seed, epoch, rank, step)`` and
+dropout from ``(seed, epoch, rank)``, and the learning rate is a function of the step
+count, so ``--resume`` from ``checkpoints/last.pt`` continues exactly as an uninterrupted
+run would (bit for bit on CPU with ``train.deterministic``). The one exception is a time
+limit with ``train.schedule_by_time``: then the schedule follows the clock.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,45 +20,158 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clotseg.config import Config
+from clotseg.config import Config, check
 from clotseg.data.cache import CachedCase, build_cache
-from clotseg.data.dataset import BatchMaker, SliceSampler
+from clotseg.data.dataset import (
+    BatchFactory,
+    MemmapSource,
+    ResidentSource,
+    SliceSampler,
+    batch_iterator,
+    batch_seed,
+    canvas_size,
+    resident_bytes,
+)
 from clotseg.data.splits import load_splits, make_splits, save_splits
-from clotseg.errors import ClotsegError
-from clotseg.inference.engine import autocast_context, predict_probabilities
+from clotseg.errors import ClotsegError, ConfigError
+from clotseg.inference.engine import autocast_context, predict_probabilities, prepare_model
 from clotseg.inference.postprocess import postprocess
 from clotseg.io.atomic import write_text
 from clotseg.io.layouts import discover
 from clotseg.runs import CHECKPOINTS, SPLITS_JSON, ModelSpec, save_model_spec
 from clotseg.training import distributed as D
-from clotseg.training.checkpoint import load_checkpoint, rng_state, save_checkpoint
-from clotseg.training.logging import plot_curves, read_metrics, write_metrics
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ClotsegError("--device cuda requested but no CUDA device is available")
-    return torch.device(name)
+from clotseg.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from clotseg.training.logging import RunLog, plot_curves, read_metrics, write_metrics
 
 
 @dataclass
 class TrainResult:
     run: Path
     best_dice: float
-    best_epoch: int
+    best_epoch: int  # 1-based
     epochs_done: int
     seconds: float
     stopped: str  # "epochs", "early-stopping", "time-limit"
 
 
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r} (auto, cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ClotsegError("--device cuda requested but no CUDA device is available")
+    return dev
+
+
 def model_spec(cfg: Config) -> ModelSpec:
-    return ModelSpec(cfg.model.name, {"in_channels": 2 * cfg.data.slab, "base": cfg.model.base,
-                                      "dropout": cfg.model.dropout},
-                     slab=cfg.data.slab, windows={k: list(v) for k, v in cfg.data.windows.items()},
+    """What ``predict`` needs besides the weights (saved as ``RUN/model.json``)."""
+    kwargs = {"in_channels": 2 * cfg.data.slab, "base": cfg.model.base,
+              "dropout": cfg.model.dropout, **cfg.model.kwargs}
+    return ModelSpec(cfg.model.name, kwargs, slab=cfg.data.slab,
+                     windows={k: [float(x) for x in v] for k, v in cfg.data.windows.items()},
                      pad_multiple=cfg.data.pad_multiple, threshold=cfg.train.threshold,
-                     min_component_mm3=cfg.train.min_component_mm3)
+                     min_component_mm3=cfg.train.min_component_mm3, preprocess=None)
+
+
+def build_model(spec: ModelSpec) -> torch.nn.Module:
+    from clotseg.models import create_model
+
+    try:
+        return create_model(spec.model_name, **spec.model_kwargs)
+    except KeyError as exc:
+        raise ConfigError(f"model.name: {exc.args[0]}") from None
+    except TypeError as exc:
+        raise ConfigError(f"model {spec.model_name!r}: bad arguments {spec.model_kwargs} "
+                          f"({exc})") from None
+
+
+class LRSchedule:
+    """Learning-rate factor from training progress ``p`` in [0, 1]: linear warm-up, then
+    cosine decay to ``min_lr_ratio`` (``cosine``), a one-cycle shape (rise from lr/25 over
+    at least a quarter of training, cosine decay) or ``constant``.
+
+    ``p`` is the step count over ``epochs * steps_per_epoch``; with a time limit and
+    ``train.schedule_by_time``, the share of the time budget used, when that is larger,
+    so that a time-limited run still ends its schedule with a small learning rate.
+    """
+
+    def __init__(self, cfg: Config, total_steps: int):
+        self.o, self.total = cfg.optim, max(1, total_steps)
+        self.step, self.progress = 0, 0.0
+
+    def factor(self, p: float) -> float:
+        o, p = self.o, min(max(p, 0.0), 1.0)
+        if o.schedule == "constant":
+            return min(1.0, p / o.warmup) if o.warmup and p < o.warmup else 1.0
+        if o.schedule == "onecycle":
+            w = max(o.warmup, 0.25)
+            if p < w:
+                return 0.04 + 0.96 * 0.5 * (1 - math.cos(math.pi * p / w))
+        else:
+            w = o.warmup
+            if p < w:
+                return max(p / w, 0.01)
+        q = (p - w) / max(1e-9, 1 - w)
+        return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * q))
+
+    def advance(self, time_progress: float | None = None) -> float:
+        """Progress after one more step (time progress: from rank 0, may be None)."""
+        self.step += 1
+        p = self.step / self.total
+        if time_progress is not None:
+            p = max(p, time_progress)
+        self.progress = min(p, 1.0)
+        return self.progress
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "progress": self.progress}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step, self.progress = int(state["step"]), float(state["progress"])
+
+
+def make_optimizer(cfg: Config, params, device: torch.device | None = None
+                   ) -> torch.optim.Optimizer:
+    """AdamW / Adam / SGD from ``cfg.optim`` (fused kernels on CUDA)."""
+    o = cfg.optim
+    fused = {"fused": True} if device is not None and device.type == "cuda" else {}
+    if o.name == "adamw":
+        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, **fused)
+    if o.name == "adam":  # the original's L2 penalty: weight decay added to the gradient
+        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay, **fused)
+    return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.momentum > 0,
+                           weight_decay=o.weight_decay)
+
+
+def dice_3d(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Dice of two boolean volumes; both empty counts as 1 (a correct "no clot")."""
+    denom = int(pred.sum()) + int(ref.sum())
+    return 1.0 if denom == 0 else 2.0 * int(np.logical_and(pred, ref).sum()) / denom
+
+
+def validate(model, cases: list[CachedCase], cfg: Config, device, info: D.DistInfo) -> float:
+    """Mean 3D Dice per patient over the validation cases (sharded over ranks), on whole
+    volumes predicted exactly as ``clotseg predict`` does (never augmented)."""
+    import copy
+
+    total, count = 0.0, 0.0
+    mine = cases[info.rank::info.world]
+    if mine:  # the inference-ready copy predict uses (batch norm folded, channels-last)
+        model = prepare_model(copy.deepcopy(model), device, in_channels=2 * cfg.data.slab)
+    for case in mine:
+        prob = predict_probabilities(model, np.asarray(case.image, dtype=np.float32),
+                                     slab=cfg.data.slab, pad_multiple=cfg.data.pad_multiple,
+                                     batch_size=cfg.train.val_batch_size, device=device,
+                                     amp=cfg.train.amp)
+        pred = postprocess(prob, case.spacing, threshold=cfg.train.threshold,
+                           min_component_mm3=cfg.train.min_component_mm3).astype(bool)
+        total += dice_3d(pred, np.asarray(case.mask).astype(bool))
+        count += 1
+    total, count = D.all_sum([total, count], info)
+    return float(total / max(count, 1.0))
 
 
 def _splits(run: Path, cfg: Config, ids: list[str], resume: bool) -> dict:
@@ -65,102 +186,138 @@ def _splits(run: Path, cfg: Config, ids: list[str], resume: bool) -> dict:
                        seed=d.split_seed)
 
 
-def _lr_factor(cfg: Config, epoch: int) -> float:
-    o = cfg.optim
-    if epoch < o.warmup_epochs:
-        return (epoch + 1) / (o.warmup_epochs + 1)
-    if o.schedule == "constant":
-        return 1.0
-    span = max(1, cfg.train.epochs - o.warmup_epochs)
-    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * (epoch - o.warmup_epochs) / span))
+def _setup_torch(cfg: Config, device: torch.device) -> None:
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    if cfg.train.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not cfg.train.deterministic
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
 
-def _optimizer(cfg: Config, params) -> torch.optim.Optimizer:
-    o = cfg.optim
-    if o.name == "adamw":
-        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
-    if o.name == "adam":  # the original's L2 penalty: weight decay added to the gradient
-        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
-    if o.name == "sgd":
-        return torch.optim.SGD(params, lr=o.lr, momentum=0.99, nesterov=True,
-                               weight_decay=o.weight_decay)
-    raise ClotsegError(f"unknown optimiser {o.name!r} (adamw, adam, sgd)")
+def make_source(cases: list[CachedCase], cfg: Config, device: torch.device):
+    """The batch source: the cohort in device memory when wanted and it fits, else the
+    memory-mapped cache (read by DataLoader workers when ``data.workers`` > 0)."""
+    canvas = canvas_size(cases, cfg.data.pad_multiple, cfg.data.patch)
+    mode = cfg.data.loader
+    if mode == "auto":
+        fits = False
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            fits = resident_bytes(cases, canvas) < 0.5 * free
+        mode = "resident" if fits else "stream"
+    if mode == "resident":
+        return ResidentSource(cases, cfg.data.slab, canvas, device), mode
+    return MemmapSource(cases, cfg.data.slab, canvas), mode
 
 
-def validate(model, cases: list[CachedCase], cfg: Config, device, info: D.DistInfo) -> float:
-    """Mean 3D Dice per patient over the validation cases (sharded over ranks)."""
-    total, count = 0.0, 0.0
-    for case in cases[info.rank::info.world]:
-        prob = predict_probabilities(model, np.asarray(case.image, dtype=np.float32),
-                                     slab=cfg.data.slab, pad_multiple=cfg.data.pad_multiple,
-                                     batch_size=cfg.train.val_batch_size, device=device,
-                                     amp=cfg.train.amp)
-        pred = postprocess(prob, case.spacing, threshold=cfg.train.threshold,
-                           min_component_mm3=cfg.train.min_component_mm3).astype(bool)
-        ref = np.asarray(case.mask).astype(bool)
-        denom = pred.sum() + ref.sum()
-        total += 1.0 if denom == 0 else 2.0 * (pred & ref).sum() / denom
-        count += 1
-    total, count = D.all_sum([total, count], info)
-    return float(total / max(count, 1))
+@dataclass
+class _State:
+    """What changes from epoch to epoch (and is restored on resume)."""
+
+    epoch: int = 0  # next epoch to run, 0-based
+    best: float = -1.0
+    best_epoch: int = -1
+    bad: int = 0
+
+
+def _payload(model, optim, sched: LRSchedule, st: _State, spec: ModelSpec, cfg: Config,
+             epoch: int, dice: float) -> dict:
+    return {"model": model.state_dict(), "model_name": spec.model_name,
+            "model_kwargs": spec.model_kwargs, "epoch": epoch, "val_dice": dice,
+            "best_dice": st.best, "best_epoch": st.best_epoch, "bad_epochs": st.bad,
+            "optimizer": optim.state_dict(), "scheduler": sched.state_dict(),
+            "rng": rng_state(), "config": cfg.to_dict()}
+
+
+class _Clock:
+    """Time budget of a ``--time-limit`` run: when to stop and how far the schedule is."""
+
+    def __init__(self, limit_min: float | None, t_start: float, progress0: float):
+        self.limit = limit_min * 60 if limit_min else None
+        self.t_start, self.t_loop = t_start, time.perf_counter()
+        self.p0 = progress0
+        self.val_s, self.step_s = 0.0, 0.0
+
+    def should_stop(self) -> bool:
+        if self.limit is None:
+            return False
+        return time.perf_counter() - self.t_start + self.val_s + self.step_s > self.limit
+
+    def progress(self) -> float | None:
+        if self.limit is None:
+            return None
+        budget = self.limit - (self.t_loop - self.t_start) - self.val_s
+        used = (time.perf_counter() - self.t_loop) / max(budget, 1e-3)
+        return self.p0 + (1 - self.p0) * min(used, 1.0)
 
 
 def train(data: str | Path, run: str | Path, cfg: Config, *, resume: bool = False,
           npy_spacing=None, progress: bool = True) -> TrainResult:
-    """Train a model on ``data`` into the RUN folder ``run``."""
+    """Train a model on ``data`` into the RUN folder ``run`` (see the module docstring)."""
     t_start = time.perf_counter()
+    check(cfg)
     run = Path(run)
     device = resolve_device(cfg.train.device)
-    info = D.init_distributed(device.type)
-    if info.enabled and device.type == "cuda":
-        device = torch.device("cuda", info.local_rank)
-        torch.cuda.set_device(device)
-    if cfg.train.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+    info, device = D.init_distributed(device)
+    try:
+        return _train(data, run, cfg, resume, npy_spacing, progress and info.main, device, info,
+                      t_start)
+    finally:
+        D.cleanup(info)
+
+
+def _train(data, run: Path, cfg: Config, resume: bool, npy_spacing, progress: bool,
+           device: torch.device, info: D.DistInfo, t_start: float) -> TrainResult:
+    _setup_torch(cfg, device)
     last_path = run / CHECKPOINTS / "last.pt"
     if resume and not last_path.is_file():
         raise ClotsegError(f"{last_path}: nothing to resume (no checkpoint in {run})")
     if not resume and last_path.is_file():
         raise ClotsegError(f"{run} already holds a trained run; use --resume to continue it or "
                            "choose another --out")
-
+    spec = model_spec(cfg)
+    model = build_model(spec)  # fails early on bad model settings
     index = discover(data, spacing=npy_spacing)
     splits = _splits(run, cfg, index.case_ids, resume)
+    if not splits["val"]:
+        raise ClotsegError("the split has no validation cases; use more cases or another split")
+    log = RunLog(run / "train.log", info.main, resume)
     if info.main:
         run.mkdir(parents=True, exist_ok=True)
         write_text(run / "config.yaml", cfg.to_yaml())
         save_splits(run / SPLITS_JSON, splits)
-        save_model_spec(run, model_spec(cfg))
+        save_model_spec(run, spec)
     cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else run / "cache"
     if info.main:  # rank 0 builds the cache; the others then open it
         build_cache(index.subset(splits["train"] + splits["val"]).cases, cache_dir,
-                    cfg.data.windows, progress and info.main)
+                    cfg.data.windows, progress)
     D.barrier(info)
     train_cases = build_cache(index.subset(splits["train"]).cases, cache_dir, cfg.data.windows,
                               False)
     val_cases = build_cache(index.subset(splits["val"]).cases, cache_dir, cfg.data.windows, False)
 
-    from clotseg.data.augment import augment_batch
-    from clotseg.models import create_model
     from clotseg.training.losses import make_loss
 
-    spec = model_spec(cfg)
     torch.manual_seed(cfg.train.seed)
-    model = create_model(spec.model_name, **spec.model_kwargs).to(device)
+    model = build_model(spec).to(device)  # initial weights depend on the seed only
     if device.type == "cuda" and cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optim = _optimizer(cfg, model.parameters())
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda e: _lr_factor(cfg, e))
-    loss_fn = make_loss(cfg.train.loss)
-    start_epoch, best, best_epoch, bad = 0, -1.0, -1, 0
-    rows = []
+    optim = make_optimizer(cfg, model.parameters(), device)
+    sched = LRSchedule(cfg, cfg.train.epochs * cfg.train.steps_per_epoch)
+    st, rows = _State(), []
+    for group in optim.param_groups:  # the schedule's first value (warm-up starts low)
+        group["lr"] = cfg.optim.lr * sched.factor(0.0)
     if resume:
         ck = load_checkpoint(last_path, device)
         model.load_state_dict(ck["model"])
         optim.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
-        start_epoch, best, best_epoch = ck["epoch"] + 1, ck["best_dice"], ck["best_epoch"]
-        bad = ck["bad_epochs"]
+        set_rng_state(ck["rng"])
+        st = _State(ck["epoch"] + 1, ck["best_dice"], ck["best_epoch"], ck["bad_epochs"])
         rows = [r for r in read_metrics(run / "metrics.csv") if r["epoch"] <= ck["epoch"] + 1]
     net = model
     if info.enabled:
@@ -168,87 +325,127 @@ def train(data: str | Path, run: str | Path, cfg: Config, *, resume: bool = Fals
             model, device_ids=[device.index] if device.type == "cuda" else None)
     step_net = torch.compile(net) if cfg.train.compile else net
 
-    sampler = SliceSampler(train_cases, cfg.data.clot_fraction)
-    maker = BatchMaker(train_cases, cfg.data.slab, cfg.data.pad_multiple, device,
-                       cfg.data.patch)
-    limit_s = cfg.train.time_limit_min * 60 if cfg.train.time_limit_min else None
+    source, mode = make_source(train_cases, cfg, device)
+    factory = BatchFactory(source, SliceSampler(train_cases, cfg.data.clot_fraction,
+                                                cfg.data.patch),
+                           cfg.train.batch_size, cfg.data.patch, cfg.augment)
+    log.write(f"{'resumed' if resume else 'started'}: {len(train_cases)} training, "
+              f"{len(val_cases)} validation, {len(splits['test'])} test cases; model "
+              f"{spec.model_name} {spec.model_kwargs}; device {device} x {info.world}; "
+              f"batches: {mode}, canvas {source.canvas}, patch {cfg.data.patch or 'full'}")
+    loss_fn = make_loss(cfg.train.loss)
+    clock = _Clock(cfg.train.time_limit_min, t_start, sched.progress)
     stopped = "epochs"
-    for epoch in range(start_epoch, cfg.train.epochs):
-        seed = cfg.train.seed * 1_000_003 + epoch * 7919 + info.rank
-        gen = torch.Generator().manual_seed(seed)
-        torch.manual_seed(seed)  # dropout
-        model.train()
-        t0, losses, n_slices = time.perf_counter(), [], 0
-        steps = range(cfg.train.steps_per_epoch)
-        bar = None
-        if progress and info.main:
-            from tqdm import tqdm
-
-            bar = steps = tqdm(steps, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False)
-        timed_out = False
-        for _ in steps:
-            x, y = maker.make(sampler.draw(cfg.train.batch_size, gen), gen)
-            x, y = augment_batch(x, y, cfg.augment, gen)
-            if device.type == "cuda" and cfg.train.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast_context(device, cfg.train.amp):
-                loss = loss_fn(step_net(x).float(), y)
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.optim.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-            optim.step()
-            losses.append(float(loss.detach()))
-            n_slices += x.shape[0] * info.world
-            if bar is not None:
-                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}",
-                                slices_s=f"{n_slices / (time.perf_counter() - t0):.0f}")
-            if limit_s and D.broadcast_flag(time.perf_counter() - t_start > limit_s, info):
-                timed_out = True
-                break
-        sched.step()
-        loss_sum, loss_n = D.all_sum([float(np.sum(losses)), float(len(losses))], info)
-        train_loss = loss_sum / max(loss_n, 1.0)
+    for epoch in range(st.epoch, cfg.train.epochs):
+        t0 = time.perf_counter()
+        train_loss, n_slices, timed_out = _train_epoch(
+            step_net, model, factory, optim, sched, loss_fn, cfg, device, info, epoch, clock,
+            progress)
+        t_train = time.perf_counter() - t0
+        t_val = time.perf_counter()
         dice = validate(model, val_cases, cfg, device, info)
-        secs = time.perf_counter() - t0
-        improved = dice > best
+        clock.val_s = time.perf_counter() - t_val
+        improved = dice > st.best
+        st.bad = 0 if improved else st.bad + 1
         if improved:
-            best, best_epoch, bad = dice, epoch, 0
-        else:
-            bad += 1
+            st.best, st.best_epoch = dice, epoch
+        secs = time.perf_counter() - t0
         rows.append({"epoch": epoch + 1, "train_loss": train_loss, "val_dice": dice,
                      "lr": optim.param_groups[0]["lr"], "seconds": secs,
-                     "slices_per_s": n_slices / secs, "best": improved})
+                     "slices_per_s": n_slices / max(t_train, 1e-9), "best": improved})
         if info.main:
-            payload = {"model": model.state_dict(), "model_name": spec.model_name,
-                       "model_kwargs": spec.model_kwargs, "epoch": epoch, "val_dice": dice,
-                       "best_dice": best, "best_epoch": best_epoch, "bad_epochs": bad,
-                       "optimizer": optim.state_dict(), "scheduler": sched.state_dict(),
-                       "rng": rng_state(), "config": cfg.to_dict()}
+            payload = _payload(model, optim, sched, st, spec, cfg, epoch, dice)
             save_checkpoint(run / CHECKPOINTS / "last.pt", payload)
             if improved:
-                save_checkpoint(run / CHECKPOINTS / "best.pt",
-                                {k: payload[k] for k in ("model", "model_name", "model_kwargs",
-                                                         "epoch", "val_dice", "config")})
+                save_checkpoint(run / CHECKPOINTS / "best.pt", payload)
             write_metrics(run / "metrics.csv", rows)
             plot_curves(run / "curves.png", rows)
+            line = (f"epoch {epoch + 1}/{cfg.train.epochs}: loss {train_loss:.4f}  val Dice "
+                    f"{dice:.3f}{'  (best)' if improved else ''}  lr {rows[-1]['lr']:.2e}  "
+                    f"{rows[-1]['slices_per_s']:.0f} slices/s  {secs:.0f} s")
+            log.write(line)
             if progress:
-                print(f"epoch {epoch + 1}: loss {train_loss:.4f}  val Dice {dice:.3f}"
-                      f"{'  (best)' if improved else ''}  {secs:.0f}s", flush=True)
+                print(line, flush=True)
         if timed_out:
             stopped = "time-limit"
             break
-        if bad >= cfg.train.patience:
+        if st.bad >= cfg.train.patience:
             stopped = "early-stopping"
             break
     elapsed = time.perf_counter() - t_start
-    result = TrainResult(run, best, best_epoch + 1, len(rows), elapsed, stopped)
+    result = TrainResult(run, st.best, st.best_epoch + 1, len(rows), elapsed, stopped)
     if info.main:
+        log.write(f"stopped ({stopped}) after {len(rows)} epoch(s), {elapsed / 60:.1f} min; "
+                  f"best validation Dice {st.best:.3f} at epoch {st.best_epoch + 1}")
         write_text(run / "train.json", json.dumps({
-            "best_val_dice": best, "best_epoch": best_epoch + 1, "epochs_done": len(rows),
+            "best_val_dice": st.best, "best_epoch": st.best_epoch + 1, "epochs_done": len(rows),
             "seconds": elapsed, "stopped": stopped, "device": str(device),
-            "world_size": info.world, "n_train": len(train_cases), "n_val": len(val_cases),
-            "n_test": len(splits["test"]), "data": str(Path(data).resolve())}, indent=2))
+            "world_size": info.world, "batches": mode, "n_train": len(train_cases),
+            "n_val": len(val_cases), "n_test": len(splits["test"]),
+            "data": str(Path(data).resolve())}, indent=2))
     D.barrier(info)
-    D.cleanup(info)
     return result
+
+
+def train_step(step_net, model, x: torch.Tensor, y: torch.Tensor, optim, loss_fn, cfg: Config,
+               device: torch.device) -> torch.Tensor:
+    """One optimisation step (bf16 autocast on CUDA, channels-last, gradient clipping);
+    returns the detached loss (not synchronised)."""
+    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    if device.type == "cuda" and cfg.train.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast_context(device, cfg.train.amp):
+        logits = step_net(x)
+    loss = loss_fn(logits.float(), y)
+    optim.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.optim.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+    optim.step()
+    return loss.detach()
+
+
+def _train_epoch(step_net, model, factory: BatchFactory, optim, sched: LRSchedule, loss_fn,
+                 cfg: Config, device, info: D.DistInfo, epoch: int, clock: _Clock,
+                 progress: bool) -> tuple[float, int, bool]:
+    """One epoch of optimisation; returns (mean loss over ranks, slices, stopped early)."""
+    t = cfg.train
+    seeds = [batch_seed(t.seed, epoch, info.rank, s) for s in range(t.steps_per_epoch)]
+    torch.manual_seed(batch_seed(t.seed, epoch, info.rank, t.steps_per_epoch))  # dropout
+    model.train()
+    batches = batch_iterator(factory, seeds, cfg.data.workers, pin_memory=device.type == "cuda")
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = batches = tqdm(batches, total=len(seeds), desc=f"epoch {epoch + 1}/{t.epochs}",
+                             leave=False, unit="batch")
+    t0 = time.perf_counter()
+    # Losses are summed on the device and read back only for the progress bar, so that a
+    # GPU is not synchronised after every step.
+    loss_sum, n_steps, n_slices, timed_out = torch.zeros((), device=device), 0, 0, False
+    time_p = None
+    for x, y in batches:
+        t_step = time.perf_counter()
+        loss_sum += train_step(step_net, model, x, y, optim, loss_fn, cfg, device)
+        n_steps += 1
+        n_slices += x.shape[0] * info.world
+        clock.step_s = time.perf_counter() - t_step
+        stop = False
+        if clock.limit is not None and (not info.enabled or n_steps % 10 == 1):
+            # rank 0's clock decides for everyone (same stop step, same learning rate)
+            flag, p = D.broadcast([float(clock.should_stop()), clock.progress()], info)
+            stop, time_p = flag > 0, (p if t.schedule_by_time else None)
+        p_step = sched.advance(time_p)
+        for group in optim.param_groups:
+            group["lr"] = cfg.optim.lr * sched.factor(p_step)
+        if bar is not None and (n_steps % (25 if device.type == "cuda" else 5) == 1 or stop):
+            bar.set_postfix(loss=f"{float(loss_sum) / n_steps:.3f}",
+                            slices_s=f"{n_slices / (time.perf_counter() - t0):.0f}")
+        if stop:
+            timed_out = True
+            break
+    if bar is not None:
+        bar.close()
+    loss_sum, loss_n = D.all_sum([float(loss_sum), float(n_steps)], info)
+    return loss_sum / max(loss_n, 1.0), n_slices, timed_out

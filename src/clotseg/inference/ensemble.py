@@ -1,0 +1,138 @@
+"""Trained runs as ensemble members, and averaging their probabilities on the CTA grid.
+
+Each run gets the input it was trained on — its own HU windows, slab size and, when its
+``model.json`` says so, the preprocessing of :mod:`clotseg.preprocess.pipeline` — and its
+probability is brought back onto the CTA grid before averaging, so fold models with
+different settings can be mixed. Runs that share windows and preprocessing share one
+prepared input (prepared once per case).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clotseg.errors import ClotsegError
+from clotseg.inference.engine import predict_probabilities, prepare_model
+from clotseg.io.volume import Volume
+from clotseg.runs import ModelSpec
+
+
+@dataclass
+class Member:
+    """One trained run of an ensemble, with its network ready for inference."""
+
+    run: Path
+    spec: ModelSpec
+    model: Any
+
+    @property
+    def input_key(self) -> tuple:
+        """Runs with equal keys see identical input."""
+        windows = tuple(sorted((k, tuple(v)) for k, v in self.spec.windows.items()))
+        pre = None if not self.spec.preprocess else repr(sorted(self.spec.preprocess.items()))
+        return windows, pre
+
+
+def load_member(run: str | Path, device: str) -> Member:
+    """Load a run folder's network; every failure is a :class:`ClotsegError` naming RUN."""
+    from clotseg.runs import load_model
+
+    try:
+        model, spec = load_model(run, device=device)
+    except ClotsegError:
+        raise
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+        text = str(exc).strip()
+        msg = text.splitlines()[0] if text else type(exc).__name__
+        raise ClotsegError(f"{run}: cannot rebuild the trained network ({msg})") from None
+    model = prepare_model(model, device, in_channels=2 * spec.slab,
+                          check_size=max(64, 4 * spec.pad_multiple))
+    return Member(Path(run), spec, model)
+
+
+@dataclass
+class InferenceOptions:
+    """How the networks are run (see :func:`clotseg.inference.engine.predict_probabilities`)."""
+
+    device: str = "cpu"
+    precision: str = "auto"
+    tta: bool = False
+    batch_size: int = 16
+    skip_empty: bool = True
+
+
+@dataclass
+class EnsembleOutput:
+    """Mean probability on the CTA grid, and the NCCT→CTA registration a preprocessing
+    step found (None without one), so measurements can use the same alignment."""
+
+    prob: np.ndarray
+    ncct_transform: dict | None = None
+
+
+def ensemble_probability(members: list[Member], cta: Volume, ncct_on_cta: Volume,
+                         ncct: Volume, opts: InferenceOptions, case_id: str = "case"
+                         ) -> EnsembleOutput:
+    """Mean clot probability of ``members`` on the CTA grid (stored array order).
+
+    ``ncct_on_cta`` is the NCCT on the CTA grid (used by runs without preprocessing);
+    ``ncct`` the original one (given to the preprocessing, which may register it).
+    """
+    total = np.zeros(cta.shape, dtype=np.float32)
+    transform = None
+    groups: dict[tuple, list[Member]] = {}
+    for m in members:
+        groups.setdefault(m.input_key, []).append(m)
+    for group in groups.values():
+        if group[0].spec.preprocess:
+            prob, info = _preprocessed_sum(group, cta, ncct, opts, case_id)
+            total += prob
+            transform = transform or (info.get("registration") or {}).get("transform")
+        else:
+            total += _sum_on_grid(group, cta, ncct_on_cta, opts, case_id)
+    total /= len(members)
+    return EnsembleOutput(total, transform)
+
+
+def _sum_on_grid(group: list[Member], cta: Volume, ncct: Volume, opts: InferenceOptions,
+                 case_id: str) -> np.ndarray:
+    """Sum of the group's probabilities on ``cta``'s grid (NCCT already on it)."""
+    from clotseg.data.slabs import prepare_case
+
+    windows = {k: tuple(v) for k, v in group[0].spec.windows.items()}
+    prep = prepare_case(case_id, cta, ncct, None, windows)
+    total = np.zeros(cta.shape, dtype=np.float32)
+    for m in group:
+        p = predict_probabilities(m.model, prep.image, slab=m.spec.slab,
+                                  pad_multiple=m.spec.pad_multiple, batch_size=opts.batch_size,
+                                  device=opts.device, tta=opts.tta, precision=opts.precision,
+                                  skip_empty=opts.skip_empty)
+        total += prep.orientation.from_canonical(p)
+    return total
+
+
+def _preprocessed_sum(group: list[Member], cta: Volume, ncct: Volume, opts: InferenceOptions,
+                      case_id: str) -> tuple[np.ndarray, dict]:
+    """Sum of the group's probabilities computed on the preprocessed grid the runs were
+    trained on, mapped back onto the CTA grid; and the preprocessing record."""
+    from clotseg.preprocess.pipeline import (
+        PreprocessSettings,
+        preprocess_case,
+        restore_probability,
+    )
+
+    settings = PreprocessSettings.from_dict(group[0].spec.preprocess)
+    pre = preprocess_case(cta, ncct, None, settings)
+    # Mapped back as a mean (a probability in [0, 1], whatever the restore does at the
+    # edges), then weighted by the group size again.
+    mean = _sum_on_grid(group, pre.cta, pre.ncct, opts, case_id) / len(group)
+    back = restore_probability(pre.cta.with_array(mean), pre.info)
+    if not back.grid.same_as(cta.grid):
+        raise ClotsegError(f"case {case_id}: probability mapped back from the preprocessed "
+                           f"grid is not on the CTA grid "
+                           f"({'; '.join(back.grid.differences(cta.grid))})")
+    return np.asarray(back.array, dtype=np.float32) * len(group), pre.info

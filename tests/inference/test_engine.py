@@ -1,0 +1,119 @@
+"""The optimised slice engine gives what a plain one-slice-at-a-time loop gives.
+
+Batching, batch-norm folding, channels-last and skipping empty input must not change
+the probabilities (beyond float rounding) where the network runs; skipped input gets 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from clotseg.data.slabs import pad_to_multiple, slab
+from clotseg.inference.engine import (
+    active_slices,
+    content_mask,
+    inplane_box,
+    predict_probabilities,
+    prepare_model,
+    resolve_precision,
+)
+from tests.inference.conftest import tiny_net
+
+
+def plain_loop(model, image: np.ndarray, slab_size: int, multiple: int,
+               flip: tuple[int, ...] = ()) -> np.ndarray:
+    """Reference: one slice at a time, fp32, nothing skipped."""
+    out = np.zeros(image.shape[1:], dtype=np.float32)
+    with torch.no_grad():
+        for z in range(image.shape[-1]):
+            x, crop = pad_to_multiple(slab(image, z, slab_size), multiple)
+            t = torch.from_numpy(np.ascontiguousarray(x))[None]
+            if flip:
+                t = torch.flip(t, flip)
+            y = torch.sigmoid(model(t))
+            if flip:
+                y = torch.flip(y, flip)
+            out[:, :, z] = y[0, 0][crop].numpy()
+    return out
+
+
+def _image(shape=(2, 40, 36, 12), seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = rng.uniform(0, 1, shape).astype(np.float32)
+    img[rng.uniform(size=shape) < 0.3] = 0.0
+    img[..., :3] = 0.0  # three slices of air at the bottom, one at the top
+    img[..., -1] = 0.0
+    return img
+
+
+def test_fast_path_matches_plain_loop_and_skips_only_empty_slabs():
+    net = tiny_net(6)
+    img = _image()
+    ref = plain_loop(net, img, 3, 16)
+    fast = predict_probabilities(prepare_model(tiny_net(6)), img, slab=3, pad_multiple=16,
+                                 batch_size=5)
+    zs = active_slices(content_mask(img), 3)
+    # slice 2 is empty but its slab touches slice 3: computed; 0, 1 (and none at the top,
+    # whose slab touches the slice below) are skipped.
+    assert zs.tolist() == list(range(2, 12))
+    np.testing.assert_allclose(fast[..., zs], ref[..., zs], atol=2e-6)
+    assert (fast[..., :2] == 0).all() and (ref[..., :2] > 0).all()
+    full = predict_probabilities(net, img, slab=3, pad_multiple=16, skip_empty=False)
+    np.testing.assert_allclose(full, ref, atol=2e-6)
+
+
+def test_inplane_box_matches_full_slice_inside_the_box():
+    img = np.zeros((2, 200, 190, 4), dtype=np.float32)
+    img[:, 80:110, 60:95] = np.random.default_rng(1).uniform(0, 1, (2, 30, 35, 4))
+    (x0, x1), (y0, y1) = inplane_box(content_mask(img), 64, 16)
+    # padded slice 208 x 192 (4 + 200 + 4, 1 + 190 + 1); content + 64 px, on multiples of 16
+    assert ((x0, x1), (y0, y1)) == ((16, 192), (0, 160))
+    net = tiny_net(2, seed=3)
+    ref = plain_loop(net, img, 1, 16)
+    fast = predict_probabilities(prepare_model(net), img, slab=1, pad_multiple=16)
+    near = (slice(80 - 32, 110 + 32), slice(60 - 32, 95 + 32))  # tissue and nearby air
+    np.testing.assert_allclose(fast[near], ref[near], atol=2e-6)
+    inside = np.zeros(img.shape[1:], bool)
+    inside[x0 - 4:x1 - 4, max(y0 - 1, 0):y1 - 1] = True
+    assert (fast[~inside] == 0).all() and (fast[inside] > 0).all()
+
+
+def test_tta_is_the_mean_over_flips():
+    net = tiny_net(2, seed=5)
+    img = np.random.default_rng(2).uniform(0.01, 1, (2, 24, 20, 4)).astype(np.float32)
+    ref = np.mean([plain_loop(net, img, 1, 8, f) for f in ((), (2,), (3,))], axis=0)
+    got = predict_probabilities(prepare_model(net), img, slab=1, pad_multiple=8, tta=True)
+    np.testing.assert_allclose(got, ref, atol=2e-6)
+    assert np.abs(got - plain_loop(net, img, 1, 8)).max() > 1e-3  # TTA did something
+
+
+def test_precision_choice():
+    assert resolve_precision("cpu", "auto") == "fp32"
+    assert resolve_precision("cpu", "bf16") == "bf16"
+    with pytest.raises(ValueError):
+        resolve_precision("cpu", "fp8")
+    net = prepare_model(tiny_net(2, seed=7))
+    img = _image((2, 16, 16, 6), seed=4)
+    fp32 = predict_probabilities(net, img, slab=1, pad_multiple=8)
+    bf16 = predict_probabilities(net, img, slab=1, pad_multiple=8, precision="bf16")
+    active = active_slices(content_mask(img), 1)
+    assert np.abs(bf16 - fp32)[..., active].max() < 0.05
+
+
+def test_folding_that_changes_the_output_is_not_used(monkeypatch):
+    import torch.fx.experimental.optimization as fx_opt
+
+    net = tiny_net(2, seed=9)
+
+    class Broken(torch.nn.Module):
+        def forward(self, x):
+            return net(x) + 1.0
+
+    monkeypatch.setattr(fx_opt, "fuse", lambda model: Broken())
+    assert prepare_model(net, in_channels=2) is net
+    monkeypatch.setattr(fx_opt, "fuse", lambda model: 1 / 0)
+    assert prepare_model(net, in_channels=2) is net
+    monkeypatch.undo()
+    assert isinstance(prepare_model(net, in_channels=2), torch.fx.GraphModule)
