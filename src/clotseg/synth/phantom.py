@@ -238,7 +238,7 @@ def _draw_gaps(rng: np.random.Generator, tree: SampledTree, clots: list[dict]) -
 
 def _apply_lesions(rng, tree: SampledTree, values: list[dict], flow: dict, clots, gaps,
                    variant) -> None:
-    """Write slow-flow gaps, reduced distal enhancement and clots into the sample values."""
+    """Write clot, reduced distal enhancement and slow-flow gaps into the sample values."""
     blood = flow["blood"]
     for g in gaps:
         v, arc = values[tree.index(g["segment"])], tree.arc[tree.index(g["segment"])]
@@ -246,18 +246,22 @@ def _apply_lesions(rng, tree: SampledTree, values: list[dict], flow: dict, clots
         ramp = np.clip(np.minimum(arc - g["start"], g["end"] - arc) / g["ramp_mm"], 0, 1)[sel]
         v["cta"][sel] = v["cta"][sel] * (1 - ramp) + (blood + g["excess_hu"]) * ramp
         v["label"][sel] = np.where(ramp > 0.5, LABELS["slow_flow"], v["label"][sel])
-        if rng.random() < 0.6:  # hypoperfusion: the tree beyond fills late as well
-            _dim_distal(tree, values, g["segment"], g["end"], rng.uniform(0.15, 0.9), blood, ())
     if not clots:
         return
-    # Distal to the occlusion the lumen fills late, through collaterals: less enhanced
-    # (almost normal with good collaterals). At the ICA terminus, A1 refills through the
-    # AComm when there is one; the PComm fills from behind.
+    # Distal to the occlusion the lumen fills late, through collaterals: less enhanced.
     first = clots[0]
-    keep = ("PCOM",) if variant["anterior"] == "no_acom" else ("PCOM", "A1", "A2")
-    factor = rng.uniform(0.15, 0.9)
-    _dim_distal(tree, values, first["segment"], first["end"], factor, blood,
-                keep if first["location"] == "ICA" else ())
+    factor = rng.uniform(0.15, 0.7)
+    distal = [first["segment"]] + tree.descendants(first["segment"])
+    if first["location"] == "ICA":  # A1 refills through the AComm, PComm from behind
+        keep = ("PCOM",) if variant["anterior"] == "no_acom" else ("PCOM", "A1", "A2")
+        distal = [n for n in distal if tree.segments[tree.index(n)].kind not in keep]
+    distal += [s.name for s in tree.segments if s.kind == "BR" and s.parent in distal]
+    for n in distal:
+        i = tree.index(n)
+        sel = tree.arc[i] > first["end"] if n == first["segment"] else slice(None)
+        v = values[i]
+        v["cta"][sel] = blood + (v["cta"][sel] - blood) * factor
+        v["label"][sel] = LABELS["slow_flow"]
     flow["distal_factor"] = float(factor)
     for c in clots:
         i = tree.index(c["segment"])
@@ -267,22 +271,6 @@ def _apply_lesions(rng, tree: SampledTree, values: list[dict], flow: dict, clots
         v["ncct"][sel] = hu
         v["cta"][sel] = hu + c["delta_hu"]
         v["label"][sel] = LABELS["clot"]
-
-
-def _dim_distal(tree: SampledTree, values: list[dict], segment: str, after_mm: float,
-                factor: float, blood: float, keep_kinds: tuple[str, ...]) -> None:
-    """Reduce the contrast enhancement beyond ``after_mm`` of ``segment`` and in every
-    segment downstream of it (except kinds in ``keep_kinds``) by ``factor``."""
-    distal = [segment] + [n for n in tree.descendants(segment)
-                          if tree.segments[tree.index(n)].kind not in keep_kinds]
-    distal += [s.name for s in tree.segments if s.kind == "BR" and s.parent in distal]
-    for n in distal:
-        i = tree.index(n)
-        sel = tree.arc[i] > after_mm if n == segment else slice(None)
-        v = values[i]
-        v["cta"][sel] = blood + (v["cta"][sel] - blood) * factor
-        v["label"][sel] = np.where(v["label"][sel] == LABELS["lumen"], LABELS["slow_flow"],
-                                   v["label"][sel])
 
 
 def _draw_stenosis(rng: np.random.Generator, tree: SampledTree) -> None:
