@@ -2,7 +2,7 @@
 
 Defined in physical space (LPS, mm) and sampled on any grid, so tests can move the NCCT by a
 known rigid transform and use oblique or flipped grids: an ellipsoid head with a skull
-shell (~1000 HU) and skull base, brain (~35 HU), a Circle-of-Willis-like ring of arteries
+shell (~1000 HU), skull base and a few bony bumps, brain (~35 HU), a Circle-of-Willis-like ring of arteries
 with carotids and middle cerebral arteries (contrast ~400 HU on CTA, blood ~40 HU on
 NCCT), a contrast-filled venous sinus against the back of the skull (a distractor), and a
 clot in the left middle cerebral artery.
@@ -18,6 +18,11 @@ from clotseg.io.volume import Grid, Volume
 HEAD_SEMI_AXES = np.array([62.0, 75.0, 60.0])  # L-R, A-P, S-I (mm)
 SKULL_MM = 5.0
 COW_CENTRE = np.array([0.0, -8.0, -18.0])  # below and in front of the head centre
+#: Bony bumps (centre, radius in mm) like petrous ridges, clinoid and nasal bone: without
+#: them an ellipsoid could turn about itself without any surface moving.
+BONY_LANDMARKS = [((-28.0, 12.0, -34.0), 6.0), ((30.0, 16.0, -35.0), 5.0),
+                  ((8.0, -2.0, -34.0), 3.5), ((0.0, -60.0, -28.0), 7.0),
+                  ((-20.0, 45.0, -36.0), 4.0)]
 
 
 def rotation(angles_deg) -> np.ndarray:
@@ -69,6 +74,9 @@ def render(points: np.ndarray, voxel_mm: float) -> tuple[np.ndarray, np.ndarray,
                                                             0, 1)
     base = np.clip((-38.0 - points[:, 2]) / voxel_mm + 0.5, 0, 1) * inside  # skull base
     bone = np.maximum(skull, base)
+    for centre, radius in BONY_LANDMARKS:  # break the ellipsoid's symmetries
+        d = np.linalg.norm(points - np.asarray(centre), axis=1)
+        bone = np.maximum(bone, np.clip((radius - d) / voxel_mm + 0.5, 0, 1))
     ncct = -1000.0 * (1 - inside) + 35.0 * inside
     ncct = ncct * (1 - bone) + 1000.0 * bone
     cta = ncct.copy()

@@ -7,8 +7,9 @@ information (32 bins), regular-step gradient descent, three resolution levels (s
 2, 1 with 2, 1, 0 mm Gaussian smoothing) on working copies of both images at ≥ 1 mm
 spacing, with a random subset of at most ``max_samples`` voxels per level (fast on one
 core; the fixed random seed makes it deterministic), then a refinement pass at the working
-resolution with short steps (0.25 mm) and a fresh, twice larger sample: a step-halving
-optimiser on a sampled metric otherwise tends to stop a few tenths of a millimetre short.
+resolution with L-BFGS-B and a fresh, twice larger sample: gradient descent zig-zags and
+stops early in the narrow valleys of weakly constrained rotations (up to ~1 mm off on a
+smooth synthetic skull), which the quasi-Newton step follows.
 The result is never worse, by the metric, than the starting point. The returned transform
 maps CTA (fixed) points to NCCT (moving) points, as SimpleITK's resampler expects.
 
@@ -57,9 +58,8 @@ from clotseg.io.volume import Grid, Volume
 
 CLAMP_HU = (-100.0, 1500.0)
 SOFT_HU = 100.0
-REFINE_STEP_MM = 0.25
-REFINE_RELAXATION = 0.8
 REFINE_SAMPLES = 2
+REFINE_TOLERANCE = 1e5  # L-BFGS-B cost convergence factor (1e7 "moderate", 10 "extreme")
 BONE_COMPRESSION = 0.15
 VESSEL_HU = (120.0, 700.0)
 BONE_HU = 700.0
@@ -164,11 +164,9 @@ def register_rigid(fixed_cta: Volume, moving_ncct: Volume, *, init: str = "auto"
     start = sitk.Euler3DTransform(tx)
     method = _method(fixed, mask, bins, max_samples, seed, shrink_factors, smoothing_sigmas_mm,
                      iterations)
-    # Refinement pass (module docstring): working resolution, short steps, fresh sample.
-    refine = _method(fixed, mask, bins, REFINE_SAMPLES * max_samples, seed + 1, (1,), (0.0,),
-                     iterations, learning_rate=REFINE_STEP_MM, relaxation=REFINE_RELAXATION)
+    refine = _refine_method(fixed, mask, bins, REFINE_SAMPLES * max_samples, seed + 1)
     try:
-        for stage in (method, refine) if REFINE_STEP_MM > 0 else (method,):
+        for stage in (method, refine):
             stage.SetInitialTransform(tx, inPlace=True)
             stage.Execute(fixed, moving)
     except RuntimeError as exc:
@@ -257,8 +255,7 @@ def _sampling(image, max_samples: int, shrink: int = 1) -> float:
     return float(min(1.0, max_samples / max(n, 1.0)))
 
 
-def _method(fixed, mask, bins, max_samples, seed, shrink_factors, sigmas, iterations,
-            learning_rate: float = 1.0, relaxation: float = 0.8):
+def _method(fixed, mask, bins, max_samples, seed, shrink_factors, sigmas, iterations):
     import SimpleITK as sitk
 
     r = sitk.ImageRegistrationMethod()
@@ -269,12 +266,35 @@ def _method(fixed, mask, bins, max_samples, seed, shrink_factors, sigmas, iterat
         [_sampling(fixed, max_samples, s) for s in shrink_factors], seed)
     r.SetInterpolator(sitk.sitkLinear)
     r.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=learning_rate, minStep=1e-3, numberOfIterations=int(iterations),
-        relaxationFactor=relaxation, gradientMagnitudeTolerance=1e-8)
+        learningRate=1.0, minStep=1e-3, numberOfIterations=int(iterations),
+        relaxationFactor=0.8, gradientMagnitudeTolerance=1e-8)
     r.SetOptimizerScalesFromPhysicalShift()
     r.SetShrinkFactorsPerLevel([int(s) for s in shrink_factors])
     r.SetSmoothingSigmasPerLevel([float(s) for s in sigmas])
     r.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    return r
+
+
+def _refine_method(fixed, mask, bins, max_samples, seed):
+    """Final pass at the working resolution with a quasi-Newton optimiser (L-BFGS-B).
+
+    Gradient descent zig-zags and stops early in the narrow valleys that weakly constrained
+    rotations make (a smooth skull turning about its own axis); L-BFGS-B follows them. It
+    takes no parameter scales (radians and millimetres as they are), which suits the small
+    remaining corrections."""
+    import SimpleITK as sitk
+
+    r = sitk.ImageRegistrationMethod()
+    r.SetMetricAsMattesMutualInformation(numberOfHistogramBins=int(bins))
+    r.SetMetricFixedMask(mask)
+    r.SetMetricSamplingStrategy(r.RANDOM)
+    r.SetMetricSamplingPercentage(_sampling(fixed, max_samples), seed)
+    r.SetInterpolator(sitk.sitkLinear)
+    r.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-7, numberOfIterations=100,
+                           maximumNumberOfCorrections=7, maximumNumberOfFunctionEvaluations=400,
+                           costFunctionConvergenceFactor=REFINE_TOLERANCE)
+    r.SetShrinkFactorsPerLevel([1])
+    r.SetSmoothingSigmasPerLevel([0.0])
     return r
 
 
