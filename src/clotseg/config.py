@@ -93,6 +93,7 @@ class TrainConfig:
     loss: str = "dice_bce"  # dice_bce | dice_focal | dice (the original's soft Dice)
     threshold: float = 0.5  # on the sigmoid probability (validation and predict)
     min_component_mm3: float = 5.0  # smaller predicted components are dropped
+    tune_postprocess: bool = True  # pick threshold + min component on validation at the end
     val_batch_size: int = 32
     threads: int = 0  # CPU threads for torch; 0 = leave torch's default
 

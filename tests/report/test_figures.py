@@ -61,3 +61,21 @@ def test_mask_on_another_grid_is_refused(case):
     bad = Volume(case.clot.array[:-1], case.clot.spacing, case.clot.origin, case.clot.direction)
     with pytest.raises(ValueError, match="CTA grid"):
         clot_slices_png(case.cta, case.ncct, bad, None, None)
+
+
+def test_mip_removes_bone_and_keeps_the_vessels(case):
+    """The skull no longer saturates the projection; contrast-filled vessels remain."""
+    from clotseg.io.orientation import orientation_of
+    from clotseg.report.figures import BONE_HU, _mip_source
+
+    orient = orientation_of(case.cta.grid)
+    c = orient.to_canonical(np.asarray(case.cta.array, dtype=np.float32))
+    sp = orient.canonical_spacing(case.cta.spacing)
+    clot = orient.to_canonical(np.asarray(case.clot.array)) > 0
+    hu, extent = _mip_source(c, sp, [clot, None])
+    assert "slab" in extent and hu.shape[2] < c.shape[2]
+    naive = np.clip(c, -100, 700).max(axis=2)
+    mip = hu.max(axis=2)
+    assert (c > BONE_HU).any()  # the phantom has a skull to remove
+    assert (mip >= 600).mean() < 0.25 * (naive >= 600).mean()
+    assert (mip > 200).sum() > 50  # enhanced vessels are still projected

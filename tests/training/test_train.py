@@ -44,7 +44,19 @@ def test_two_epoch_run_writes_every_artifact(phantom_cohort, tmp_path, capsys):
     assert spec.pad_multiple == 16 and spec.windows["cta"] == [-100.0, 700.0]
     out = model(torch.zeros(1, 2, 48, 32))
     assert out.shape == (1, 1, 48, 32)
-    assert "best validation Dice" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "best validation Dice" in printed and "post-processing chosen" in printed
+    # post-processing tuned on validation: model.json holds the chosen pair, train.json
+    # the whole table, and the chosen pair scores at least the configured one
+    tuned = json.loads((run / "train.json").read_text())["postprocess"]
+    assert (spec.threshold, spec.min_component_mm3) == (tuned["threshold"],
+                                                        tuned["min_component_mm3"])
+    assert len(tuned["table"]) >= 30 and tuned["val_dice"] >= tuned["configured_val_dice"]
+    best_in_table = max(r["val_dice"] for r in tuned["table"])
+    if tuned["changed"]:
+        assert tuned["val_dice"] == pytest.approx(best_in_table, abs=1e-5)
+    else:
+        assert (tuned["threshold"], tuned["min_component_mm3"]) == (0.5, 5.0)
     assert not [p for p in run.rglob("*") if ".tmp" in p.name]
     # a second train into the same folder without --resume is refused
     assert main(["train", str(phantom_cohort), "--out", str(run), "--epochs", "2", *TINY]) == 1

@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tiny cohort and one short epoch: checks the pipeline in about "
                              "a minute, no quality target")
     parser.add_argument("--cases", type=int, metavar="N",
-                        help="phantom cases to generate (default 40, 6 with --quick)")
+                        help="phantom cases to generate (default 60, 6 with --quick)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the cohort")
     parser.add_argument("--time-budget", type=float, default=9.0, metavar="MINUTES",
                         help="minutes for the whole demo; training gets what synthesis and "

@@ -93,7 +93,11 @@ def _restore_nifti_nonfinite(path: Path, vol: Volume) -> Volume:
 
 
 def _check_gzip(path: Path) -> None:
-    """Fail early and clearly on truncated/corrupt gzip (ITK's message is cryptic)."""
+    """Fail clearly on truncated or corrupt gzip data.
+
+    Needed although it costs one extra decompression: ITK (SimpleITK 2.x) reads a
+    truncated or corrupted ``.nii.gz`` without an error and returns garbage voxels; only a
+    full pass checks gzip's CRC and length trailer."""
     try:
         with gzip.open(path, "rb") as fh:
             while fh.read(1 << 22):

@@ -2,7 +2,8 @@
 
 * :func:`clot_slices_png`: axial slices through the clot, CTA in a vessel window and NCCT
   in a brain window side by side, reference outline green, prediction outline red.
-* :func:`mip_png`: axial maximum-intensity projection of the CTA with the clot outlines.
+* :func:`mip_png`: axial maximum-intensity projection of the CTA (bone removed, slab
+  around the clot) with the clot outlines.
 
 Slices are shown in the radiological convention (patient right on the image left,
 anterior up) whatever the stored orientation: arrays are brought to the canonical
@@ -129,20 +130,51 @@ def clot_slices_png(cta: Volume, ncct: Volume, ref: Volume | None, pred: Volume 
     return _save(fig, path)
 
 
+#: Slab MIP: thickness around the clot (a usual thick-slab MIP for the circle of Willis)
+#: and the HU above which voxels count as bone and are removed before projecting.
+MIP_SLAB_MM = 30.0
+BONE_HU = 750.0
+
+
+def _mip_source(c: np.ndarray, sp, masks: list[np.ndarray | None]) -> tuple[np.ndarray, str]:
+    """CTA voxels to project: bone removed, limited to a slab around the clot.
+
+    A whole-head axial MIP is dominated by the skull and skull base, which cover the
+    vessels the clot sits in. Voxels above :data:`BONE_HU` (contrast-filled vessels stay
+    below it), grown by 1.5 mm to take their partial-volume rim, are set to air, and the
+    projection covers :data:`MIP_SLAB_MM` centred on the clot (whole volume without one).
+    """
+    from scipy import ndimage
+
+    bone = c > BONE_HU
+    if bone.any():
+        radius = np.maximum(np.round(1.5 / np.asarray(sp, dtype=float)).astype(int), 1)
+        bone = ndimage.binary_dilation(bone, np.ones(tuple(2 * radius + 1), dtype=bool))
+    hu = np.where(bone, -100.0, np.clip(c, -100.0, 700.0))
+    for m in masks:
+        if m is not None and m.any():
+            zs = np.flatnonzero(m.any(axis=(0, 1)))
+            centre, half = (zs.min() + zs.max()) / 2.0, MIP_SLAB_MM / 2.0 / float(sp[2])
+            lo, hi = max(int(np.floor(centre - half)), 0), int(np.ceil(centre + half)) + 1
+            return hu[:, :, lo:hi], f"{MIP_SLAB_MM:.0f} mm slab around the clot"
+    return hu, "whole volume"
+
+
 def mip_png(cta: Volume, ref: Volume | None, pred: Volume | None,
             path: str | Path | None = None) -> bytes:
-    """Axial maximum-intensity projection of the CTA with the projected clot outlines
-    (reference green, prediction red); returns PNG bytes (and writes ``path``)."""
+    """Axial maximum-intensity projection of the CTA, bone removed, over a slab around the
+    clot, with the projected clot outlines (reference green, prediction red); returns PNG
+    bytes (and writes ``path``)."""
     orient = orientation_of(cta.grid)
     c = _canonical(cta, orient, cta)
     sp = orient.canonical_spacing(cta.spacing)
+    masks = [_canonical(vol, orient, cta) for vol in (ref, pred)]
+    hu, extent = _mip_source(c, sp, masks)
     fig, axes = _figure(1, 1, panel_in=4.0)
     ax = axes[0, 0]
-    # Bone would hide the vessels: project HU clipped to the contrast range.
-    _show(ax, np.clip(c, -100, 700).max(axis=2), (0.0, 600.0), sp[1] / sp[0],
-          "CTA maximum-intensity projection (axial)")
-    for vol, colour in ((ref, REF_COLOUR), (pred, PRED_COLOUR)):
-        m = _canonical(vol, orient, cta)
+    _show(ax, hu.max(axis=2), (0.0, 600.0), sp[1] / sp[0],
+          f"CTA MIP (axial, bone removed, {extent})")
+    for m, colour in zip(masks, (REF_COLOUR, PRED_COLOUR)):
         if m is not None:
             _outline(ax, (m > 0).any(axis=2), colour)
     return _save(fig, path)

@@ -225,8 +225,14 @@ def run_summary(info: RunInfo) -> list[tuple[str, str]]:
         rows.append(("Augmentation", "on" if _get(cfg, "augment.enabled") else "off"))
     rows += _training_rows(info)
     if mdl.get("threshold") is not None:
+        tuned = info.train.get("postprocess") or {}
+        how = ""
+        if tuned:
+            how = (f" (chosen on validation: Dice {tuned['val_dice']:.3f} vs "
+                   f"{tuned['configured_val_dice']:.3f} with the configured values)"
+                   if tuned.get("changed") else " (configured; tuning on validation kept it)")
         rows.append(("Inference", f"threshold {mdl.get('threshold')}, components under "
-                                  f"{mdl.get('min_component_mm3')} mm³ dropped"))
+                                  f"{mdl.get('min_component_mm3')} mm³ dropped{how}"))
     return rows
 
 

@@ -236,21 +236,26 @@ def _payload(model, optim, sched: LRSchedule, st: _State, spec: ModelSpec, cfg: 
 class _Clock:
     """Time budget of a ``--time-limit`` run: when to stop and how far the schedule is."""
 
-    def __init__(self, limit_min: float | None, t_start: float, progress0: float):
+    def __init__(self, limit_min: float | None, t_start: float, progress0: float,
+                 tail_passes: int = 1):
         self.limit = limit_min * 60 if limit_min else None
         self.t_start, self.t_loop = t_start, time.perf_counter()
         self.p0 = progress0
         self.val_s, self.step_s = 0.0, 0.0
+        # passes over the validation cases still to come after the last step: the last
+        # validation, and the post-processing tuning when it is on
+        self.tail = tail_passes
 
     def should_stop(self) -> bool:
         if self.limit is None:
             return False
-        return time.perf_counter() - self.t_start + self.val_s + self.step_s > self.limit
+        return (time.perf_counter() - self.t_start + self.tail * self.val_s + self.step_s
+                > self.limit)
 
     def progress(self) -> float | None:
         if self.limit is None:
             return None
-        budget = self.limit - (self.t_loop - self.t_start) - self.val_s
+        budget = self.limit - (self.t_loop - self.t_start) - self.tail * self.val_s
         used = (time.perf_counter() - self.t_loop) / max(budget, 1e-3)
         return self.p0 + (1 - self.p0) * min(used, 1.0)
 
@@ -334,7 +339,8 @@ def _train(data, run: Path, cfg: Config, resume: bool, npy_spacing, progress: bo
               f"{spec.model_name} {spec.model_kwargs}; device {device} x {info.world}; "
               f"batches: {mode}, canvas {source.canvas}, patch {cfg.data.patch or 'full'}")
     loss_fn = make_loss(cfg.train.loss)
-    clock = _Clock(cfg.train.time_limit_min, t_start, sched.progress)
+    clock = _Clock(cfg.train.time_limit_min, t_start, sched.progress,
+                   2 if cfg.train.tune_postprocess else 1)
     stopped = "epochs"
     for epoch in range(st.epoch, cfg.train.epochs):
         t0 = time.perf_counter()
@@ -372,6 +378,9 @@ def _train(data, run: Path, cfg: Config, resume: bool, npy_spacing, progress: bo
         if st.bad >= cfg.train.patience:
             stopped = "early-stopping"
             break
+    tuned = None
+    if info.main and cfg.train.tune_postprocess and st.best_epoch >= 0:
+        tuned = _tune(model, run, val_cases, cfg, spec, device, log, progress)
     elapsed = time.perf_counter() - t_start
     result = TrainResult(run, st.best, st.best_epoch + 1, len(rows), elapsed, stopped)
     if info.main:
@@ -382,9 +391,33 @@ def _train(data, run: Path, cfg: Config, resume: bool, npy_spacing, progress: bo
             "seconds": elapsed, "stopped": stopped, "device": str(device),
             "world_size": info.world, "batches": mode, "n_train": len(train_cases),
             "n_val": len(val_cases), "n_test": len(splits["test"]),
-            "data": str(Path(data).resolve())}, indent=2))
+            "data": str(Path(data).resolve()),
+            "postprocess": tuned.to_dict() if tuned else None}, indent=2))
     D.barrier(info)
     return result
+
+
+def _tune(model, run: Path, val_cases: list[CachedCase], cfg: Config, spec: ModelSpec,
+          device: torch.device, log: RunLog, progress: bool):
+    """Pick threshold and smallest component on validation with the best weights and write
+    them into ``model.json`` (see :mod:`clotseg.training.tuning`)."""
+    import copy
+
+    from clotseg.training.tuning import tune_postprocess
+
+    best = copy.deepcopy(model)
+    best.load_state_dict(load_checkpoint(run / CHECKPOINTS / "best.pt", device)["model"])
+    tuned = tune_postprocess(best, val_cases, cfg, device)
+    spec.threshold, spec.min_component_mm3 = tuned.threshold, tuned.min_component_mm3
+    save_model_spec(run, spec)
+    line = (f"post-processing chosen on validation: threshold {tuned.threshold:g}, components "
+            f"< {tuned.min_component_mm3:g} mm³ dropped (val Dice {tuned.val_dice:.3f}; "
+            f"configured {cfg.train.threshold:g} / {cfg.train.min_component_mm3:g} mm³: "
+            f"{tuned.configured_val_dice:.3f})")
+    log.write(line)
+    if progress:
+        print(line, flush=True)
+    return tuned
 
 
 def train_step(step_net, model, x: torch.Tensor, y: torch.Tensor, optim, loss_fn, cfg: Config,
