@@ -109,7 +109,7 @@ def main(argv=None) -> int:
                                cfg.train.batch_size, cfg.data.patch, cfg.augment)
         torch.manual_seed(0)
         model = build_model(model_spec(cfg)).to(device)
-        if device.type == "cuda" and cfg.train.channels_last:
+        if cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
         net = torch.compile(model) if cfg.train.compile else model
         optim = make_optimizer(cfg, model.parameters(), device)
@@ -142,7 +142,7 @@ def main(argv=None) -> int:
         "channels": 2 * s["slab"], "loader": mode, "workers": args.workers,
         "amp_bf16": bool(cfg.train.amp and device.type == "cuda"
                          and torch.cuda.is_bf16_supported()),
-        "channels_last": bool(cfg.train.channels_last and device.type == "cuda"),
+        "channels_last": bool(cfg.train.channels_last),
         "compile": cfg.train.compile, "steps": s["steps"],
         "bare_slices_per_s": round(b / t_bare, 1), "full_slices_per_s": round(b / t_full, 1),
         "ratio": round(t_bare / t_full, 3), "torch": torch.__version__,

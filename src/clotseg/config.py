@@ -87,7 +87,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast where supported (CUDA); fp32 on CPU
-    channels_last: bool = True  # on CUDA
+    channels_last: bool = True  # NHWC memory layout (faster convolutions on CPU and GPU)
     compile: bool = False  # torch.compile the model
     deterministic: bool = False  # deterministic algorithms (bit-for-bit resume on CPU)
     loss: str = "dice_bce"  # dice_bce | dice_focal | dice (the original's soft Dice)

@@ -134,6 +134,9 @@ def clot_slices_png(cta: Volume, ncct: Volume, ref: Volume | None, pred: Volume 
 #: and the HU above which voxels count as bone and are removed before projecting.
 MIP_SLAB_MM = 30.0
 BONE_HU = 750.0
+#: MIP display window (HU): with bone gone, contrast-filled vessels (≈ 250–450 HU) are the
+#: brightest structures left and can use the whole grey range.
+MIP_WINDOW = (0.0, 450.0)
 
 
 def _mip_source(c: np.ndarray, sp, masks: list[np.ndarray | None]) -> tuple[np.ndarray, str]:
@@ -172,7 +175,7 @@ def mip_png(cta: Volume, ref: Volume | None, pred: Volume | None,
     hu, extent = _mip_source(c, sp, masks)
     fig, axes = _figure(1, 1, panel_in=4.0)
     ax = axes[0, 0]
-    _show(ax, hu.max(axis=2), (0.0, 600.0), sp[1] / sp[0],
+    _show(ax, hu.max(axis=2), MIP_WINDOW, sp[1] / sp[0],
           f"CTA MIP (axial, bone removed, {extent})")
     for m, colour in zip(masks, (REF_COLOUR, PRED_COLOUR)):
         if m is not None:

@@ -309,7 +309,7 @@ def _train(data, run: Path, cfg: Config, resume: bool, npy_spacing, progress: bo
 
     torch.manual_seed(cfg.train.seed)
     model = build_model(spec).to(device)  # initial weights depend on the seed only
-    if device.type == "cuda" and cfg.train.channels_last:
+    if cfg.train.channels_last:  # also on CPU: oneDNN trains 1.35x faster (see README)
         model = model.to(memory_format=torch.channels_last)
     optim = make_optimizer(cfg, model.parameters(), device)
     sched = LRSchedule(cfg, cfg.train.epochs * cfg.train.steps_per_epoch)
@@ -425,7 +425,7 @@ def train_step(step_net, model, x: torch.Tensor, y: torch.Tensor, optim, loss_fn
     """One optimisation step (bf16 autocast on CUDA, channels-last, gradient clipping);
     returns the detached loss (not synchronised)."""
     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-    if device.type == "cuda" and cfg.train.channels_last:
+    if cfg.train.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with autocast_context(device, cfg.train.amp):
         logits = step_net(x)
