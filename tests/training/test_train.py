@@ -172,3 +172,37 @@ def test_torchrun_two_processes_gloo(phantom_cohort, tmp_path):
     assert info["world_size"] == 2
     assert not [p.name for p in run.rglob("*") if ".tmp" in p.name]
     load_model(run)
+
+
+def test_preprocess_train_predict_on_the_raw_scans(phantom_cohort, tmp_path):
+    """preprocess → train → predict on the original scans: model.json carries the
+    preprocessing, predict repeats it and writes each mask on the original CTA grid."""
+    from clotseg.inference.predictor import file_grid
+
+    prep, run, out = tmp_path / "prep", tmp_path / "run", tmp_path / "pred"
+    assert main(["preprocess", str(phantom_cohort), str(prep), "--no-register", "--spacing",
+                 "0.8", "0.8", "1.0", "--no-progress"]) == 0
+    assert main(["train", str(prep), "--out", str(run), "--epochs", "1", *TINY]) == 0
+    spec = load_model_spec(run)
+    assert spec.preprocess["spacing"] == [0.8, 0.8, 1.0] and spec.preprocess["roi"] == "auto"
+    assert spec.preprocess["register"] is False
+    case = sorted(p for p in phantom_cohort.iterdir() if p.is_dir())[0]
+    assert main(["predict", str(run), str(case), str(out)]) == 0
+    written = out / f"{case.name}.nii.gz"
+    assert file_grid(written).same_as(file_grid(case / "cta.nii.gz"))
+
+
+def test_mask_roi_is_not_repeated_at_inference(tmp_path):
+    """Crops around the reference clot cannot be made without a mask: predict keeps the
+    registration and spacing and uses the whole volume."""
+    from clotseg.errors import ClotsegError
+    from clotseg.preprocess.pipeline import PreprocessSettings, inference_settings_of
+
+    assert inference_settings_of(tmp_path) is None  # not a preprocessed dataset
+    settings = PreprocessSettings(register=True, spacing=(1.0, 1.0, 1.0), roi="mask")
+    (tmp_path / "preprocess.json").write_text(json.dumps({"settings": settings.to_dict()}))
+    got = inference_settings_of(tmp_path)
+    assert got["roi"] == "none" and got["register"] is True and got["spacing"] == [1, 1, 1]
+    (tmp_path / "preprocess.json").write_text("{not json")
+    with pytest.raises(ClotsegError, match="preprocess.json"):
+        inference_settings_of(tmp_path)

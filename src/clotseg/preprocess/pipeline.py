@@ -286,6 +286,29 @@ def restore_probability(prob_on_processed_grid: Volume, info: dict, fill: float 
 
 
 # --- whole datasets ------------------------------------------------------------------------
+def inference_settings_of(data: str | Path) -> dict | None:
+    """The preprocessing that ``predict`` must repeat on raw scans for a model trained on
+    ``data``: the settings in ``DATA/preprocess.json`` when ``data`` was written by
+    ``clotseg preprocess``, else None (the model works on the scans' own grid).
+
+    ``roi: mask`` (crops around the reference clot, for training) cannot be repeated
+    without a mask; inference then keeps the registration and spacing and uses the whole
+    volume (``roi: none``): the network is fully convolutional, and no clot can fall
+    outside a box.
+    """
+    path = Path(data) / "preprocess.json"
+    if not path.is_file():
+        return None
+    try:
+        settings = json.loads(path.read_text())["settings"]
+        parsed = PreprocessSettings.from_dict(settings)
+    except (json.JSONDecodeError, KeyError, TypeError, UsageError) as exc:
+        raise ClotsegError(f"{path}: not a valid preprocessing record ({exc})") from None
+    if parsed.roi == "mask":
+        parsed.roi = "none"
+    return parsed.to_dict()
+
+
 def preprocess_dataset(data: str | Path, out: str | Path,
                        settings: PreprocessSettings | None = None, *,
                        spacing_npy: tuple[float, float, float] | None = None,

@@ -287,6 +287,11 @@ def _train(data, run: Path, cfg: Config, resume: bool, npy_spacing, progress: bo
     spec = model_spec(cfg)
     model = build_model(spec)  # fails early on bad model settings
     index = discover(data, spacing=npy_spacing)
+    # trained on `clotseg preprocess` output: predict repeats that preprocessing on raw
+    # scans and maps the mask back onto the original CTA grid
+    from clotseg.preprocess.pipeline import inference_settings_of
+
+    spec.preprocess = inference_settings_of(data)
     splits = _splits(run, cfg, index.case_ids, resume)
     if not splits["val"]:
         raise ClotsegError("the split has no validation cases; use more cases or another split")
