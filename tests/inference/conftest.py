@@ -144,7 +144,8 @@ def paint_run(tmp_path) -> Path:
     return write_run(tmp_path / "run_paint", "test-paint", {"in_channels": 2})
 
 
-def write_dicom_series(folder: Path, vol: Volume, description: str) -> str:
+def write_dicom_series(folder: Path, vol: Volume, description: str,
+                       patient_id: str | None = None) -> str:
     """Write an int16 volume as a CT DICOM series (one file per slice); returns its UID."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -162,6 +163,8 @@ def write_dicom_series(folder: Path, vol: Volume, description: str) -> str:
         ds.SOPClassUID = CTImageStorage
         ds.StudyInstanceUID, ds.SeriesInstanceUID = study, uid
         ds.Modality, ds.SeriesDescription, ds.InstanceNumber = "CT", description, k + 1
+        if patient_id is not None:
+            ds.PatientID = patient_id
         pos = np.asarray(vol.origin) + k * vol.spacing[2] * d[:, 2]
         ds.ImagePositionPatient = [f"{v:.6f}" for v in pos]
         ds.ImageOrientationPatient = [f"{v:.8f}" for v in (*d[:, 0], *d[:, 1])]

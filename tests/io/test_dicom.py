@@ -265,3 +265,32 @@ def test_case_folder_with_dicom_modalities(tmp_path):
     vols = index["p1"].load()
     assert vols.cta.grid.same_as(vols.ncct.grid)
     np.testing.assert_array_equal(vols.ncct.array, _volume(seed=7).astype(np.int32) - 1024)
+
+
+def test_scanner_export_without_modality_folder_names(tmp_path):
+    """A PACS-style export (patient/study/series folders with scanner names): one patient
+    is one case, several patients one case each, CTA and NCCT told apart by description;
+    `check` reads it."""
+    from clotseg.cli import main
+    from clotseg.io.layouts import discover
+    from clotseg.io.volume import Volume
+    from tests.inference.conftest import write_dicom_series
+
+    def vol(seed):
+        return Volume(_volume(seed=seed).astype(np.int16), (0.5, 0.5, 1.0), (-5.0, 3.0, 7.0),
+                      tuple(np.eye(3).ravel()))
+
+    root = tmp_path / "export"
+    for n, pid in enumerate(("PAT1", "PAT2")):
+        study = root / pid / "1.2.840.99.1"
+        write_dicom_series(study / "SE0002", vol(10 * n + 2), "Head w/o contrast", pid)
+        write_dicom_series(study / "SE0001", vol(10 * n + 1), "CTA COW 0.6 Hv36", pid)
+    index = discover(root)
+    assert index.layout == "dicom" and [c.case_id for c in index.cases] == ["PAT1", "PAT2"]
+    loaded = index["PAT2"].load()
+    np.testing.assert_array_equal(loaded.cta.array, _volume(seed=11).astype(np.int16))
+    np.testing.assert_array_equal(loaded.ncct.array, _volume(seed=12).astype(np.int16))
+    assert loaded.cta.grid.same_as(vol(11).grid)
+    one = discover(root / "PAT1")
+    assert one.layout == "dicom" and [c.case_id for c in one.cases] == ["PAT1"]
+    assert main(["check", str(root / "PAT1")]) == 0

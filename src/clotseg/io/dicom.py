@@ -52,7 +52,7 @@ SPACING_RTOL = 0.05
 TILT_ATOL_MM = 1e-3
 
 _HEADER_TAGS = ["SeriesInstanceUID", "SeriesDescription", "ProtocolName", "Modality",
-                "ImageType", "ContrastBolusAgent", "SeriesNumber", "SOPClassUID"]
+                "ImageType", "ContrastBolusAgent", "SeriesNumber", "SOPClassUID", "PatientID"]
 
 
 @dataclass
@@ -67,6 +67,7 @@ class SeriesInfo:
     kind: str | None = None  # "cta", "ncct" or None (guessed from the description)
     localizer: bool = False
     number: int | None = None
+    patient: str = ""  # PatientID ("" when missing)
 
     def line(self) -> str:
         return (f"{self.uid} ({self.modality}, {self.n_files} files, "
@@ -120,10 +121,16 @@ def find_series(folder: str | Path) -> list[SeriesInfo]:
             info = groups[uid] = SeriesInfo(
                 uid, str(ds.get("SeriesDescription", "") or ""), str(ds.get("Modality", "")),
                 0, [], kind, "LOCALIZER" in image_type,
-                int(number) if number not in (None, "") else None)
+                int(number) if number not in (None, "") else None,
+                str(ds.get("PatientID", "") or ""))
         info.files.append(path)
         info.n_files += 1
     return sorted(groups.values(), key=lambda s: (s.number is None, s.number or 0, s.uid))
+
+
+def holds_dicom(folder: str | Path) -> bool:
+    """True when a file under ``folder`` (any depth) has a DICOM header; stops at the first."""
+    return any(_read_header(p) is not None for p in _dicom_files(Path(folder)))
 
 
 def list_series(folder: str | Path) -> list[str]:

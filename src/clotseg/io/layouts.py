@@ -60,6 +60,10 @@ class CaseRef:
         path = self.files.get(which)
         if path is None:
             raise DatasetError(f"case {self.case_id}: no {which} file")
+        if path.is_dir() and which in MODALITIES:  # a DICOM folder: this modality's series
+            from clotseg.io.dicom import read_dicom_series
+
+            return read_dicom_series(path, kind=which)
         return read_volume(path, spacing=self.spacing)
 
     def load(self, *, with_mask: bool = True) -> CaseVolumes:
@@ -118,11 +122,14 @@ def discover(root: str | Path, *, spacing: tuple[float, float, float] | None = N
         return DatasetIndex(root, "case", [_case_from_folder(root, root.name)])
     if layout == "folders":
         return _discover_folders(root)
+    if layout == "dicom":
+        return _discover_dicom(root)
     raise DatasetError(f"{root}: unknown layout {layout!r}")
 
 
 def detect_layout(root: Path) -> str:
-    """One of ``nnunet``, ``original``, ``case`` (a single case folder), ``folders``."""
+    """One of ``nnunet``, ``original``, ``case`` (a single case folder), ``folders`` or
+    ``dicom`` (exported DICOM series without cta/ncct folder names)."""
     if (root / "imagesTr").is_dir() or (root / "imagesTs").is_dir():
         return "nnunet"
     if (root / "DL_vol_files").is_dir():
@@ -132,6 +139,10 @@ def detect_layout(root: Path) -> str:
     subdirs = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
     if any(_modality_entry(d, m) is not None for d in subdirs for m in MODALITIES):
         return "folders"
+    from clotseg.io.dicom import holds_dicom
+
+    if holds_dicom(root):
+        return "dicom"
     raise DatasetError(
         f"{root}: no dataset found (expected <case>/cta.nii.gz + ncct.nii.gz folders, an "
         "nnU-Net imagesTr/ folder, or the original DL_vol_files/binary/*.npy layout)")
@@ -171,6 +182,25 @@ def _discover_folders(root: Path) -> DatasetIndex:
                 _modality_entry(d, n) for n in MASK_NAMES):
             cases.append(_case_from_folder(d, d.name))
     return DatasetIndex(root, "folders", cases)
+
+
+def _discover_dicom(root: Path) -> DatasetIndex:
+    """DICOM as a scanner or PACS exports it (series folders at any depth, no cta/ncct
+    names). Series of one patient make one case, named after ``root``; series with
+    several PatientIDs make one case per first-level subfolder. Without patient IDs
+    (some anonymised exports) everything under ``root`` is one case: CTA and NCCT often
+    carry different study UIDs, so those cannot tell patients apart.
+    The CTA and NCCT of a case are told apart when read, by series description
+    (:func:`clotseg.io.dicom.select_series`); ``predict --cta-series/--ncct-series``
+    chooses explicitly."""
+    from clotseg.io.dicom import find_series, holds_dicom
+
+    patients = {s.patient for s in find_series(root) if s.modality.upper() == "CT"} - {""}
+    if len(patients) <= 1:
+        return DatasetIndex(root, "dicom", [CaseRef(root.name, root, root)])
+    subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    cases = [CaseRef(d.name, d, d) for d in subdirs if holds_dicom(d)]
+    return DatasetIndex(root, "dicom", cases)
 
 
 _NNUNET_RE = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
