@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _output import emit  # benchmarks/_output.py (scripts: their folder is on sys.path)
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -204,11 +205,7 @@ def main(argv=None) -> int:
             "load_average": [round(v, 2) for v in os.getloadavg()],
             "cases": [measure_size(size, run, tmp, args, device) for size in args.sizes],
         }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    emit(result, args.out)
     return 0
 
 

@@ -13,12 +13,13 @@ DESIGN §11 target on a GPU (original U-Net, 256 x 256, bf16): ratio >= 0.9.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _output import emit  # benchmarks/_output.py (scripts: their folder is on sys.path)
 
 CPU = {"model": "unet-original", "base": 16, "batch": 16, "patch": 64, "slab": 3, "cases": 6,
        "steps": 12, "warmup": 3}
@@ -147,11 +148,7 @@ def main(argv=None) -> int:
         "bare_slices_per_s": round(b / t_bare, 1), "full_slices_per_s": round(b / t_full, 1),
         "ratio": round(t_bare / t_full, 3), "torch": torch.__version__,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    emit(result, args.out)
     return 0
 
 

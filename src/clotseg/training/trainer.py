@@ -38,6 +38,7 @@ from clotseg.inference.engine import autocast_context, predict_probabilities, pr
 from clotseg.inference.postprocess import postprocess
 from clotseg.io.atomic import write_text
 from clotseg.io.layouts import discover
+from clotseg.metrics.overlap import dice as overlap_dice
 from clotseg.runs import CHECKPOINTS, SPLITS_JSON, ModelSpec, save_model_spec
 from clotseg.training import distributed as D
 from clotseg.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -146,12 +147,6 @@ def make_optimizer(cfg: Config, params, device: torch.device | None = None
                            weight_decay=o.weight_decay)
 
 
-def dice_3d(pred: np.ndarray, ref: np.ndarray) -> float:
-    """Dice of two boolean volumes; both empty counts as 1 (a correct "no clot")."""
-    denom = int(pred.sum()) + int(ref.sum())
-    return 1.0 if denom == 0 else 2.0 * int(np.logical_and(pred, ref).sum()) / denom
-
-
 def validate(model, cases: list[CachedCase], cfg: Config, device, info: D.DistInfo) -> float:
     """Mean 3D Dice per patient over the validation cases (sharded over ranks), on whole
     volumes predicted exactly as ``clotseg predict`` does (never augmented)."""
@@ -168,7 +163,7 @@ def validate(model, cases: list[CachedCase], cfg: Config, device, info: D.DistIn
                                      amp=cfg.train.amp)
         pred = postprocess(prob, case.spacing, threshold=cfg.train.threshold,
                            min_component_mm3=cfg.train.min_component_mm3).astype(bool)
-        total += dice_3d(pred, np.asarray(case.mask).astype(bool))
+        total += overlap_dice(pred, np.asarray(case.mask))  # both empty: 1 (a correct "no clot")
         count += 1
     total, count = D.all_sum([total, count], info)
     return float(total / max(count, 1.0))

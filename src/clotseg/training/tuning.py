@@ -34,6 +34,7 @@ from clotseg.config import Config
 from clotseg.data.cache import CachedCase
 from clotseg.inference.engine import predict_probabilities, prepare_model
 from clotseg.inference.postprocess import component_volumes_mm3, components
+from clotseg.metrics.overlap import dice as overlap_dice
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 MIN_COMPONENTS_MM3 = (0.0, 2.5, 5.0, 7.5, 10.0)
@@ -56,11 +57,6 @@ class TuningResult:
         return asdict(self)
 
 
-def _dice(pred: np.ndarray, ref: np.ndarray) -> float:
-    denom = int(pred.sum()) + int(ref.sum())
-    return 1.0 if denom == 0 else 2.0 * int(np.logical_and(pred, ref).sum()) / denom
-
-
 def _scores(prob: np.ndarray, ref: np.ndarray, spacing, thresholds, sizes
             ) -> tuple[np.ndarray, np.ndarray]:
     """Dice, and whether the clot is detected (always True without a clot), for every
@@ -76,7 +72,7 @@ def _scores(prob: np.ndarray, ref: np.ndarray, spacing, thresholds, sizes
         vols = component_volumes_mm3(labels, n, spacing)
         for j, s in enumerate(sizes):
             kept = np.concatenate([[False], vols >= s])[labels]
-            dice[i, j] = _dice(kept, ref)
+            dice[i, j] = overlap_dice(kept, ref)
             if ref.any():
                 found[i, j] = bool(np.logical_and(kept, ref).any())
     return dice, found
