@@ -107,7 +107,8 @@ def main(argv=None) -> int:
         source, mode = make_source(cases, cfg, device)
         factory = BatchFactory(source, SliceSampler(cases, cfg.data.clot_fraction,
                                                     cfg.data.patch),
-                               cfg.train.batch_size, cfg.data.patch, cfg.augment)
+                               cfg.train.batch_size, cfg.data.patch, cfg.augment,
+                               cfg.data.windows)
         torch.manual_seed(0)
         model = build_model(model_spec(cfg)).to(device)
         if cfg.train.channels_last:

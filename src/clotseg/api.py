@@ -29,7 +29,8 @@ def segment(run: str | Path | Sequence[str | Path], inputs: str | Path,
             keep_largest: bool = False, batch_size: int = 16,
             spacing: tuple[float, float, float] | None = None,
             cta_series: str | None = None, ncct_series: str | None = None,
-            num_threads: int | None = None, progress: bool = True) -> list[CaseResult]:
+            num_threads: int | None = None, progress: bool = True,
+            fp_filter: bool = True) -> list[CaseResult]:
     """Segment the clots of every case under ``inputs``.
 
     ``run``: a trained run folder, or several (fold ensemble: probabilities averaged).
@@ -39,7 +40,8 @@ def segment(run: str | Path | Sequence[str | Path], inputs: str | Path,
     UIDs, else by their descriptions).
     ``out``: where ``<case>.nii.gz`` masks, ``clots.csv`` and ``predict.json`` go; ``None``
     keeps masks and probabilities in memory (``CaseResult.mask``/``.prob``) instead.
-    ``threshold``/``min_component_mm3`` default to the run's own values; ``spacing`` is
+    ``threshold``/``min_component_mm3`` default to the run's own values; ``fp_filter=False``
+    skips the run's learned false-positive component filter; ``spacing`` is
     for the original ``.npy`` layout, which stores none. A case that fails is returned
     with ``ok=False`` and the reason; the others are still done.
     """
@@ -48,7 +50,8 @@ def segment(run: str | Path | Sequence[str | Path], inputs: str | Path,
     predictor = Predictor.from_runs(run, device=device, precision=precision, tta=tta,
                                     batch_size=batch_size, threshold=threshold,
                                     min_component_mm3=min_component_mm3,
-                                    keep_largest=keep_largest, num_threads=num_threads)
+                                    keep_largest=keep_largest, num_threads=num_threads,
+                                    use_filter=fp_filter)
     return predict_cases(predictor, cases, None if out is None else Path(out),
                          save_prob=save_prob, preview=preview, series=series,
                          progress=progress, source=str(inputs))

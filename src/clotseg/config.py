@@ -25,6 +25,11 @@ class DataConfig:
     slab: int = 3  # neighbouring slices per modality (2.5D, odd); 1 = original 2-channel input
     windows: dict = field(default_factory=lambda: {"cta": [-100.0, 700.0], "ncct": [0.0, 100.0]})
     pad_multiple: int = 16  # slices are zero-padded to a multiple of this (train and predict)
+    # Resample every case to one voxel size (mm, patient x y z) before training, and every
+    # scan at predict time (the mask is mapped back onto the CTA grid): "auto" = the median
+    # spacing of the training cases (as nnU-Net does), a list [x, y, z], or none = each
+    # scan's own spacing. Makes the model see vessels at one size whatever the scanner.
+    target_spacing: list | str | None = "auto"
     patch: int = 64  # square training crop in pixels; 0 = the padded full slice
     clot_fraction: float = 0.5  # share of each batch drawn from slices that contain clot
     scheme: str = "kfold"  # kfold | random (the original 60/20/20)
@@ -56,12 +61,16 @@ class AugmentConfig:
     scale: list = field(default_factory=lambda: [0.85, 1.15])
     intensity_prob: float = 0.8  # probability of brightness/contrast/gamma (per modality)
     brightness: float = 0.1  # additive shift, in normalised units
-    contrast: float = 0.15  # multiplicative change around the mean
+    contrast: float = 0.3  # multiplicative change around the mean (contrast timing)
     gamma: list = field(default_factory=lambda: [0.8, 1.25])
-    blur_prob: float = 0.2
-    blur_sigma: list = field(default_factory=lambda: [0.4, 1.0])  # pixels
-    noise_prob: float = 0.3
+    hu_shift: float = 15.0  # calibration offset per modality, HU (with intensity_prob)
+    lowres_prob: float = 0.2  # simulate a coarser in-plane resolution
+    lowres_zoom: list = field(default_factory=lambda: [0.5, 1.0])
+    blur_prob: float = 0.3
+    blur_sigma: list = field(default_factory=lambda: [0.3, 1.5])  # pixels
+    noise_prob: float = 0.4
     noise_std: float = 0.03  # largest noise standard deviation, normalised units
+    noise_hu: float = 15.0  # largest extra noise standard deviation, HU, both modalities
 
 
 @dataclass
@@ -94,6 +103,7 @@ class TrainConfig:
     threshold: float = 0.5  # on the sigmoid probability (validation and predict)
     min_component_mm3: float = 5.0  # smaller predicted components are dropped
     tune_postprocess: bool = True  # pick threshold + min component on validation at the end
+    fp_filter: bool = True  # learn a false-positive component filter on validation at the end
     val_batch_size: int = 32
     threads: int = 0  # CPU threads for torch; 0 = leave torch's default
 
@@ -170,7 +180,8 @@ def _coerce(dotted: str, current: Any, value: Any, hint: Any, source: str) -> An
                 raise ConfigError(f"{source}: {dotted} must be a whole number, got {value!r}")
             return int(value)
         return float(value)
-    if isinstance(current, list) or hint in (list, "list"):
+    if isinstance(current, list) or hint in (list, "list") or (
+            isinstance(value, list) and "list" in str(hint)):
         if not isinstance(value, list):
             raise ConfigError(f"{source}: {dotted} must be a list, got {value!r}")
         return value
@@ -258,11 +269,18 @@ def check(cfg: Config) -> Config:
         problems.append("data.test_fraction must be in [0, 1) and data.val_fraction in (0, 1)")
     if d.workers < 0:
         problems.append("data.workers must be >= 0")
+    ts = d.target_spacing
+    if not (ts is None or ts in ("auto", "none") or (
+            isinstance(ts, list) and len(ts) == 3
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 20
+                    for v in ts))):
+        problems.append(f"data.target_spacing must be auto, none or [x, y, z] mm (each in "
+                        f"(0, 20)), got {ts!r}")
     for name in ("cta", "ncct"):
         w = d.windows.get(name) if isinstance(d.windows, dict) else None
         if not (isinstance(w, list) and len(w) == 2 and float(w[1]) > float(w[0])):
             problems.append(f"data.windows.{name} must be [low, high] HU with high > low")
-    for key in ("scale", "gamma", "blur_sigma"):
+    for key in ("scale", "gamma", "blur_sigma", "lowres_zoom"):
         v = getattr(a, key)
         if len(v) != 2 or not 0 < float(v[0]) <= float(v[1]):
             problems.append(f"augment.{key} must be [low, high] with 0 < low <= high")

@@ -40,6 +40,7 @@ class ModelSpec:
     threshold: float = 0.5  # on the sigmoid probability
     min_component_mm3: float = 5.0  # predicted components smaller than this are dropped
     preprocess: dict[str, Any] | None = None  # PreprocessSettings as dict, None = native grid
+    component_filter: dict[str, Any] | None = None  # learned false-positive filter, or None
     format: int = SPEC_FORMAT
 
     def to_json(self) -> str:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from clotseg.config import AugmentConfig
-from clotseg.data.augment import augment_batch, gaussian_blur
+from clotseg.data.augment import augment_batch, gaussian_blur, low_resolution
 from clotseg.data.cache import build_cache
 from clotseg.data.dataset import (
     BatchFactory,
@@ -224,3 +224,33 @@ def test_blur_per_sample_sigma():
     assert torch.allclose(out[0], x[0])  # sigma 0: unchanged
     torch.testing.assert_close(out.sum(dim=(2, 3)), x.sum(dim=(2, 3)))  # mass kept
     assert out[1, 0, 10, 10] > out[2, 0, 10, 10] > 0  # wider sigma, lower peak
+
+
+def test_hu_augmentations_are_in_hounsfield_units_per_modality():
+    """The same HU offset / noise σ is a 8x larger step in the NCCT's 100 HU window than in
+    the CTA's 800 HU window; without the windows the HU settings do nothing."""
+    x = torch.full((64, 6, 16, 16), 0.5)
+    y = torch.zeros(64, 1, 16, 16)
+    cfg = AugmentConfig(spatial_prob=0.0, flip=0.0, intensity_prob=1.0, brightness=0.0,
+                        contrast=0.0, gamma=[1.0, 1.0], blur_prob=0.0, noise_prob=0.0,
+                        lowres_prob=0.0, hu_shift=20.0, noise_hu=0.0)
+    xa, _ = augment_batch(x, y, cfg, torch.Generator().manual_seed(0), hu_per_unit=(800, 100))
+    shift = (xa - 0.5).mean(dim=(2, 3))  # (B, 6): constant per modality within a sample
+    cta, ncct = shift[:, :3], shift[:, 3:]
+    assert cta.abs().max() <= 20 / 800 + 1e-6 and ncct.abs().max() <= 20 / 100 + 1e-6
+    assert ncct.abs().max() > 4 * cta.abs().max()
+    noisy = AugmentConfig(**{**cfg.__dict__, "hu_shift": 0.0, "noise_prob": 1.0,
+                             "noise_hu": 15.0, "noise_std": 0.0})
+    xn, _ = augment_batch(x, y, noisy, torch.Generator().manual_seed(1), hu_per_unit=(800, 100))
+    sd = xn.std(dim=(2, 3))
+    assert sd[:, 3:].mean() > 5 * sd[:, :3].mean()
+    xo, _ = augment_batch(x, y, noisy, torch.Generator().manual_seed(1))
+    assert torch.equal(xo, x)
+
+
+def test_low_resolution_keeps_size_and_smooths():
+    x = torch.zeros(2, 1, 32, 32)
+    x[:, :, ::2] = 1.0  # finest stripes
+    out = low_resolution(x, torch.tensor([1.0, 0.5]))
+    assert out.shape == x.shape and torch.equal(out[0], x[0])
+    assert out[1].std() < 0.2 * x[1].std()

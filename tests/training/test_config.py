@@ -63,7 +63,16 @@ def test_bad_keys_and_values_are_clear_errors(tmp_path):
 @pytest.mark.parametrize("override, message", [
     ("data.slab=2", "odd"), ("data.patch=40", "multiple"), ("data.clot_fraction=1.5", "within"),
     ("augment.gamma=[2, 1]", "augment.gamma"), ("data.windows={cta: [1, 0], ncct: [0, 1]}",
-                                                "windows.cta")])
+                                                "windows.cta"),
+    ("data.target_spacing=[0.5, 0]", "target_spacing"), ("data.target_spacing=fine",
+                                                         "target_spacing")])
 def test_check_rejects_settings_that_cannot_work(override, message):
     with pytest.raises(ConfigError, match=message):
         check(apply_overrides(Config(), [override]))
+
+
+def test_target_spacing_accepts_auto_none_and_a_list():
+    for value, expected in (("auto", "auto"), ("none", "none"), ("null", None),
+                            ("[0.7, 0.7, 1.0]", [0.7, 0.7, 1.0])):
+        cfg = check(apply_overrides(Config(), [f"data.target_spacing={value}"]))
+        assert cfg.data.target_spacing == expected

@@ -34,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: the run's)")
     parser.add_argument("--keep-largest", action="store_true",
                         help="keep only the largest predicted clot")
+    parser.add_argument("--no-fp-filter", action="store_true",
+                        help="skip the run's learned false-positive component filter")
     parser.add_argument("--batch-size", type=int, default=16, metavar="B",
                         help="slices per forward pass (default 16)")
     parser.add_argument("--threads", type=int, metavar="N",
@@ -66,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         keep_largest=args.keep_largest, batch_size=args.batch_size,
         spacing=tuple(args.spacing) if args.spacing else None,
         cta_series=args.cta_series, ncct_series=args.ncct_series,
-        num_threads=args.threads or available_cpus(), progress=not args.quiet)
+        num_threads=args.threads or available_cpus(), progress=not args.quiet,
+        fp_filter=not args.no_fp_filter)
     ok = [r for r in results if r.ok]
     failed = [r for r in results if not r.ok]
     n_clots = sum(1 for r in ok for row in r.rows if row.get("component"))

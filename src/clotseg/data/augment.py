@@ -7,8 +7,11 @@ its mask:
   training crop into a single ``affine_grid`` + ``grid_sample`` (bilinear for images;
   the mask is resampled bilinearly and thresholded at 0.5, so an untransformed crop is
   exact and a transformed one follows the image's boundary);
-* intensity (images only, drawn per modality): brightness, contrast, gamma; then Gaussian
-  blur and Gaussian noise per sample.
+* intensity (images only, drawn per modality): brightness, contrast, gamma and a
+  calibration offset in HU; then a simulated coarser resolution, Gaussian blur and
+  Gaussian noise (in HU) per sample. Their ranges are wide on purpose (domain
+  randomisation): scanners differ in noise, sharpness, contrast timing and calibration,
+  and a model that has seen that spread in training is not thrown by a new site.
 
 This is the original's family (flips, brightness/contrast, gamma, blur; CLAHE omitted)
 plus rotation/scale and noise. Only ever applied to training batches. Random parameters
@@ -89,9 +92,12 @@ def warp(x: torch.Tensor, y: torch.Tensor | None, centres: torch.Tensor,
 
 
 def intensity(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator,
-              noise_gen: torch.Generator | None = None) -> torch.Tensor:
-    """Brightness/contrast/gamma per modality, then blur and noise per sample; images in
-    [0, 1] laid out ``[CTA slab..., NCCT slab...]``."""
+              noise_gen: torch.Generator | None = None,
+              hu_per_unit: tuple[float, float] | None = None) -> torch.Tensor:
+    """Brightness/contrast/gamma per modality, a calibration offset per modality (in HU),
+    then low resolution, blur and noise per sample; images in [0, 1] laid out
+    ``[CTA slab..., NCCT slab...]``. ``hu_per_unit`` (the width of each modality's HU
+    window) converts the HU settings; without it they are skipped."""
     if not cfg.enabled:
         return x
     b, c, h, w = x.shape
@@ -108,7 +114,16 @@ def intensity(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator,
     gamma = per(2, torch.exp(_uniform(gen, n, math.log(cfg.gamma[0]), math.log(cfg.gamma[1]))))
     mean = v.mean(dim=(2, 3, 4), keepdim=True)
     changed = (((v - mean) * contrast + mean + bright).clamp(0, 1) ** gamma)
-    out = torch.where(apply.bool(), changed, v).reshape(b, c, h, w)
+    out = torch.where(apply.bool(), changed, v)
+    if hu_per_unit is not None and cfg.hu_shift > 0:  # scanner calibration drift
+        scale = torch.tensor([1 / hu_per_unit[0], 1 / hu_per_unit[1]], dtype=torch.float64)
+        shift = _uniform(gen, n, -cfg.hu_shift, cfg.hu_shift).view(b, 2) * scale
+        out = out + per(2, shift.ravel() * _chance(gen, n, cfg.intensity_prob))
+    out = out.reshape(b, c, h, w)
+    if cfg.lowres_prob > 0:
+        out = low_resolution(out, torch.where(
+            _chance(gen, b, cfg.lowres_prob),
+            _uniform(gen, b, float(cfg.lowres_zoom[0]), float(cfg.lowres_zoom[1])), 1.0))
     if cfg.blur_prob > 0:
         sigma = torch.where(_chance(gen, b, cfg.blur_prob),
                             _uniform(gen, b, float(cfg.blur_sigma[0]), float(cfg.blur_sigma[1])),
@@ -121,6 +136,28 @@ def intensity(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator,
             ng = noise_gen if noise_gen is not None else gen
             noise = torch.randn(out.shape, generator=ng, device=ng.device, dtype=out.dtype)
             out = out + noise.to(dev) * to_device(std, dev, out.dtype).view(b, 1, 1, 1)
+    if hu_per_unit is not None and cfg.noise_prob > 0 and cfg.noise_hu > 0:
+        # noise of another dose or reconstruction kernel: the same HU σ in both modalities
+        sd = torch.where(_chance(gen, b, cfg.noise_prob), _uniform(gen, b, 0, cfg.noise_hu), 0.0)
+        if (sd > 0).any():
+            ng = noise_gen if noise_gen is not None else gen
+            std = sd.view(b, 1) / torch.tensor([[hu_per_unit[0], hu_per_unit[1]]],
+                                               dtype=torch.float64)
+            noise = torch.randn(out.shape, generator=ng, device=ng.device, dtype=out.dtype)
+            out = (out.view(b, 2, c // 2, h, w) + noise.to(dev).view(b, 2, c // 2, h, w)
+                   * per(2, std.ravel())).view(b, c, h, w)
+    return out
+
+
+def low_resolution(x: torch.Tensor, zoom: torch.Tensor) -> torch.Tensor:
+    """Simulate a coarser in-plane resolution: each sample with ``zoom`` < 1 is shrunk by
+    that factor (area averaging) and enlarged back (bilinear)."""
+    out = x.clone() if (zoom < 1).any() else x
+    for i in torch.nonzero(zoom < 1).ravel().tolist():
+        h, w = x.shape[-2:]
+        small = (max(2, round(h * float(zoom[i]))), max(2, round(w * float(zoom[i]))))
+        low = F.interpolate(x[i:i + 1], size=small, mode="area")
+        out[i:i + 1] = F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
     return out
 
 
@@ -144,7 +181,9 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, radius: int = 3) -> torc
 
 def augment_batch(x: torch.Tensor, y: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator,
                   *, centres: torch.Tensor | None = None, out_size: tuple[int, int] | None = None,
-                  noise_gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  noise_gen: torch.Generator | None = None,
+                  hu_per_unit: tuple[float, float] | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Augment images ``x`` (B, C, H, W) in [0, 1] and masks ``y`` (B, 1, H, W).
 
     With ``centres``/``out_size`` the spatial step also crops (see :func:`warp`); by
@@ -165,7 +204,7 @@ def augment_batch(x: torch.Tensor, y: torch.Tensor, cfg: AugmentConfig, gen: tor
             x, y = crop(x, corners.long(), size), crop(y, corners.long(), size)
     else:
         x, y = warp(x, y, centres, size, mats)
-    return intensity(x, cfg, gen, noise_gen), y
+    return intensity(x, cfg, gen, noise_gen, hu_per_unit), y
 
 
 def crop(x: torch.Tensor, corners: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -64,8 +64,9 @@ class CachedCase:
         return self.clot_boxes[:, 0].copy()
 
 
-def _key(case: CaseRef, windows: dict) -> str:
-    parts = [str(CACHE_VERSION), json.dumps(windows, sort_keys=True)]
+def _key(case: CaseRef, windows: dict, resample: dict | None = None) -> str:
+    parts = [str(CACHE_VERSION), json.dumps(windows, sort_keys=True),
+             json.dumps(resample, sort_keys=True)]
     for name, p in sorted(case.files.items()):
         st = p.stat()
         parts.append(f"{name}={p.resolve()}:{st.st_size}:{st.st_mtime_ns}")
@@ -82,11 +83,17 @@ def clot_boxes(mask_slices: np.ndarray) -> np.ndarray:
     return np.asarray(rows, dtype=np.int64).reshape(-1, 5)
 
 
-def _prepare(case: CaseRef, windows: dict):
+def _prepare(case: CaseRef, windows: dict, resample: dict | None = None):
     vols = case.load()
     files = ", ".join(f"{k}: {v}" for k, v in case.files.items())
     if vols.mask is None:
         raise ClotsegError(f"case {case.case_id}: no clot mask; training needs one ({files})")
+    if resample:  # the preprocessing predict repeats (e.g. one voxel size for all cases)
+        from clotseg.preprocess.pipeline import PreprocessSettings, preprocess_case
+
+        pre = preprocess_case(vols.cta, vols.ncct, vols.mask,
+                              PreprocessSettings.from_dict(resample))
+        vols = type(vols)(vols.case_id, pre.cta, pre.ncct, pre.mask)
     try:
         prep = prepare_case(case.case_id, vols.cta, vols.ncct, vols.mask,
                             {k: tuple(v) for k, v in windows.items()})
@@ -98,13 +105,15 @@ def _prepare(case: CaseRef, windows: dict):
     return prep
 
 
-def cache_case(case: CaseRef, cache_dir: Path, windows: dict) -> CachedCase:
-    """Prepare one case into the cache (skipped when an up-to-date entry exists)."""
+def cache_case(case: CaseRef, cache_dir: Path, windows: dict, resample: dict | None = None
+               ) -> CachedCase:
+    """Prepare one case into the cache (skipped when an up-to-date entry exists);
+    ``resample``: preprocessing settings applied first (see ``data.target_spacing``)."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     base = cache_dir / case.case_id
     meta_path = Path(f"{base}.json")
-    key = _key(case, windows)
+    key = _key(case, windows, resample)
     if meta_path.is_file():
         try:
             meta = json.loads(meta_path.read_text())
@@ -112,7 +121,7 @@ def cache_case(case: CaseRef, cache_dir: Path, windows: dict) -> CachedCase:
                 return _open(case.case_id, base, meta)
         except (OSError, ValueError):  # damaged entry: rebuild it
             pass
-    prep = _prepare(case, windows)
+    prep = _prepare(case, windows, resample)
     slices = np.ascontiguousarray(prep.image.transpose(3, 0, 1, 2), dtype=np.float16)
     masks = np.ascontiguousarray(prep.mask.transpose(2, 0, 1))
     for suffix, arr in ((".image.npy", slices), (".mask.npy", masks)):
@@ -131,11 +140,11 @@ def _open(case_id: str, base: Path, meta: dict) -> CachedCase:
 
 
 def build_cache(cases: list[CaseRef], cache_dir: Path, windows: dict,
-                progress: bool = True) -> list[CachedCase]:
+                progress: bool = True, resample: dict | None = None) -> list[CachedCase]:
     """Cache every case (reading each source file at most once) and map them."""
     it = cases
     if progress:
         from tqdm import tqdm
 
         it = tqdm(cases, desc="caching", unit="case", leave=False)
-    return [cache_case(c, cache_dir, windows) for c in it]
+    return [cache_case(c, cache_dir, windows, resample) for c in it]

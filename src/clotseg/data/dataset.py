@@ -163,9 +163,12 @@ class BatchFactory:
     """Makes training batch ``seed``: sample, gather, crop + augment, on the source's device."""
 
     def __init__(self, source: _Source, sampler: SliceSampler, batch_size: int, patch: int,
-                 augment: AugmentConfig | None):
+                 augment: AugmentConfig | None, windows: dict | None = None):
         self.source, self.sampler = source, sampler
         self.batch_size, self.patch, self.augment = batch_size, patch, augment
+        # HU per normalised unit of each modality, for augmentation set in HU
+        self.hu_per_unit = None if windows is None else tuple(
+            float(windows[k][1]) - float(windows[k][0]) for k in ("cta", "ncct"))
 
     def make(self, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         gen = torch.Generator().manual_seed(seed)
@@ -185,7 +188,7 @@ class BatchFactory:
             centres_t, size = None, None
         cfg = self.augment or AugmentConfig(enabled=False)
         return augment_batch(x, y, cfg, gen, centres=centres_t, out_size=size,
-                             noise_gen=noise_gen)
+                             noise_gen=noise_gen, hu_per_unit=self.hu_per_unit)
 
 
 class EpochBatches(torch.utils.data.Dataset):

@@ -82,6 +82,7 @@ class Predictor:
     min_component_mm3: float | None = None  # None: the (first) run's own
     keep_largest: bool = False
     num_threads: int | None = None  # CPU threads for torch; None leaves torch's setting
+    use_filter: bool = True  # apply the run's learned false-positive filter, if it has one
 
     @classmethod
     def from_runs(cls, runs, *, device: str = "auto", precision: str = "auto",
@@ -116,7 +117,8 @@ class Predictor:
         return {"threshold": spec.threshold if self.threshold is None else self.threshold,
                 "min_component_mm3": (spec.min_component_mm3 if self.min_component_mm3 is None
                                       else self.min_component_mm3),
-                "keep_largest": self.keep_largest}
+                "keep_largest": self.keep_largest,
+                "component_filter": bool(self.use_filter and spec.component_filter)}
 
     def describe(self) -> dict:
         """What ``predict.json`` records about the models and settings."""
@@ -161,7 +163,23 @@ class Predictor:
         mask = postprocess(prob, cta.spacing, threshold=p["threshold"],
                            min_component_mm3=p["min_component_mm3"],
                            keep_largest=p["keep_largest"])
+        if self.component_filter is not None:
+            mask = self.component_filter.apply(mask, prob, cta.spacing)
         return Segmentation(Volume.on_grid(mask, cta.grid), prob, ncct_on_cta)
+
+    @property
+    def component_filter(self):
+        """The first run's learned false-positive filter (None: none, or turned off)."""
+        from clotseg.inference.fp_filter import ComponentFilter
+
+        spec = self.members[0].spec
+        if not self.use_filter or not spec.component_filter:
+            return None
+        try:
+            return ComponentFilter.from_dict(spec.component_filter)
+        except (TypeError, ValueError) as exc:
+            raise ClotsegError(f"{self.members[0].run}/model.json: invalid component_filter "
+                               f"({exc})") from None
 
 
 def ncct_on_cta_grid(cta: Volume, ncct: Volume, case_id: str = "case",
@@ -241,6 +259,7 @@ class CaseResult:
     prob_path: Path | None = None
     preview_path: Path | None = None
     rows: list[dict] = field(default_factory=list)  # clots.csv rows
+    patient: dict | None = None  # cases.csv row (the primary clot)
     seconds: dict[str, float] = field(default_factory=dict)
     mask: Volume | None = None  # kept in memory only when nothing is written
     prob: np.ndarray | None = None
@@ -301,8 +320,11 @@ def _predict_case(res: CaseResult, predictor: Predictor, case, out: Path | None,
                 _write_outputs(res, seg, disk, out, save_prob)
         with t("measure"):
             from clotseg.measure.clots import measure_case
+            from clotseg.measure.patient import summarise_patient
 
             res.rows = measure_case(case.case_id, seg.mask, vols.cta, seg.ncct, seg.prob)
+            res.patient = summarise_patient(case.case_id, seg.mask, vols.cta, seg.ncct,
+                                            seg.prob)
         if preview and out is not None:
             with t("preview"):
                 from clotseg.report.figures import clot_slices_png
@@ -378,11 +400,15 @@ def predict_cases(predictor: Predictor, cases, out: Path | None, *, save_prob: b
 
 def write_summary(out: Path, predictor: Predictor, results: list[CaseResult], n_cases: int,
                   seconds: float, source: str | None = None) -> None:
-    """``clots.csv`` (rows of the cases done so far) and ``predict.json``, atomically."""
+    """``clots.csv`` (rows of the cases done so far), ``cases.csv`` (one row per patient:
+    the primary clot) and ``predict.json``, atomically."""
     from clotseg import __version__
-    from clotseg.measure.clots import write_clots_csv
+    from clotseg.measure.clots import clots_csv_text, write_clots_csv
+    from clotseg.measure.patient import PATIENT_CSV_COLUMNS
 
     write_clots_csv(out / "clots.csv", [r for res in results if res.ok for r in res.rows])
+    write_text(out / "cases.csv", clots_csv_text(
+        [r.patient for r in results if r.ok and r.patient], PATIENT_CSV_COLUMNS))
     failed = [r for r in results if not r.ok]
     summary = {
         "clotseg_version": __version__, "input": source, **predictor.describe(),

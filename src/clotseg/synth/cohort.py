@@ -19,7 +19,8 @@ from clotseg.synth.phantom import SIZES, case_seed, make_case
 #: Columns of ``truth.csv`` (one row per case).
 TRUTH_COLUMNS = ["case_id", "has_clot", "location", "segment", "n_fragments", "faint",
                  "volume_mm3", "length_mm", "ncct_mean_hu", "cta_mean_hu", "perviousness_hu",
-                 "spacing_x", "spacing_y", "spacing_z", "size", "registered", "seed"]
+                 "spacing_x", "spacing_y", "spacing_z", "size", "registered", "seed",
+                 "shift"]
 
 
 def case_id(index: int) -> str:
@@ -28,12 +29,21 @@ def case_id(index: int) -> str:
 
 
 def write_cohort(out: str | Path, cases: int, seed: int = 0, size: str = "small",
-                 registered: bool = True, progress: bool = True) -> Path:
+                 registered: bool = True, progress: bool = True, *,
+                 shift: str = "standard", suffix: str = ".nii.gz") -> Path:
     """Write ``cases`` phantoms under ``out`` and return the path of ``truth.csv``.
 
-    Every file is written atomically; ``truth.csv`` is written last, so its presence
-    means the cohort is complete.
+    ``shift`` names imaging settings of :mod:`clotseg.synth.shift` (``shifted``: another
+    scanner and protocol, for generalisation tests; registered pairs only); ``suffix`` is
+    the file format (``.nii.gz``, ``.nrrd``, ...). Every file is written atomically;
+    ``truth.csv`` is written last, so its presence means the cohort is complete.
     """
+    from clotseg.synth.shift import SHIFTS, make_shifted_case
+
+    if shift not in SHIFTS:
+        raise ValueError(f"unknown shift {shift!r}; choose from {', '.join(SHIFTS)}")
+    if shift != "standard" and not registered:
+        raise ValueError("shifted cohorts are written as registered pairs")
     if cases < 1:
         raise ValueError("cases must be at least 1")
     if size not in SIZES:
@@ -48,14 +58,17 @@ def write_cohort(out: str | Path, cases: int, seed: int = 0, size: str = "small"
     rows = []
     for k in indices:
         s = case_seed(seed, k)
-        case = make_case(s, size, registered=registered)
+        if shift == "standard":
+            case = make_case(s, size, registered=registered)
+        else:
+            case = make_shifted_case(s, size, SHIFTS[shift])
         folder = out / case_id(k)
-        write_volume(case.cta, folder / "cta.nii.gz")
-        write_volume(case.ncct, folder / "ncct.nii.gz")
-        write_volume(case.clot, folder / "clot.nii.gz", mask=True)
+        write_volume(case.cta, folder / f"cta{suffix}")
+        write_volume(case.ncct, folder / f"ncct{suffix}")
+        write_volume(case.clot, folder / f"clot{suffix}", mask=True)
         if not registered:
             write_text(folder / "motion.json", json.dumps(case.truth["ncct_motion"], indent=1))
-        rows.append({**case.truth, "case_id": case_id(k), "seed": s})
+        rows.append({**case.truth, "case_id": case_id(k), "seed": s, "shift": shift})
     return write_text(out / "truth.csv", truth_csv(rows))
 
 

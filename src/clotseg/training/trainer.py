@@ -290,6 +290,13 @@ def _train(data, run: Path, cfg: Config, resume: bool, npy_spacing, progress: bo
     splits = _splits(run, cfg, index.case_ids, resume)
     if not splits["val"]:
         raise ClotsegError("the split has no validation cases; use more cases or another split")
+    resample = None  # one voxel size for all cases (data.target_spacing), repeated by predict
+    if spec.preprocess is None:
+        from clotseg.data.spacing import resample_settings
+
+        resample = resample_settings(cfg.data.target_spacing,
+                                     index.subset(splits["train"]).cases)
+        spec.preprocess = resample
     log = RunLog(run / "train.log", info.main, resume)
     if info.main:
         run.mkdir(parents=True, exist_ok=True)
@@ -299,11 +306,12 @@ def _train(data, run: Path, cfg: Config, resume: bool, npy_spacing, progress: bo
     cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else run / "cache"
     if info.main:  # rank 0 builds the cache; the others then open it
         build_cache(index.subset(splits["train"] + splits["val"]).cases, cache_dir,
-                    cfg.data.windows, progress)
+                    cfg.data.windows, progress, resample)
     D.barrier(info)
     train_cases = build_cache(index.subset(splits["train"]).cases, cache_dir, cfg.data.windows,
-                              False)
-    val_cases = build_cache(index.subset(splits["val"]).cases, cache_dir, cfg.data.windows, False)
+                              False, resample)
+    val_cases = build_cache(index.subset(splits["val"]).cases, cache_dir, cfg.data.windows,
+                            False, resample)
 
     from clotseg.training.losses import make_loss
 
@@ -333,14 +341,16 @@ def _train(data, run: Path, cfg: Config, resume: bool, npy_spacing, progress: bo
     source, mode = make_source(train_cases, cfg, device)
     factory = BatchFactory(source, SliceSampler(train_cases, cfg.data.clot_fraction,
                                                 cfg.data.patch),
-                           cfg.train.batch_size, cfg.data.patch, cfg.augment)
+                           cfg.train.batch_size, cfg.data.patch, cfg.augment,
+                           cfg.data.windows)
     log.write(f"{'resumed' if resume else 'started'}: {len(train_cases)} training, "
               f"{len(val_cases)} validation, {len(splits['test'])} test cases; model "
               f"{spec.model_name} {spec.model_kwargs}; device {device} x {info.world}; "
-              f"batches: {mode}, canvas {source.canvas}, patch {cfg.data.patch or 'full'}")
+              f"batches: {mode}, canvas {source.canvas}, patch {cfg.data.patch or 'full'}; "
+              f"spacing {resample['spacing'] if resample else 'as stored'}")
     loss_fn = make_loss(cfg.train.loss)
     clock = _Clock(cfg.train.time_limit_min, t_start, sched.progress,
-                   2 if cfg.train.tune_postprocess else 1)
+                   2 if cfg.train.tune_postprocess else 1)  # tuning + filter: one more pass
     stopped = "epochs"
     for epoch in range(st.epoch, cfg.train.epochs):
         t0 = time.perf_counter()
@@ -392,7 +402,8 @@ def _train(data, run: Path, cfg: Config, resume: bool, npy_spacing, progress: bo
             "world_size": info.world, "batches": mode, "n_train": len(train_cases),
             "n_val": len(val_cases), "n_test": len(splits["test"]),
             "data": str(Path(data).resolve()),
-            "postprocess": tuned.to_dict() if tuned else None}, indent=2))
+            "postprocess": tuned.to_dict() if tuned else None,
+            "component_filter": spec.component_filter}, indent=2))
     D.barrier(info)
     return result
 
@@ -403,12 +414,15 @@ def _tune(model, run: Path, val_cases: list[CachedCase], cfg: Config, spec: Mode
     them into ``model.json`` (see :mod:`clotseg.training.tuning`)."""
     import copy
 
-    from clotseg.training.tuning import tune_postprocess
+    from clotseg.training.tuning import tune_postprocess, validation_probabilities
 
     best = copy.deepcopy(model)
     best.load_state_dict(load_checkpoint(run / CHECKPOINTS / "best.pt", device)["model"])
-    tuned = tune_postprocess(best, val_cases, cfg, device)
+    probs = validation_probabilities(best, val_cases, cfg, device)
+    tuned = tune_postprocess(best, val_cases, cfg, device, probs=probs)
     spec.threshold, spec.min_component_mm3 = tuned.threshold, tuned.min_component_mm3
+    if cfg.train.fp_filter:
+        spec.component_filter = _fit_filter(val_cases, probs, spec, log, progress)
     save_model_spec(run, spec)
     line = (f"post-processing chosen on validation: threshold {tuned.threshold:g}, components "
             f"< {tuned.min_component_mm3:g} mm³ dropped (val Dice {tuned.val_dice:.3f}; "
@@ -418,6 +432,26 @@ def _tune(model, run: Path, val_cases: list[CachedCase], cfg: Config, spec: Mode
     if progress:
         print(line, flush=True)
     return tuned
+
+
+def _fit_filter(val_cases: list[CachedCase], probs: list[np.ndarray], spec: ModelSpec,
+                log: RunLog, progress: bool) -> dict | None:
+    """Learn the false-positive component filter on the validation predictions
+    post-processed with the tuned settings (:mod:`clotseg.inference.fp_filter`)."""
+    from clotseg.inference.fp_filter import fit_component_filter
+
+    data = [(postprocess(p, c.spacing, threshold=spec.threshold,
+                         min_component_mm3=spec.min_component_mm3), p, np.asarray(c.mask),
+             c.spacing) for c, p in zip(val_cases, probs)]
+    filt, why = fit_component_filter(data)
+    line = (f"false-positive filter: {why}" if filt is None else
+            f"false-positive filter learned on {filt.fitted_on['components']} validation "
+            f"components ({filt.fitted_on['not_clot']} not clot): score threshold "
+            f"{filt.threshold:g}, val Dice {filt.fitted_on['val_dice']:.3f}")
+    log.write(line)
+    if progress:
+        print(line, flush=True)
+    return filt.to_dict() if filt else None
 
 
 def train_step(step_net, model, x: torch.Tensor, y: torch.Tensor, optim, loss_fn, cfg: Config,

@@ -78,19 +78,28 @@ def _scores(prob: np.ndarray, ref: np.ndarray, spacing, thresholds, sizes
     return dice, found
 
 
+def validation_probabilities(model, cases: list[CachedCase], cfg: Config, device
+                             ) -> list[np.ndarray]:
+    """Probability maps of ``cases`` (canonical order), predicted as ``predict`` does."""
+    net = prepare_model(copy.deepcopy(model), device, in_channels=2 * cfg.data.slab)
+    return [predict_probabilities(net, np.asarray(case.image, dtype=np.float32),
+                                  slab=cfg.data.slab, pad_multiple=cfg.data.pad_multiple,
+                                  batch_size=cfg.train.val_batch_size, device=device,
+                                  amp=cfg.train.amp) for case in cases]
+
+
 def tune_postprocess(model, cases: list[CachedCase], cfg: Config, device,
-                     thresholds=THRESHOLDS, sizes=MIN_COMPONENTS_MM3) -> TuningResult:
-    """Score every post-processing pair on ``cases`` with ``model`` (see module docstring)."""
+                     thresholds=THRESHOLDS, sizes=MIN_COMPONENTS_MM3,
+                     probs: list[np.ndarray] | None = None) -> TuningResult:
+    """Score every post-processing pair on ``cases`` with ``model`` (see module docstring);
+    ``probs``: their probability maps when already computed."""
     thresholds = sorted(set(thresholds) | {cfg.train.threshold})
     sizes = sorted(set(sizes) | {cfg.train.min_component_mm3})
-    net = prepare_model(copy.deepcopy(model), device, in_channels=2 * cfg.data.slab)
+    if probs is None:
+        probs = validation_probabilities(model, cases, cfg, device)
     total = np.zeros((len(thresholds), len(sizes)))
     detected = np.zeros_like(total)
-    for case in cases:
-        prob = predict_probabilities(net, np.asarray(case.image, dtype=np.float32),
-                                     slab=cfg.data.slab, pad_multiple=cfg.data.pad_multiple,
-                                     batch_size=cfg.train.val_batch_size, device=device,
-                                     amp=cfg.train.amp)
+    for case, prob in zip(cases, probs):
         dice, found = _scores(prob, np.asarray(case.mask).astype(bool), case.spacing,
                               thresholds, sizes)
         total += dice

@@ -1,0 +1,56 @@
+"""One voxel size for training and prediction (``data.target_spacing``).
+
+Scanners differ in in-plane spacing (0.4–1.0 mm) and slice thickness (0.5–5 mm). A 2D
+network that sees each scan at its own spacing sees a 3 mm artery as 3 pixels on one
+scanner and 7 on another, and a slab of three slices covers 1.5 mm or 7.5 mm. Resampling
+every case to one spacing before training, and every new scan to the same spacing before
+prediction (the probability is mapped back onto the CTA grid), removes that difference.
+As in nnU-Net, ``auto`` takes the median spacing of the training cases, so a cohort that
+is already uniform is not resampled at all. The resampling itself is the preprocessing
+pipeline's (:mod:`clotseg.preprocess.pipeline`), so ``predict`` repeats it exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from clotseg.io.layouts import CaseRef
+from clotseg.io.volume import Grid
+
+
+def patient_spacing(grid: Grid) -> np.ndarray:
+    """Spacing along the patient's x, y, z (the array axis closest to each)."""
+    out = np.zeros(3)
+    axes = np.argmax(np.abs(grid.direction_matrix), axis=0)  # patient axis of array axis
+    for a, p in enumerate(axes):
+        out[p] = grid.spacing[a]
+    return out
+
+
+def case_grid(case: CaseRef) -> Grid:
+    """The CTA grid of a case, from the file header where there is one."""
+    from clotseg.inference.predictor import file_grid
+    from clotseg.io.readers import volume_suffix
+
+    if case.cta is not None and Path(case.cta).is_file() and volume_suffix(case.cta):
+        return file_grid(case.cta)
+    return case.read("cta").grid
+
+
+def median_spacing(cases: list[CaseRef]) -> tuple[float, float, float]:
+    """Median patient-axis spacing of ``cases``, rounded to 0.01 mm."""
+    sp = np.median([patient_spacing(case_grid(c)) for c in cases], axis=0)
+    return tuple(float(v) for v in np.round(sp, 2))
+
+
+def resample_settings(target, cases: list[CaseRef]) -> dict | None:
+    """Preprocessing settings (no registration, no ROI) that resample to ``target``
+    (``auto``, ``none``/None or [x, y, z] mm); None when nothing is to be done."""
+    from clotseg.preprocess.pipeline import PreprocessSettings
+
+    if target in (None, "none"):
+        return None
+    spacing = median_spacing(cases) if target == "auto" else tuple(float(v) for v in target)
+    return PreprocessSettings(register=False, spacing=spacing, roi="none").to_dict()

@@ -1,0 +1,96 @@
+"""The patient's occlusion in one row: the primary clot and its fragments (``cases.csv``).
+
+``clots.csv`` lists every predicted component, including any small false positive on
+another vessel. A clinician wants one answer per patient — how long, how large and how
+pervious *the* occlusion is — that a distant speck does not change. The primary clot is
+the component the model is most sure of (highest probability; the largest when no
+probability map is given), together with every other component within
+:data:`FRAGMENT_GAP_MM` of it (a fragmented clot: 7 % of patients have several pieces,
+usually a few millimetres apart). The gap is measured as the straight-line surface
+distance in millimetres, which for fragments of one vessel segment is close to the
+distance along the vessel. Everything else is counted in ``other_components``.
+
+Volume is the voxel count of the union; length is the sum of each fragment's centreline
+length (:mod:`clotseg.measure.centreline`), like a reader adding up the pieces; densities
+and perviousness are means over all the clot's voxels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from clotseg.inference.postprocess import components
+from clotseg.io.volume import Volume
+from clotseg.measure.centreline import centreline_length_mm
+from clotseg.measure.clots import NAN, PERVIOUS_HU
+
+#: Components closer than this (mm, surface to surface) to the primary clot belong to it.
+FRAGMENT_GAP_MM = 10.0
+
+PATIENT_CSV_COLUMNS = ["case_id", "has_clot", "n_components", "clot_fragments",
+                       "volume_mm3", "length_mm", "ncct_mean_hu", "ncct_median_hu",
+                       "cta_mean_hu", "perviousness_hu", "pervious", "max_prob",
+                       "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
+                       "other_components", "other_volume_mm3"]
+
+
+def summarise_patient(case_id: str, mask: Volume, cta: Volume, ncct: Volume,
+                      prob: np.ndarray | None = None) -> dict:
+    """One ``cases.csv`` row for ``mask`` (all volumes on the CTA grid, as for
+    :func:`clotseg.measure.clots.measure_case`)."""
+    labels, n = components(np.asarray(mask.array) > 0)
+    row = dict.fromkeys(PATIENT_CSV_COLUMNS, NAN)
+    row.update(case_id=case_id, has_clot=n > 0, n_components=n)
+    if n == 0:
+        row.update(clot_fragments=0, volume_mm3=0.0, length_mm=0.0, pervious=None,
+                   other_components=0, other_volume_mm3=0.0,
+                   max_prob=float(np.max(prob)) if prob is not None and np.size(prob) else NAN)
+        return row
+    ids = np.arange(1, n + 1)
+    sizes = ndimage.sum_labels(np.ones(labels.shape, np.uint8), labels, ids)
+    if prob is not None:
+        peak = ndimage.maximum(np.asarray(prob, dtype=np.float32), labels, ids)
+        primary = int(ids[np.lexsort((sizes, peak))[-1]])  # most probable, then largest
+    else:
+        peak = np.full(n, NAN)
+        primary = int(ids[np.argmax(sizes)])
+    boxes = ndimage.find_objects(labels)
+    members = fragments_of(labels, boxes, primary, mask.spacing, FRAGMENT_GAP_MM)
+    clot = np.isin(labels, members)
+    cta_hu = np.asarray(cta.array, dtype=np.float64)[clot]
+    ncct_hu = np.asarray(ncct.array, dtype=np.float64)[clot]
+    length = sum(centreline_length_mm(labels[boxes[k - 1]] == k, mask.spacing)
+                 for k in members)
+    delta = float(cta_hu.mean() - ncct_hu.mean())
+    centroid = cta.grid.index_to_physical(np.argwhere(clot).mean(axis=0))[0]
+    others = [k for k in ids if k not in members]
+    row.update(clot_fragments=len(members), volume_mm3=float(clot.sum() * mask.voxel_volume),
+               length_mm=float(length), ncct_mean_hu=float(ncct_hu.mean()),
+               ncct_median_hu=float(np.median(ncct_hu)), cta_mean_hu=float(cta_hu.mean()),
+               perviousness_hu=delta, pervious=bool(delta >= PERVIOUS_HU),
+               max_prob=float(np.nanmax(peak[np.asarray(members) - 1])) if prob is not None
+               else NAN,
+               centroid_x_mm=float(centroid[0]), centroid_y_mm=float(centroid[1]),
+               centroid_z_mm=float(centroid[2]), other_components=len(others),
+               other_volume_mm3=float(sum(sizes[k - 1] for k in others) * mask.voxel_volume))
+    return row
+
+
+def fragments_of(labels: np.ndarray, boxes: list, primary: int, spacing, gap_mm: float
+                 ) -> list[int]:
+    """Labels of the components within ``gap_mm`` of component ``primary`` (itself first);
+    ``boxes`` are ``ndimage.find_objects(labels)``.
+
+    The distance map is computed only in the primary's bounding box grown by ``gap_mm``
+    on every side: anything outside it is farther than ``gap_mm`` along some axis."""
+    spacing = np.asarray(spacing, dtype=float)
+    box = boxes[primary - 1]
+    grow = np.ceil(gap_mm / spacing).astype(int)
+    region = tuple(slice(max(s.start - g, 0), min(s.stop + g, n))
+                   for s, g, n in zip(box, grow, labels.shape))
+    local = labels[region]
+    dist = ndimage.distance_transform_edt(local != primary, sampling=spacing)
+    near = np.unique(local[(dist <= gap_mm) & (local > 0)])
+    return [primary] + [int(k) for k in near if k != primary]
+
