@@ -52,8 +52,17 @@ def _read_sources(files: list[Path]) -> list:
     _complete(sources)
     iop = np.asarray([float(v) for v in sources[0].ImageOrientationPatient])
     normal = np.cross(iop[:3], iop[3:])
-    return sorted(sources, key=lambda ds: float(
+    sources.sort(key=lambda ds: float(
         np.asarray([float(v) for v in ds.ImagePositionPatient]) @ normal))
+    if any(not str(ds.get("SliceThickness", "") or "").strip() for ds in sources):
+        # Type 2 and often empty; the SEG's pixel measures need a value: the slice gap.
+        heights = [float(np.asarray([float(v) for v in ds.ImagePositionPatient]) @ normal)
+                   for ds in sources]
+        gap = float(np.median(np.diff(heights))) if len(heights) > 1 else 1.0
+        for ds in sources:
+            if not str(ds.get("SliceThickness", "") or "").strip():
+                ds.SliceThickness = f"{gap:.6g}"
+    return sources
 
 
 #: Type 2 attributes (present, may be empty) that a SEG copies from its source images;
