@@ -38,11 +38,12 @@ def _cohort(root, n=3):
     return painted
 
 
-def test_seg_nrrd_and_labelled_mask_match_clots_csv(tmp_path, paint_run):
+def test_seg_nrrd_and_labelled_mask_match_clots_csv(tmp_path, paint_run, capsys):
     painted = _cohort(tmp_path / "data", 1)
     out = tmp_path / "out"
     assert main(["predict", str(paint_run), str(tmp_path / "data"), str(out), "--format",
                  "nii.gz", "seg.nrrd", "--labels"]) == 0
+    assert "%|" not in capsys.readouterr().err  # no progress bar off a terminal
     labels = read_volume(out / "c0.nii.gz")
     assert set(np.unique(labels.array)) == {0, 1, 2}
     rows = _rows(out / "clots.csv")
