@@ -30,6 +30,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/train_throughput.py
 	$(PY) benchmarks/predict_latency.py
+	$(PY) benchmarks/onnx_latency.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
