@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from clotseg.cli import COMMANDS, main
@@ -42,3 +43,42 @@ def test_help_and_check_do_not_import_torch(tmp_path):
             "assert 'monai' not in sys.modules, 'monai imported'\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_every_command_takes_quiet_and_preprocess_renamed_spacing(tmp_path, capsys):
+    """--quiet is accepted everywhere; preprocess --spacing still works, with a warning."""
+    import warnings
+
+    for name, _ in COMMANDS:
+        with pytest.raises(SystemExit) as exc:
+            main([name, "--quiet", "--help"])
+        assert exc.value.code == 0
+        assert "--quiet" in capsys.readouterr().out
+    from clotseg.synth import write_cohort
+
+    write_cohort(tmp_path / "d", 1, seed=0, size="small", progress=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["preprocess", str(tmp_path / "d"), str(tmp_path / "p"), "--quiet",
+                     "--no-register", "--roi", "none", "--spacing", "1.5", "1.5", "1.5"]) == 0
+    assert any("--target-spacing" in str(w.message) for w in caught)
+    from clotseg.io.layouts import discover
+
+    np.testing.assert_allclose(discover(tmp_path / "p").cases[0].load().cta.spacing, 1.5,
+                               atol=1e-6)
+    assert main(["preprocess", str(tmp_path / "d"), str(tmp_path / "p2"), "--spacing", "1",
+                 "1", "1", "--target-spacing", "1", "1", "1"]) == 2
+
+
+def test_mps_device_is_understood():
+    import torch
+
+    from clotseg.inference.predictor import resolve_device
+
+    if torch.backends.mps.is_available():  # pragma: no cover - Apple silicon only
+        assert resolve_device("mps") == "mps"
+    else:
+        from clotseg.errors import ClotsegError
+
+        with pytest.raises(ClotsegError, match="no Apple MPS device"):
+            resolve_device("mps")

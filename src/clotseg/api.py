@@ -30,7 +30,9 @@ def segment(run: str | Path | Sequence[str | Path], inputs: str | Path,
             spacing: tuple[float, float, float] | None = None,
             cta_series: str | None = None, ncct_series: str | None = None,
             num_threads: int | None = None, progress: bool = True,
-            fp_filter: bool = True) -> list[CaseResult]:
+            fp_filter: bool = True,
+            formats: Sequence[str] | None = None, labels: bool = False, resume: bool = False,
+            num_parts: int = 1, part_id: int = 0, engine: str = "torch") -> list[CaseResult]:
     """Segment the clots of every case under ``inputs``.
 
     ``run``: a trained run folder, or several (fold ensemble: probabilities averaged).
@@ -44,6 +46,10 @@ def segment(run: str | Path | Sequence[str | Path], inputs: str | Path,
     skips the run's learned false-positive component filter; ``spacing`` is
     for the original ``.npy`` layout, which stores none. A case that fails is returned
     with ``ok=False`` and the reason; the others are still done.
+    ``run`` may also be a model exported with ``clotseg export`` (``model.zip``, or
+    ``model.onnx``, which implies ``engine="onnx"``). ``formats`` (``nii.gz``,
+    ``seg.nrrd``, ``dicom-seg``), ``labels``, ``resume``, ``num_parts``/``part_id``: see
+    :func:`clotseg.inference.predictor.predict_cases` and :mod:`clotseg.inference.outputs`.
     """
     series = {k: v for k, v in (("cta", cta_series), ("ncct", ncct_series)) if v}
     cases = find_cases(inputs, spacing=spacing)
@@ -51,10 +57,12 @@ def segment(run: str | Path | Sequence[str | Path], inputs: str | Path,
                                     batch_size=batch_size, threshold=threshold,
                                     min_component_mm3=min_component_mm3,
                                     keep_largest=keep_largest, num_threads=num_threads,
-                                    use_filter=fp_filter)
+                                    use_filter=fp_filter, engine=engine)
     return predict_cases(predictor, cases, None if out is None else Path(out),
                          save_prob=save_prob, preview=preview, series=series,
-                         progress=progress, source=str(inputs))
+                         progress=progress, source=str(inputs),
+                         formats=list(formats) if formats else None, labels=labels,
+                         resume=resume, num_parts=num_parts, part_id=part_id)
 
 
 def segment_volumes(run: str | Path | Sequence[str | Path] | Predictor, cta: Volume,

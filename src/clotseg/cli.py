@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import warnings
 
@@ -20,6 +21,9 @@ COMMANDS: list[tuple[str, str]] = [
     ("train", "train a 2D/2.5D clot segmentation model"),
     ("predict", "segment clots in new cases and measure them"),
     ("evaluate", "compare predicted masks with reference masks"),
+    ("measure", "measure the clots of any folder of masks (clots.csv)"),
+    ("export", "export a trained run as a shareable model.zip and/or ONNX"),
+    ("export-nnunet", "write a dataset as an nnU-Net raw dataset"),
     ("report", "write a self-contained HTML report of a run"),
     ("demo", "synth -> train -> predict -> evaluate -> report on the phantom"),
 ]
@@ -40,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         # Only the chosen subcommand's module is imported (keeps --help instant).
         if name == wanted:
             _module(name).add_arguments(p)
+        p.add_argument("--quiet", "-q", action="store_true",
+                       help="no progress bars (also off whenever output is not a terminal)")
     return parser
 
 
@@ -49,7 +55,7 @@ def _wanted_command(argv: list[str]) -> str | None:
 
 
 def _module(name: str):
-    return importlib.import_module(f"clotseg.commands.{name}")
+    return importlib.import_module(f"clotseg.commands.{name.replace('-', '_')}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     warnings.simplefilter("default", UserWarning)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+    # Progress bars only for a person watching a terminal: not with --quiet, not when
+    # output goes to a file or a batch system's log. TQDM_DISABLE turns off every bar.
+    args.progress = not args.quiet and sys.stdout.isatty() and sys.stderr.isatty()
+    saved_env = os.environ.get("TQDM_DISABLE")
+    if not args.progress:
+        os.environ["TQDM_DISABLE"] = "1"
     try:
         return int(_module(args.command).run(args) or 0)
     except UsageError as exc:
@@ -80,6 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"clotseg {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if saved_env is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = saved_env
 
 
 if __name__ == "__main__":  # pragma: no cover

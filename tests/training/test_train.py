@@ -180,7 +180,7 @@ def test_preprocess_train_predict_on_the_raw_scans(phantom_cohort, tmp_path):
     from clotseg.inference.predictor import file_grid
 
     prep, run, out = tmp_path / "prep", tmp_path / "run", tmp_path / "pred"
-    assert main(["preprocess", str(phantom_cohort), str(prep), "--no-register", "--spacing",
+    assert main(["preprocess", str(phantom_cohort), str(prep), "--no-register", "--target-spacing",
                  "0.8", "0.8", "1.0", "--no-progress"]) == 0
     assert main(["train", str(prep), "--out", str(run), "--epochs", "1", *TINY]) == 0
     spec = load_model_spec(run)

@@ -8,7 +8,8 @@ from clotseg.commands import spacing_arg
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", help="trained run folder (from `clotseg train`)")
+    parser.add_argument("run", help="trained run folder (from `clotseg train`), or a model "
+                                    "exported by `clotseg export` (model.zip, model.onnx)")
     parser.add_argument("input", help="a case folder (cta/ncct files or cta/ and ncct/ DICOM "
                                       "folders), or a dataset in any supported layout")
     parser.add_argument("out", help="output folder: <case>.nii.gz masks on the CTA grid, "
@@ -17,7 +18,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="more run folders (e.g. the other folds): the probabilities of "
                              "all runs are averaged")
     parser.add_argument("--device", default="auto",
-                        help="auto (CUDA when available, default), cpu, cuda or cuda:N")
+                        help="auto (CUDA when available, default), cpu, cuda, cuda:N or mps")
+    parser.add_argument("--engine", choices=("torch", "onnx"), default="torch",
+                        help="torch (default) or onnx: onnxruntime on the CPU (needs "
+                             "clotseg[onnx]; implied by a .onnx model)")
+    parser.add_argument("--format", nargs="+", dest="formats", metavar="FMT",
+                        choices=("nii.gz", "seg.nrrd", "dicom-seg"),
+                        help="mask file format(s): nii.gz (default), seg.nrrd (3D Slicer "
+                             "segmentation), dicom-seg (DICOM Segmentation of a DICOM CTA; "
+                             "written by default too when the CTA is DICOM and highdicom "
+                             "is installed)")
+    parser.add_argument("--labels", action="store_true",
+                        help="number the clots in the .nii.gz mask: component k has value "
+                             "k, the `component` of its clots.csv row")
+    parser.add_argument("--continue", dest="resume", action="store_true",
+                        help="skip cases whose outputs are all in OUT already (their "
+                             "clots.csv rows are kept)")
+    parser.add_argument("--num-parts", type=int, default=1, metavar="K",
+                        help="split the cases into K parts (for job arrays; default 1)")
+    parser.add_argument("--part-id", type=int, default=0, metavar="I",
+                        help="predict part I (0..K-1) only; its tables are "
+                             "clots.partIofK.csv / predict.partIofK.json")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                         help="auto: bf16 on CUDA, fp32 on CPU (bf16 on CPU helps only on "
                              "CPUs with bf16 matrix units)")
@@ -44,7 +65,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="DICOM SeriesInstanceUID of the CTA when a folder holds several")
     parser.add_argument("--ncct-series", metavar="UID",
                         help="DICOM SeriesInstanceUID of the NCCT when a folder holds several")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     spacing_arg(parser)
 
 
@@ -61,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--min-volume must be >= 0, got {args.min_volume}")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.num_parts < 1 or not 0 <= args.part_id < args.num_parts:
+        raise UsageError(f"--part-id must be in 0..{args.num_parts - 1} with --num-parts "
+                         f"{args.num_parts}, got {args.part_id}")
     results = segment(
         [args.run, *args.runs], args.input, args.out, device=args.device, tta=args.tta,
         precision=args.precision, save_prob=args.save_prob, preview=args.preview,
@@ -68,12 +91,16 @@ def run(args: argparse.Namespace) -> int:
         keep_largest=args.keep_largest, batch_size=args.batch_size,
         spacing=tuple(args.spacing) if args.spacing else None,
         cta_series=args.cta_series, ncct_series=args.ncct_series,
-        num_threads=args.threads or available_cpus(), progress=not args.quiet,
+        num_threads=args.threads or available_cpus(), progress=args.progress,
+        formats=args.formats, labels=args.labels, resume=args.resume,
+        num_parts=args.num_parts, part_id=args.part_id, engine=args.engine,
         fp_filter=not args.no_fp_filter)
     ok = [r for r in results if r.ok]
     failed = [r for r in results if not r.ok]
-    n_clots = sum(1 for r in ok for row in r.rows if row.get("component"))
-    print(f"{len(ok)} of {len(results)} case(s) segmented, {n_clots} clot(s) measured "
+    n_clots = sum(1 for r in ok for row in r.rows if str(row.get("component")) not in ("0", ""))
+    skipped = sum(r.skipped for r in ok)
+    done = f" ({skipped} already done)" if skipped else ""
+    print(f"{len(ok)} of {len(results)} case(s) segmented{done}, {n_clots} clot(s) measured "
           f"-> {args.out}")
     for r in failed:
         where = f" [{r.file}]" if r.file and r.file not in (r.error or "") else ""

@@ -14,9 +14,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--register", action=argparse.BooleanOptionalAction, default=True,
                         help="rigidly register the NCCT to the CTA (default: yes); with "
                              "--no-register the NCCT is only resampled onto the CTA grid")
-    parser.add_argument("--spacing", nargs=3, type=float, metavar=("X", "Y", "Z"),
+    parser.add_argument("--target-spacing", nargs=3, type=float, metavar=("X", "Y", "Z"),
                         help="target voxel spacing in mm along the patient's left-right, "
                              "front-back and up-down axes (default: keep the CTA's)")
+    # The old name: other commands use --spacing for the .npy spacing, hence the rename.
+    parser.add_argument("--spacing", nargs=3, type=float, dest="old_spacing",
+                        help=argparse.SUPPRESS)
     parser.add_argument("--roi", choices=["auto", "mask", "none"], default="auto",
                         help="crop: a box found around the Circle of Willis (auto, default), "
                              "around the clot mask (mask), or no crop (none)")
@@ -32,16 +35,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import sys
+    import warnings
 
     from clotseg.errors import UsageError
     from clotseg.preprocess.pipeline import PreprocessSettings, preprocess_dataset
 
+    if args.old_spacing is not None:
+        if args.target_spacing is not None:
+            raise UsageError("give --target-spacing only (--spacing is its old name)")
+        warnings.warn("--spacing is deprecated for preprocess; use --target-spacing",
+                      FutureWarning, stacklevel=2)
+        args.target_spacing = args.old_spacing
     if len(args.roi_size) not in (1, 3):
         raise UsageError(f"--roi-size takes one or three lengths, got {len(args.roi_size)}")
     if args.npy_spacing is not None and any(s <= 0 for s in args.npy_spacing):
         raise UsageError(f"--npy-spacing needs positive numbers, got {args.npy_spacing}")
     settings = PreprocessSettings(
-        register=args.register, spacing=tuple(args.spacing) if args.spacing else None,
+        register=args.register,
+        spacing=tuple(args.target_spacing) if args.target_spacing else None,
         roi=args.roi,
         roi_size_mm=args.roi_size[0] if len(args.roi_size) == 1 else tuple(args.roi_size),
         roi_margin_mm=args.roi_margin)

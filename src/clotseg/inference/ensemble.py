@@ -37,12 +37,21 @@ class Member:
         return windows, pre
 
 
-def load_member(run: str | Path, device: str) -> Member:
-    """Load a run folder's network; every failure is a :class:`ClotsegError` naming RUN."""
+def load_member(run: str | Path, device: str, *, engine: str = "torch",
+                num_threads: int | None = None) -> Member:
+    """Load a run folder's network (or an exported ``model.zip`` / ``model.onnx``); every
+    failure is a :class:`ClotsegError` naming RUN. ``engine="onnx"`` (implied by a
+    ``.onnx`` file) runs the network with onnxruntime on the CPU."""
+    from clotseg.model_export import model_folder
     from clotseg.runs import load_model
 
+    if engine == "onnx" or Path(run).suffix.lower() == ".onnx":
+        from clotseg.inference.onnx_engine import load_onnx
+
+        net, spec = load_onnx(run, num_threads)
+        return Member(Path(run), spec, net)
     try:
-        model, spec = load_model(run, device=device)
+        model, spec = load_model(model_folder(run), device=device)
     except ClotsegError:
         raise
     except (KeyError, RuntimeError, TypeError, ValueError) as exc:

@@ -35,7 +35,8 @@ MASK_SUFFIX = ".nii.gz"
 
 
 def resolve_device(device: str = "auto") -> str:
-    """``auto`` → ``cuda`` when a CUDA device is available, else ``cpu``; checks the rest."""
+    """``auto`` → ``cuda`` when a CUDA device is available, else ``cpu``; checks the rest
+    (``mps``: Apple-silicon GPUs)."""
     import torch
 
     if device == "auto":
@@ -43,11 +44,13 @@ def resolve_device(device: str = "auto") -> str:
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise ClotsegError(f"unknown device {device!r} (use auto, cpu or cuda)") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise ClotsegError(f"unsupported device {device!r} (use auto, cpu or cuda)")
+        raise ClotsegError(f"unknown device {device!r} (use auto, cpu, cuda or mps)") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ClotsegError(f"unsupported device {device!r} (use auto, cpu, cuda or mps)")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ClotsegError(f"device {device!r} requested but no CUDA device is available")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ClotsegError(f"device {device!r} requested but no Apple MPS device is available")
     return device
 
 
@@ -87,11 +90,12 @@ class Predictor:
     @classmethod
     def from_runs(cls, runs, *, device: str = "auto", precision: str = "auto",
                   tta: bool = False, batch_size: int = 16, skip_empty: bool = True,
-                  **settings) -> Predictor:
-        """Load run folder(s) (several = fold ensemble, probabilities averaged).
+                  engine: str = "torch", **settings) -> Predictor:
+        """Load run folder(s) (several = fold ensemble, probabilities averaged), exported
+        ``model.zip`` or ``model.onnx`` files.
 
-        ``settings``: ``threshold``, ``min_component_mm3``, ``keep_largest``,
-        ``num_threads``.
+        ``engine``: ``torch`` or ``onnx`` (onnxruntime, CPU). ``settings``: ``threshold``,
+        ``min_component_mm3``, ``keep_largest``, ``num_threads``.
         """
         runs = [runs] if isinstance(runs, (str, Path)) else list(runs)
         if not runs:
@@ -106,7 +110,10 @@ class Predictor:
         if precision == "bf16" and device == "cpu" and not cpu_has_native_bf16():
             warnings.warn("this CPU has no bf16 matrix units: bf16 is emulated and slower "
                           "than fp32 here", UserWarning, stacklevel=2)
-        members = [load_member(r, device) for r in runs]
+        if engine not in ("torch", "onnx"):
+            raise ClotsegError(f"unknown engine {engine!r} (use torch or onnx)")
+        members = [load_member(r, device, engine=engine,
+                               num_threads=settings.get("num_threads")) for r in runs]
         opts = InferenceOptions(device, precision, tta, batch_size, skip_empty)
         return cls(members, opts, **settings)
 
@@ -265,6 +272,8 @@ class CaseResult:
     prob: np.ndarray | None = None
     traceback: str | None = None  # for unexpected errors (a bug to report)
     warnings: list[str] = field(default_factory=list)
+    paths: dict[str, Path] = field(default_factory=dict)  # mask format -> file written
+    skipped: bool = False  # outputs already complete (``--continue``)
 
 
 def load_case(case, series: dict[str, str] | None = None):
@@ -289,13 +298,16 @@ def load_case(case, series: dict[str, str] | None = None):
 
 
 def predict_case(predictor: Predictor, case, out: Path | None, *, save_prob: bool = False,
-                 preview: bool = False, series: dict[str, str] | None = None) -> CaseResult:
+                 preview: bool = False, series: dict[str, str] | None = None,
+                 formats: list[str] | None = None, labels: bool = False) -> CaseResult:
     """Segment, check, write and measure one case; failures become a failed result.
-    Warnings raised on the way are kept in the result and repeated with the case's name."""
+    Warnings raised on the way are kept in the result and repeated with the case's name.
+    ``formats``/``labels``: see :mod:`clotseg.inference.outputs`."""
     res = CaseResult(case.case_id, ok=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _predict_case(res, predictor, case, out, save_prob, preview, series)
+        _predict_case(res, predictor, case, out, save_prob, preview, series,
+                      {"formats": formats, "labels": labels})
     for w in caught:
         res.warnings.append(str(w.message))
         warnings.warn(f"case {case.case_id}: {w.message}", UserWarning, stacklevel=2)
@@ -304,7 +316,8 @@ def predict_case(predictor: Predictor, case, out: Path | None, *, save_prob: boo
 
 
 def _predict_case(res: CaseResult, predictor: Predictor, case, out: Path | None,
-                  save_prob: bool, preview: bool, series: dict[str, str] | None) -> None:
+                  save_prob: bool, preview: bool, series: dict[str, str] | None,
+                  masks: dict | None = None) -> None:
     t = _Timer(res.seconds)
     try:
         with t("read"):
@@ -317,7 +330,7 @@ def _predict_case(res: CaseResult, predictor: Predictor, case, out: Path | None,
             res.mask, res.prob = seg.mask, seg.prob
         else:
             with t("write"):
-                _write_outputs(res, seg, disk, out, save_prob)
+                _write_outputs(res, seg, disk, out, save_prob, case, series, masks or {})
         with t("measure"):
             from clotseg.measure.clots import measure_case
             from clotseg.measure.patient import summarise_patient
@@ -340,8 +353,15 @@ def _predict_case(res: CaseResult, predictor: Predictor, case, out: Path | None,
 
 
 def _write_outputs(res: CaseResult, seg: Segmentation, cta: Grid, out: Path,
-                   save_prob: bool) -> None:
-    res.mask_path = write_on_grid(seg.mask, out / f"{res.case_id}{MASK_SUFFIX}", cta, mask=True)
+                   save_prob: bool, case=None, series: dict[str, str] | None = None,
+                   masks: dict | None = None) -> None:
+    from clotseg.inference.outputs import case_formats, write_masks
+
+    masks = masks or {}
+    formats = case_formats(masks.get("formats"), case)
+    res.paths = write_masks(seg.mask, cta, out, case, formats, labels=masks.get("labels", False),
+                            series=series, auto_dicom_seg=not masks.get("formats"))
+    res.mask_path = next(iter(res.paths.values()))
     if save_prob:
         prob = seg.mask.with_array(np.asarray(seg.prob, dtype=np.float32))
         res.prob_path = write_on_grid(prob, out / f"{res.case_id}_prob{MASK_SUFFIX}", cta,
@@ -375,12 +395,28 @@ class _Timer:
 
 def predict_cases(predictor: Predictor, cases, out: Path | None, *, save_prob: bool = False,
                   preview: bool = False, series: dict[str, str] | None = None,
-                  progress: bool = True, source: str | None = None) -> list[CaseResult]:
+                  progress: bool = True, source: str | None = None,
+                  formats: list[str] | None = None, labels: bool = False,
+                  resume: bool = False, num_parts: int = 1, part_id: int = 0
+                  ) -> list[CaseResult]:
     """Segment every case; with ``out``, write masks, ``clots.csv`` and ``predict.json``
-    (both rewritten after each case)."""
+    (both rewritten after each case).
+
+    ``resume``: a case whose files are all in ``out`` and whose rows are in a
+    ``clots*.csv`` there is not predicted again (its rows are kept). ``num_parts`` /
+    ``part_id``: only every ``num_parts``-th case from ``part_id`` on, with the tables
+    written as ``clots.part<I>of<K>.csv`` / ``predict.part<I>of<K>.json`` so that parts
+    running at once do not overwrite each other's.
+    """
     from tqdm import tqdm
 
-    cases = list(cases)
+    from clotseg.inference.outputs import expected_files, part_of, previous_rows
+
+    cases = part_of(list(cases), num_parts, part_id) if num_parts > 1 else list(cases)
+    tag = f".part{part_id}of{num_parts}" if num_parts > 1 else ""
+    resuming = resume and out is not None and out.is_dir()
+    done = previous_rows(out) if resuming else {}
+    done_cases = previous_rows(out, "cases") if resuming else {}
     results: list[CaseResult] = []
     t0 = time.perf_counter()
     if out is not None:
@@ -388,32 +424,40 @@ def predict_cases(predictor: Predictor, cases, out: Path | None, *, save_prob: b
     bar = tqdm(cases, desc="predict", unit="case", disable=not progress)
     for case in bar:
         bar.set_postfix_str(case.case_id)
-        res = predict_case(predictor, case, out, save_prob=save_prob, preview=preview,
-                           series=series)
+        if case.case_id in done and all(p.is_file() for p in expected_files(
+                out, case, formats, save_prob=save_prob, preview=preview)):
+            res = CaseResult(case.case_id, ok=True, rows=done[case.case_id], skipped=True,
+                             patient=(done_cases.get(case.case_id) or [None])[0])
+        else:
+            res = predict_case(predictor, case, out, save_prob=save_prob, preview=preview,
+                               series=series, formats=formats, labels=labels)
         results.append(res)
         if not res.ok and progress:
             bar.write(f"FAILED {res.case_id}: {res.error}")
         if out is not None:
-            write_summary(out, predictor, results, len(cases), time.perf_counter() - t0, source)
+            write_summary(out, predictor, results, len(cases), time.perf_counter() - t0, source,
+                          tag)
     return results
 
 
 def write_summary(out: Path, predictor: Predictor, results: list[CaseResult], n_cases: int,
-                  seconds: float, source: str | None = None) -> None:
+                  seconds: float, source: str | None = None, tag: str = "") -> None:
     """``clots.csv`` (rows of the cases done so far), ``cases.csv`` (one row per patient:
-    the primary clot) and ``predict.json``, atomically."""
+    the primary clot) and ``predict.json``, atomically (``clots<tag>.csv``,
+    ``cases<tag>.csv``, ``predict<tag>.json`` for one part of a split cohort)."""
     from clotseg import __version__
     from clotseg.measure.clots import clots_csv_text, write_clots_csv
     from clotseg.measure.patient import PATIENT_CSV_COLUMNS
 
-    write_clots_csv(out / "clots.csv", [r for res in results if res.ok for r in res.rows])
-    write_text(out / "cases.csv", clots_csv_text(
+    write_clots_csv(out / f"clots{tag}.csv", [r for res in results if res.ok for r in res.rows])
+    write_text(out / f"cases{tag}.csv", clots_csv_text(
         [r.patient for r in results if r.ok and r.patient], PATIENT_CSV_COLUMNS))
     failed = [r for r in results if not r.ok]
     summary = {
         "clotseg_version": __version__, "input": source, **predictor.describe(),
         "cases": n_cases, "done": len(results), "complete": len(results) == n_cases,
         "ok": [r.case_id for r in results if r.ok],
+        "skipped": [r.case_id for r in results if r.skipped],
         "failed": {r.case_id: r.error for r in failed},
         "failures": [{"case_id": r.case_id, "file": r.file, "reason": r.error,
                       **({"traceback": r.traceback} if r.traceback else {})}
@@ -422,4 +466,4 @@ def write_summary(out: Path, predictor: Predictor, results: list[CaseResult], n_
         "seconds": {r.case_id: {k: round(v, 3) for k, v in r.seconds.items()} for r in results},
         "seconds_total": round(seconds, 3),
     }
-    write_text(out / "predict.json", json.dumps(summary, indent=2, default=str))
+    write_text(out / f"predict{tag}.json", json.dumps(summary, indent=2, default=str))

@@ -1,11 +1,13 @@
 """Dataset layouts, detected automatically, behind one lazy case index.
 
-Three layouts are read (DESIGN §3):
+These layouts are read:
 
 * **case folders** — ``DATA/<case>/cta.*``, ``ncct.*``, optional ``clot.*`` (any volume
-  format) or ``cta/`` / ``ncct/`` DICOM series folders. A single case folder works too.
+  format, or a 3D Slicer ``clot.seg.nrrd``) or ``cta/`` / ``ncct/`` DICOM series folders.
+  A single case folder works too.
 * **nnU-Net raw** — ``imagesTr/<case>_0000.*`` (CTA), ``<case>_0001.*`` (NCCT),
-  ``labelsTr/<case>.*``, ``dataset.json``; ``imagesTs/`` for cases without labels.
+  ``labelsTr/<case>.*``, ``dataset.json``; ``imagesTs/`` for cases without labels. The
+  channel numbers follow ``channel_names`` (:func:`nnunet_channels`).
 * **original research** — ``DL_vol_files/binary/<case>_CTA_Binary.npy``,
   ``<case>_NCCT_Reg_Binary.npy``, ``DL_seg_files/binary/<case>_seg_corrected_binary.npy``.
   Spacing is unknown there: 1 mm is assumed unless the caller gives one (with a warning).
@@ -23,10 +25,13 @@ from pathlib import Path
 
 from clotseg.errors import DatasetError
 from clotseg.io.readers import read_volume, strip_suffix, volume_suffix
+from clotseg.io.slicer import is_seg_nrrd, read_seg_nrrd, seg_stem
 from clotseg.io.volume import Volume
 
 MODALITIES = ("cta", "ncct")
-MASK_NAMES = ("clot", "mask", "seg", "label")
+#: Names of the mask file in a case folder (any volume format, or a 3D Slicer
+#: ``.seg.nrrd``; "segmentation" is the name Slicer gives a new segmentation).
+MASK_NAMES = ("clot", "mask", "seg", "label", "segmentation")
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,8 @@ class CaseRef:
             from clotseg.io.dicom import read_dicom_series
 
             return read_dicom_series(path, kind=which)
+        if is_seg_nrrd(path):  # 3D Slicer segmentation: its clot segment as 0/1
+            return read_seg_nrrd(path)
         return read_volume(path, spacing=self.spacing)
 
     def load(self, *, with_mask: bool = True) -> CaseVolumes:
@@ -158,9 +165,14 @@ def _modality_entry(folder: Path, name: str) -> Path | None:
             continue
         if p.is_dir() and p.name.lower() == name:
             hits.append(p)
-        elif p.is_file() and volume_suffix(p) and strip_suffix(p).lower() == name:
+        elif p.is_file() and volume_suffix(p) and _stem(p).lower() == name:
             hits.append(p)
     return sorted(hits)[0] if hits else None
+
+
+def _stem(path: Path) -> str:
+    """File name without its volume suffix; ``clot.seg.nrrd`` (3D Slicer) -> ``clot``."""
+    return seg_stem(path) if is_seg_nrrd(path) else strip_suffix(path)
 
 
 def _case_from_folder(folder: Path, case_id: str) -> CaseRef:
@@ -207,19 +219,8 @@ _NNUNET_RE = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
 
 
 def _discover_nnunet(root: Path) -> DatasetIndex:
-    problems = []
-    channels = {"0": "cta", "1": "ncct"}
-    dj = root / "dataset.json"
-    if dj.is_file():
-        try:
-            names = json.loads(dj.read_text()).get("channel_names", {})
-            lowered = {str(k): str(v).lower() for k, v in names.items()}
-            if lowered and not (("ncct" in lowered.get("1", "") or "non" in lowered.get("1", ""))
-                                or "cta" in lowered.get("0", "")):
-                problems.append(f"{dj}: channel_names {names} do not say which channel is CTA"
-                                " and which NCCT; assuming 0 = CTA, 1 = NCCT")
-        except (json.JSONDecodeError, AttributeError) as exc:
-            problems.append(f"{dj}: not valid JSON ({exc})")
+    problems: list[str] = []
+    channels = nnunet_channels(root / "dataset.json")
     cases: list[CaseRef] = []
     for images, labels in (("imagesTr", "labelsTr"), ("imagesTs", "labelsTs")):
         img_dir = root / images
@@ -235,16 +236,82 @@ def _discover_nnunet(root: Path) -> DatasetIndex:
                 continue
             ch = str(int(m["ch"]))
             if ch not in channels:
-                problems.append(f"{p}: unexpected channel {m['ch']} (only 0000=CTA, 0001=NCCT)")
+                if ch not in _other_channels(root / "dataset.json", channels):
+                    problems.append(f"{p}: unexpected channel {m['ch']} (dataset.json names "
+                                    f"only {_channel_text(channels)})")
                 continue
             found.setdefault(m["case"], {})[channels[ch]] = p
         for case_id, mods in sorted(found.items()):
             lab = _find_by_stem(root / labels, case_id)
-            missing = [f"{img_dir}/{case_id}_000{i}.*: missing {m.upper()} file"
-                       for i, m in enumerate(MODALITIES) if m not in mods]
+            number = {m: int(ch) for ch, m in channels.items()}
+            missing = [f"{img_dir}/{case_id}_{number[m]:04d}.*: missing {m.upper()} file"
+                       for m in MODALITIES if m not in mods]
             cases.append(CaseRef(case_id, mods.get("cta"), mods.get("ncct"), lab,
                                  problems=tuple(missing)))
     return DatasetIndex(root, "nnunet", cases, problems)
+
+
+#: How a channel name says which modality it is (lower case, whole words or parts).
+_CHANNEL_WORDS = {
+    "ncct": re.compile(r"ncct|non[- ]?contrast|noncon|plain|native|unenhanced|\bw/?o\b"),
+    "cta": re.compile(r"cta|angio"),
+}
+
+
+def _channel_kind(name: str) -> str | None:
+    """"cta", "ncct", "ct" (a bare CT channel) or None for a name that is neither."""
+    n = str(name).strip().lower()
+    for kind, words in _CHANNEL_WORDS.items():  # ncct first: "CTA w/o" is not a CTA
+        if words.search(n):
+            return kind
+    return "ct" if n in ("ct", "ct image", "ctimage") else None
+
+
+def nnunet_channels(dataset_json: Path) -> dict[str, str]:
+    """``{"0": "cta", "1": "ncct"}``: which nnU-Net channel number holds which modality,
+    from ``channel_names`` (``modality`` in older datasets) of ``dataset.json``.
+
+    Channels named CTA and NCCT are used by name, in any order. Two bare ``CT`` channels
+    (what nnU-Net users usually write) mean 0 = CTA, 1 = NCCT, clotseg's own order. Without
+    ``dataset.json`` that order is assumed too. Anything else is a :class:`DatasetError`
+    naming the file: a guess could silently swap the modalities.
+    """
+    default = {"0": "cta", "1": "ncct"}
+    if not dataset_json.is_file():
+        return default
+    try:
+        data = json.loads(dataset_json.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"{dataset_json}: not valid JSON ({exc})") from None
+    names = data.get("channel_names", data.get("modality")) if isinstance(data, dict) else None
+    hint = ('name the channels {"0": "CTA", "1": "NCCT"} (or "CT", "CT" for 0 = CTA, '
+            '1 = NCCT)')
+    if not isinstance(names, dict) or not names:
+        raise DatasetError(f"{dataset_json}: no channel_names, so which channel is the CTA "
+                           f"and which the NCCT is unknown; {hint}")
+    kinds = {str(int(k)) if str(k).isdigit() else str(k): _channel_kind(v)
+             for k, v in names.items()}
+    cta = [k for k, v in kinds.items() if v == "cta"]
+    ncct = [k for k, v in kinds.items() if v == "ncct"]
+    if len(cta) == 1 and len(ncct) == 1:
+        return {cta[0]: "cta", ncct[0]: "ncct"}
+    if sorted(kinds) == ["0", "1"] and all(v == "ct" for v in kinds.values()):
+        return default
+    raise DatasetError(f"{dataset_json}: channel_names {names} do not say which channel is "
+                       f"the CTA and which the NCCT; {hint}")
+
+
+def _other_channels(dataset_json: Path, used: dict[str, str]) -> set[str]:
+    """Channel numbers that dataset.json declares but clotseg does not use."""
+    try:
+        names = json.loads(dataset_json.read_text()).get("channel_names", {})
+        return {str(int(k)) for k in names} - set(used)
+    except (OSError, ValueError, AttributeError, TypeError):
+        return set()
+
+
+def _channel_text(channels: dict[str, str]) -> str:
+    return ", ".join(f"{int(k):04d}={v.upper()}" for k, v in sorted(channels.items()))
 
 
 def _find_by_stem(folder: Path, stem: str) -> Path | None:

@@ -57,7 +57,7 @@ def measure_case(case_id: str, mask: Volume, cta: Volume, ncct: Volume,
     """Measure every clot component of ``mask``; all three volumes on the CTA grid and
     ``prob`` (optional probability map) of the same shape."""
     _check_grids(case_id, mask, cta, ncct, prob)
-    labels, n = components(np.asarray(mask.array) > 0)
+    labels, n = component_labels(np.asarray(mask.array))
     if n == 0:
         return [_empty_row(case_id, prob)]
     midline = head_midline_x(ncct)
@@ -82,6 +82,20 @@ def measure_case(case_id: str, mask: Volume, cta: Volume, ncct: Volume,
     for k, row in enumerate(rows, start=1):
         row.update(case_id=case_id, component=k, n_components=n)
     return [{c: row[c] for c in CLOTS_CSV_COLUMNS} for row in rows]
+
+
+def component_labels(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """26-connected clot components of ``mask`` (non-zero voxels) numbered 1..n, largest
+    first (equal sizes in scan order): the numbering of ``clots.csv``'s ``component``,
+    also used for ``predict --labels`` masks."""
+    labels, n = components(np.asarray(mask) > 0)
+    if n < 2:
+        return labels, n
+    counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    rank = np.empty(n + 1, dtype=labels.dtype)
+    rank[0] = 0
+    rank[np.argsort(-counts, kind="stable") + 1] = np.arange(1, n + 1)
+    return rank[labels], n
 
 
 def _check_grids(case_id: str, mask: Volume, cta: Volume, ncct: Volume,

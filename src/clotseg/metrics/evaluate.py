@@ -249,7 +249,8 @@ def evaluate_dirs(pred_dir: str | Path, data: str | Path | DatasetIndex, out_csv
     predictions = find_predictions(pred_dir)
     known = {c.case_id for c in index.cases}
     extra = sorted(k for k in set(predictions) - known
-                   if not (k.endswith("_prob") and k[:-5] in known))  # probability maps
+                   if not (k.endswith("_prob") and k[:-5] in known)  # probability maps
+                   and not (k.endswith(".seg") and k[:-4] in known))  # predict --format seg.nrrd
     if extra:
         warnings.warn(f"{pred_dir}: {len(extra)} prediction(s) without a case in "
                       f"{index.root}: {', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''}",
