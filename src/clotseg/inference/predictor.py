@@ -146,11 +146,15 @@ class Predictor:
                     ) -> tuple[np.ndarray, Volume]:
         """Clot probability on the CTA grid (mean over runs) and the NCCT on that grid
         (aligned with the registration of a run's preprocessing, if it registers)."""
-        ncct_on_cta = ncct_on_cta_grid(cta, ncct, case_id)
+        # Resampled once: before inference only when a run works on the CTA grid itself,
+        # else after it, with the registration that the preprocessing found.
+        native = any(not m.spec.preprocess for m in self.members)
+        ncct_on_cta = ncct_on_cta_grid(cta, ncct, case_id) if native else None
         with self.threads():
             res = ensemble_probability(self.members, cta, ncct_on_cta, ncct, self.options,
                                        case_id)
-        if res.ncct_transform is not None:
+        if res.ncct_transform is not None or ncct_on_cta is None:
+            ncct_on_cta = None  # free it before the next full-size copy is made
             ncct_on_cta = ncct_on_cta_grid(cta, ncct, case_id, res.ncct_transform)
         return res.prob, ncct_on_cta
 
@@ -158,10 +162,28 @@ class Predictor:
         """Mask (uint8, on the CTA grid), probability and NCCT on the CTA grid."""
         prob, ncct_on_cta = self.probability(cta, ncct, case_id)
         p = self.post
-        mask = postprocess(prob, cta.spacing, threshold=p["threshold"],
-                           min_component_mm3=p["min_component_mm3"],
-                           keep_largest=p["keep_largest"])
+        # Post-processed inside the box of non-zero probability (the ROI, or less): what
+        # lies outside is 0 and stays 0, components inside are the same either way.
+        mask = np.zeros(prob.shape, np.uint8)
+        box = nonzero_box(prob)
+        if box is not None:
+            mask[box] = postprocess(prob[box], cta.spacing, threshold=p["threshold"],
+                                    min_component_mm3=p["min_component_mm3"],
+                                    keep_largest=p["keep_largest"])
         return Segmentation(Volume.on_grid(mask, cta.grid), prob, ncct_on_cta)
+
+
+def nonzero_box(arr: np.ndarray) -> tuple[slice, ...] | None:
+    """Index box (slices) of the non-zero voxels of ``arr``; None when all are zero.
+    Found from per-axis projections, without a list of voxels."""
+    nz = np.asarray(arr) != 0
+    box = []
+    for ax in range(nz.ndim):
+        hits = np.flatnonzero(nz.any(axis=tuple(a for a in range(nz.ndim) if a != ax)))
+        if hits.size == 0:
+            return None
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(box)
 
 
 def ncct_on_cta_grid(cta: Volume, ncct: Volume, case_id: str = "case",
