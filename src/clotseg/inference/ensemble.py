@@ -19,6 +19,7 @@ from clotseg.errors import ClotsegError
 from clotseg.inference.engine import predict_probabilities, prepare_model
 from clotseg.io.volume import Volume
 from clotseg.runs import ModelSpec
+from clotseg.timing import stage
 
 
 @dataclass
@@ -105,13 +106,16 @@ def _sum_on_grid(group: list[Member], cta: Volume, ncct: Volume, opts: Inference
     from clotseg.data.slabs import prepare_case
 
     windows = {k: tuple(v) for k, v in group[0].spec.windows.items()}
-    prep = prepare_case(case_id, cta, ncct, None, windows)
+    with stage("normalise"):
+        prep = prepare_case(case_id, cta, ncct, None, windows)
     total = np.zeros(cta.shape, dtype=np.float32)
     for m in group:
-        p = predict_probabilities(m.model, prep.image, slab=m.spec.slab,
-                                  pad_multiple=m.spec.pad_multiple, batch_size=opts.batch_size,
-                                  device=opts.device, tta=opts.tta, precision=opts.precision,
-                                  skip_empty=opts.skip_empty)
+        with stage("infer"):
+            p = predict_probabilities(m.model, prep.image, slab=m.spec.slab,
+                                      pad_multiple=m.spec.pad_multiple,
+                                      batch_size=opts.batch_size, device=opts.device,
+                                      tta=opts.tta, precision=opts.precision,
+                                      skip_empty=opts.skip_empty)
         total += prep.orientation.from_canonical(p)
     return total
 
@@ -144,9 +148,11 @@ def _add_preprocessed(total: np.ndarray, group: list[Member], cta: Volume, ncct:
         if not crop_grid(cta.grid, box).same_as(roi_cta.grid, atol_mm=1e-6):
             raise ClotsegError(f"case {case_id}: the preprocessed grid is not the crop box "
                                "of the CTA grid")
-        total[box.slices] += mean * len(group)
+        with stage("restore"):
+            total[box.slices] += mean * len(group)
         return info
-    back = restore_probability(roi_cta.with_array(mean), info)
+    with stage("restore"):
+        back = restore_probability(roi_cta.with_array(mean), info)
     if not back.grid.same_as(cta.grid):
         raise ClotsegError(f"case {case_id}: probability mapped back from the preprocessed "
                            f"grid is not on the CTA grid "

@@ -38,6 +38,7 @@ from clotseg.preprocess.resample import (
     resample_to_grid,
 )
 from clotseg.preprocess.roi import Box, crop, crop_grid, roi_box, uncrop
+from clotseg.timing import stage
 
 INFO_FORMAT = 1
 AIR_HU = -1000.0
@@ -140,26 +141,30 @@ def preprocess_case(cta: Volume, ncct: Volume, mask: Volume | None,
     g1 = cta.grid if settings.spacing is None else grid_with_spacing(
         cta.grid, spacing_for_grid(cta.grid, settings.spacing))
     resampled = not g1.same_as(cta.grid, atol_mm=1e-6)
-    box0 = roi_box(cta, mode=settings.roi, mask=mask, size_mm=settings.roi_size_mm,
-                   margin_mm=settings.roi_margin_mm)
+    with stage("roi"):
+        box0 = roi_box(cta, mode=settings.roi, mask=mask, size_mm=settings.roi_size_mm,
+                       margin_mm=settings.roi_margin_mm)
     box1 = box_on_grid(box0, cta.grid, g1) if resampled else box0
     final = crop_grid(g1, box1)
     # The NCCT is resampled straight onto what is kept (the ROI), never onto the whole
     # CTA grid first: at clinical size that would be a second full-resolution volume.
-    transform, reg_info, moved = _register(cta, ncct, settings, notes,
-                                           crop_grid(cta.grid, box0))
-    if resampled:
-        out_cta = resample_to_grid(cta, final, interpolation="linear", default_value=AIR_HU)
-        out_ncct = resample_to_grid(ncct, final, transform=transform, interpolation="linear",
-                                    default_value=AIR_HU)
-        out_mask = None if mask is None else resample_to_grid(mask, final,
-                                                              interpolation="label")
-    else:
-        out_cta = crop(cta, box0)
-        out_ncct = moved if moved.grid.same_as(out_cta.grid) else crop(moved, box0)
-        out_mask = None if mask is None else crop(mask.with_array(
-            (np.asarray(mask.array) > 0).astype(np.uint8)), box0)
-    coverage = _coverage(ncct, final, transform)
+    with stage("register"):
+        transform, reg_info, moved = _register(cta, ncct, settings, notes,
+                                               crop_grid(cta.grid, box0))
+    with stage("resample"):
+        if resampled:
+            out_cta = resample_to_grid(cta, final, interpolation="linear", default_value=AIR_HU)
+            out_ncct = resample_to_grid(ncct, final, transform=transform, interpolation="linear",
+                                        default_value=AIR_HU)
+            out_mask = None if mask is None else resample_to_grid(mask, final,
+                                                                  interpolation="label")
+        else:
+            out_cta = crop(cta, box0)
+            out_ncct = moved if moved.grid.same_as(out_cta.grid) else crop(moved, box0)
+            out_mask = None if mask is None else crop(mask.with_array(
+                (np.asarray(mask.array) > 0).astype(np.uint8)), box0)
+    with stage("register"):
+        coverage = _coverage(ncct, final, transform)
     if coverage < 0.95:
         notes.append(f"NCCT covers only {100 * coverage:.0f} % of the processed CTA region "
                      f"(the rest is filled with {AIR_HU:g} HU)")
