@@ -84,7 +84,7 @@ class RegistrationResult:
     transform: Any  # SimpleITK.Euler3DTransform
     metric_before: float
     metric_after: float
-    moved: Volume  # NCCT resampled onto the CTA grid with ``transform``
+    moved: Volume  # NCCT resampled with ``transform`` onto the CTA grid (or ``moved_grid``)
     alignment_ok: bool
     message: str
     alignment_before: dict = field(default_factory=dict)
