@@ -12,6 +12,19 @@ speed-up ≥ 2 at the same Dice.
     python benchmarks/predict_latency.py                          # fresh unet-original
     python benchmarks/predict_latency.py --run RUN --sizes small  # a trained run
     python benchmarks/predict_latency.py --precision fp32 bf16 --out result.json
+    python benchmarks/predict_latency.py --sizes clinical --out benchmarks/results/predict_latency_clinical_cpu.json
+
+``--sizes clinical`` is the real-size benchmark: one ``clotseg synth --size clinical`` case
+(512 × 512 × 280–400 CTA, 2.5–5 mm NCCT on its own, slightly moved grid), the default
+model (``unet-original`` base 16, 2.5D slab 3) in a run folder that repeats the default
+``clotseg preprocess`` (registration, automatic 120 mm ROI, no resampling), as ``predict``
+runs it, stage by stage (read, register, ROI, infer, restore, write, measure) with the
+peak resident memory of the process. Each path runs in a fresh process, so peaks do not
+mix. The plain baseline is the whole volume slice by slice, without ROI, fp32; its
+network part is timed on ``--baseline-slices`` evenly spread slices and scaled to all
+slices (the JSON says so), so the benchmark stays within minutes on two cores.
+nnU-Net v2 2d prediction of the same case is timed when ``nnunetv2`` is installed and a
+trained 2d model folder is given with ``--nnunet-model``; otherwise the JSON says why not.
 """
 
 from __future__ import annotations
@@ -32,7 +45,11 @@ from _output import emit  # benchmarks/_output.py (scripts: their folder is on s
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", nargs="+", default=["medium", "full"],
-                   choices=["small", "medium", "full"], help="phantom sizes (default medium full)")
+                   choices=["small", "medium", "full", "clinical"],
+                   help="phantom sizes (default medium full; clinical: see above)")
+    p.add_argument("--baseline-slices", type=int, default=12,
+                   help="clinical: slices the plain baseline's network is timed on")
+    p.add_argument("--nnunet-model", help="clinical: a trained nnU-Net v2 2d model folder")
     p.add_argument("--seed", type=int, default=7, help="phantom case seed")
     p.add_argument("--model", default="unet-original", help="registered model name")
     p.add_argument("--base", type=int, default=32, help="model width (32 = original size)")
@@ -194,6 +211,7 @@ def main(argv=None) -> int:
         tmp = Path(tmp_name)
         run = Path(args.run) if args.run else fresh_run(tmp / "run", args)
         spec = json.loads((run / "model.json").read_text())
+        sizes = [z for z in args.sizes if z != "clinical"]
         result = {
             "benchmark": "predict_latency", "device": device,
             "device_name": (torch.cuda.get_device_name(0) if device.startswith("cuda")
@@ -203,8 +221,15 @@ def main(argv=None) -> int:
             "slab": spec["slab"], "trained_run": bool(args.run),
             "baseline": "plain fp32 eager loop, one slice per forward pass",
             "load_average": [round(v, 2) for v in os.getloadavg()],
-            "cases": [measure_size(size, run, tmp, args, device) for size in args.sizes],
+            "cases": [measure_size(size, run, tmp, args, device) for size in sizes],
         }
+        if "clinical" in args.sizes:
+            from clinical import measure_clinical  # benchmarks/clinical.py
+
+            result["clinical"] = measure_clinical(tmp / "clinical", args, device)
+            if not sizes:
+                for key in ("model", "model_kwargs", "slab", "baseline", "cases"):
+                    result.pop(key, None)
     emit(result, args.out)
     return 0
 

@@ -70,6 +70,9 @@ def test_fold_ensemble_averages_and_prob_map_on_cta_grid(tmp_path, paint_run):
     assert (out / "case7.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((out / "predict.json").read_text())
     assert len(summary["runs"]) == 2 and summary["device"] == "cpu"
+    stages = summary["predict_stage_seconds"]["case7"]  # where the time of a case went
+    assert {"infer", "normalise", "postprocess", "ncct_on_cta"} <= set(stages)
+    assert sum(stages.values()) <= summary["seconds"]["case7"]["predict"] + 1e-3
 
 
 def test_post_processing_options_in_mm3(tmp_path, paint_run):

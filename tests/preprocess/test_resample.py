@@ -111,3 +111,24 @@ def test_unknown_interpolation_is_refused():
     vol = make_volume(np.eye(3))
     with pytest.raises(ValueError, match="unknown interpolation"):
         resample_to_grid(vol, vol.grid, interpolation="cubic")
+
+
+def test_block_mean_keeps_geometry_and_averages_blocks():
+    """Each block's mean sits at the block's centre: a linear ramp in patient space keeps
+    its value at every new voxel's physical position, in any orientation."""
+    from clotseg.preprocess.resample import block_mean
+
+    d = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    grid = Grid((9, 8, 5), (0.4, 0.45, 1.2), (3.0, -7.0, 11.0), tuple(d.ravel()))
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in grid.shape], indexing="ij"), -1)
+    pts = grid.index_to_physical(idx.reshape(-1, 3))
+    ramp = (pts @ np.array([0.3, -1.1, 0.7])).reshape(grid.shape)
+    out = block_mean(Volume.on_grid(ramp.astype(np.float32), grid), (1.0, 1.0, 1.0))
+    assert out.shape == (4, 4, 5) and out.spacing == (0.8, 0.9, 1.2)
+    assert out.array.dtype == np.float32
+    new = out.grid.index_to_physical(
+        np.stack(np.meshgrid(*[np.arange(n) for n in out.shape], indexing="ij"), -1
+                 ).reshape(-1, 3))
+    np.testing.assert_allclose(out.array.ravel(), new @ np.array([0.3, -1.1, 0.7]), atol=1e-4)
+    same = Volume.on_grid(ramp.astype(np.float32), grid)
+    assert block_mean(same, (0.5, 0.5, 0.5)) is same  # nothing to average

@@ -28,6 +28,9 @@ def test_two_epoch_run_writes_every_artifact(phantom_cohort, tmp_path, capsys):
     rows = read_rows(run)
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert all(0 <= float(r["val_dice"]) <= 1 and float(r["slices_per_s"]) > 0 for r in rows)
+    assert all(0 <= float(r["data_share"]) <= 1 for r in rows)  # time waiting for batches
+    summary = json.loads((run / "train.json").read_text())
+    assert summary["slices_per_s"] > 0 and 0 <= summary["data_share"] <= 1
     assert float(rows[1]["lr"]) < float(rows[0]["lr"])  # cosine decay
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["model"]["base"] == 4 and cfg["train"]["epochs"] == 2  # fully resolved

@@ -11,13 +11,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="number of cases (default 20)")
     parser.add_argument("--seed", type=int, default=0, metavar="S",
                         help="random seed; case k depends only on (seed, k) (default 0)")
-    parser.add_argument("--size", choices=["small", "medium", "full"], default="small",
+    parser.add_argument("--size", choices=["small", "medium", "full", "clinical"],
+                        default="small",
                         help="array size: small ≈ 96×96×48, medium ≈ 160×160×80, "
-                             "full ≈ 256×256×128 voxels (default small)")
+                             "full ≈ 256×256×128 voxels, clinical: a whole head at "
+                             "512×512×280-400 with a 2.5-5 mm NCCT (default small)")
     parser.add_argument("--unregistered", action="store_true",
                         help="give the NCCT its own grid and move it by a small rigid "
                              "transform (≤ 2 mm, ≤ 3°; saved in motion.json) to exercise "
-                             "`clotseg preprocess` registration")
+                             "`clotseg preprocess` registration (always so for "
+                             "--size clinical)")
     parser.add_argument("--shift", choices=["standard", "shifted"], default="standard",
                         help="imaging settings: 'shifted' images the same patients as another "
                              "scanner and protocol would (noise, blur, contrast timing, HU "
@@ -35,10 +38,16 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--cases must be at least 1 (got {args.cases})")
     if args.shift != "standard" and args.unregistered:
         raise UsageError("--shift shifted writes registered pairs; drop --unregistered")
+    if args.shift != "standard" and args.size == "clinical":
+        raise UsageError("--shift shifted is for the ROI sizes (small, medium, full), not "
+                         "--size clinical")
     from clotseg.synth import write_cohort
 
+    # A clinical pair is two acquisitions: the NCCT has its own (thick-slice) grid and
+    # the patient moved a little between them.
+    registered = not args.unregistered and args.size != "clinical"
     truth = write_cohort(args.out, args.cases, args.seed, args.size,
-                         registered=not args.unregistered, progress=not args.no_progress,
+                         registered=registered, progress=not args.no_progress,
                          shift=args.shift, suffix=f".{args.format}")
     print(f"wrote {args.cases} case(s) to {args.out}; ground truth in {truth}")
     return 0

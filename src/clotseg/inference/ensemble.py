@@ -19,6 +19,7 @@ from clotseg.errors import ClotsegError
 from clotseg.inference.engine import predict_probabilities, prepare_model
 from clotseg.io.volume import Volume
 from clotseg.runs import ModelSpec
+from clotseg.timing import stage
 
 
 @dataclass
@@ -83,13 +84,13 @@ class EnsembleOutput:
     ncct_transform: dict | None = None
 
 
-def ensemble_probability(members: list[Member], cta: Volume, ncct_on_cta: Volume,
+def ensemble_probability(members: list[Member], cta: Volume, ncct_on_cta: Volume | None,
                          ncct: Volume, opts: InferenceOptions, case_id: str = "case"
                          ) -> EnsembleOutput:
     """Mean clot probability of ``members`` on the CTA grid (stored array order).
 
-    ``ncct_on_cta`` is the NCCT on the CTA grid (used by runs without preprocessing);
-    ``ncct`` the original one (given to the preprocessing, which may register it).
+    ``ncct_on_cta`` is the NCCT on the CTA grid (needed by runs without preprocessing
+    only); ``ncct`` the original one (given to the preprocessing, which may register it).
     """
     total = np.zeros(cta.shape, dtype=np.float32)
     transform = None
@@ -98,10 +99,11 @@ def ensemble_probability(members: list[Member], cta: Volume, ncct_on_cta: Volume
         groups.setdefault(m.input_key, []).append(m)
     for group in groups.values():
         if group[0].spec.preprocess:
-            prob, info = _preprocessed_sum(group, cta, ncct, opts, case_id)
-            total += prob
+            info = _add_preprocessed(total, group, cta, ncct, opts, case_id)
             transform = transform or (info.get("registration") or {}).get("transform")
         else:
+            if ncct_on_cta is None:
+                raise ValueError("runs without preprocessing need the NCCT on the CTA grid")
             total += _sum_on_grid(group, cta, ncct_on_cta, opts, case_id)
     total /= len(members)
     return EnsembleOutput(total, transform)
@@ -113,35 +115,56 @@ def _sum_on_grid(group: list[Member], cta: Volume, ncct: Volume, opts: Inference
     from clotseg.data.slabs import prepare_case
 
     windows = {k: tuple(v) for k, v in group[0].spec.windows.items()}
-    prep = prepare_case(case_id, cta, ncct, None, windows)
+    with stage("normalise"):
+        prep = prepare_case(case_id, cta, ncct, None, windows)
     total = np.zeros(cta.shape, dtype=np.float32)
     for m in group:
-        p = predict_probabilities(m.model, prep.image, slab=m.spec.slab,
-                                  pad_multiple=m.spec.pad_multiple, batch_size=opts.batch_size,
-                                  device=opts.device, tta=opts.tta, precision=opts.precision,
-                                  skip_empty=opts.skip_empty)
+        with stage("infer"):
+            p = predict_probabilities(m.model, prep.image, slab=m.spec.slab,
+                                      pad_multiple=m.spec.pad_multiple,
+                                      batch_size=opts.batch_size, device=opts.device,
+                                      tta=opts.tta, precision=opts.precision,
+                                      skip_empty=opts.skip_empty)
         total += prep.orientation.from_canonical(p)
     return total
 
 
-def _preprocessed_sum(group: list[Member], cta: Volume, ncct: Volume, opts: InferenceOptions,
-                      case_id: str) -> tuple[np.ndarray, dict]:
-    """Sum of the group's probabilities computed on the preprocessed grid the runs were
-    trained on, mapped back onto the CTA grid; and the preprocessing record."""
+def _add_preprocessed(total: np.ndarray, group: list[Member], cta: Volume, ncct: Volume,
+                      opts: InferenceOptions, case_id: str) -> dict:
+    """Add the group's probabilities, computed on the preprocessed grid the runs were
+    trained on, into ``total`` on the CTA grid; returns the preprocessing record.
+
+    When the preprocessing only crops (no new spacing), the ROI's probabilities are added
+    into their box of the CTA grid by index arithmetic, with no full-size copy; otherwise
+    they are resampled back (:func:`restore_probability`)."""
     from clotseg.preprocess.pipeline import (
         PreprocessSettings,
         preprocess_case,
         restore_probability,
     )
+    from clotseg.preprocess.roi import Box, crop_grid
 
     settings = PreprocessSettings.from_dict(group[0].spec.preprocess)
     pre = preprocess_case(cta, ncct, None, settings)
+    roi_cta, roi_ncct, info = pre.cta, pre.ncct, pre.info
+    del pre
     # Mapped back as a mean (a probability in [0, 1], whatever the restore does at the
     # edges), then weighted by the group size again.
-    mean = _sum_on_grid(group, pre.cta, pre.ncct, opts, case_id) / len(group)
-    back = restore_probability(pre.cta.with_array(mean), pre.info)
+    mean = _sum_on_grid(group, roi_cta, roi_ncct, opts, case_id) / len(group)
+    del roi_ncct
+    if not info.get("resampled", True):
+        box = Box.from_dict(info["crop_box"])
+        if not crop_grid(cta.grid, box).same_as(roi_cta.grid, atol_mm=1e-6):
+            raise ClotsegError(f"case {case_id}: the preprocessed grid is not the crop box "
+                               "of the CTA grid")
+        with stage("restore"):
+            total[box.slices] += mean * len(group)
+        return info
+    with stage("restore"):
+        back = restore_probability(roi_cta.with_array(mean), info)
     if not back.grid.same_as(cta.grid):
         raise ClotsegError(f"case {case_id}: probability mapped back from the preprocessed "
                            f"grid is not on the CTA grid "
                            f"({'; '.join(back.grid.differences(cta.grid))})")
-    return np.asarray(back.array, dtype=np.float32) * len(group), pre.info
+    total += np.asarray(back.array, dtype=np.float32) * len(group)
+    return info

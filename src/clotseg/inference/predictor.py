@@ -30,6 +30,7 @@ from clotseg.inference.ensemble import InferenceOptions, Member, ensemble_probab
 from clotseg.inference.postprocess import postprocess
 from clotseg.io.atomic import atomic_path, write_text
 from clotseg.io.volume import Grid, Volume
+from clotseg.timing import collect, stage
 
 MASK_SUFFIX = ".nii.gz"
 
@@ -155,23 +156,35 @@ class Predictor:
                     ) -> tuple[np.ndarray, Volume]:
         """Clot probability on the CTA grid (mean over runs) and the NCCT on that grid
         (aligned with the registration of a run's preprocessing, if it registers)."""
-        ncct_on_cta = ncct_on_cta_grid(cta, ncct, case_id)
+        # Resampled once: before inference only when a run works on the CTA grid itself,
+        # else after it, with the registration that the preprocessing found.
+        native = any(not m.spec.preprocess for m in self.members)
+        with stage("ncct_on_cta"):
+            ncct_on_cta = ncct_on_cta_grid(cta, ncct, case_id) if native else None
         with self.threads():
             res = ensemble_probability(self.members, cta, ncct_on_cta, ncct, self.options,
                                        case_id)
-        if res.ncct_transform is not None:
-            ncct_on_cta = ncct_on_cta_grid(cta, ncct, case_id, res.ncct_transform)
+        if res.ncct_transform is not None or ncct_on_cta is None:
+            ncct_on_cta = None  # free it before the next full-size copy is made
+            with stage("ncct_on_cta"):
+                ncct_on_cta = ncct_on_cta_grid(cta, ncct, case_id, res.ncct_transform)
         return res.prob, ncct_on_cta
 
     def segment(self, cta: Volume, ncct: Volume, case_id: str = "case") -> Segmentation:
         """Mask (uint8, on the CTA grid), probability and NCCT on the CTA grid."""
         prob, ncct_on_cta = self.probability(cta, ncct, case_id)
         p = self.post
-        mask = postprocess(prob, cta.spacing, threshold=p["threshold"],
-                           min_component_mm3=p["min_component_mm3"],
-                           keep_largest=p["keep_largest"])
-        if self.component_filter is not None:
-            mask = self.component_filter.apply(mask, prob, cta.spacing)
+        # Post-processed inside the box of non-zero probability (the ROI, or less): what
+        # lies outside is 0 and stays 0, components inside are the same either way.
+        with stage("postprocess"):
+            mask = np.zeros(prob.shape, np.uint8)
+            box = nonzero_box(prob)
+            if box is not None:
+                mask[box] = postprocess(prob[box], cta.spacing, threshold=p["threshold"],
+                                        min_component_mm3=p["min_component_mm3"],
+                                        keep_largest=p["keep_largest"])
+            if box is not None and self.component_filter is not None:
+                mask[box] = self.component_filter.apply(mask[box], prob[box], cta.spacing)
         return Segmentation(Volume.on_grid(mask, cta.grid), prob, ncct_on_cta)
 
     @property
@@ -187,6 +200,19 @@ class Predictor:
         except (TypeError, ValueError) as exc:
             raise ClotsegError(f"{self.members[0].run}/model.json: invalid component_filter "
                                f"({exc})") from None
+
+
+def nonzero_box(arr: np.ndarray) -> tuple[slice, ...] | None:
+    """Index box (slices) of the non-zero voxels of ``arr``; None when all are zero.
+    Found from per-axis projections, without a list of voxels."""
+    nz = np.asarray(arr) != 0
+    box = []
+    for ax in range(nz.ndim):
+        hits = np.flatnonzero(nz.any(axis=tuple(a for a in range(nz.ndim) if a != ax)))
+        if hits.size == 0:
+            return None
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(box)
 
 
 def ncct_on_cta_grid(cta: Volume, ncct: Volume, case_id: str = "case",
@@ -268,6 +294,8 @@ class CaseResult:
     rows: list[dict] = field(default_factory=list)  # clots.csv rows
     patient: dict | None = None  # cases.csv row (the primary clot)
     seconds: dict[str, float] = field(default_factory=dict)
+    stages: dict[str, float] = field(default_factory=dict)  # inside "predict" (clotseg.timing)
+    stages_cpu: dict[str, float] = field(default_factory=dict)  # the same, CPU seconds
     mask: Volume | None = None  # kept in memory only when nothing is written
     prob: np.ndarray | None = None
     traceback: str | None = None  # for unexpected errors (a bug to report)
@@ -304,7 +332,7 @@ def predict_case(predictor: Predictor, case, out: Path | None, *, save_prob: boo
     Warnings raised on the way are kept in the result and repeated with the case's name.
     ``formats``/``labels``: see :mod:`clotseg.inference.outputs`."""
     res = CaseResult(case.case_id, ok=False)
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, collect(res.stages, res.stages_cpu):
         warnings.simplefilter("always")
         _predict_case(res, predictor, case, out, save_prob, preview, series,
                       {"formats": formats, "labels": labels})
@@ -318,7 +346,7 @@ def predict_case(predictor: Predictor, case, out: Path | None, *, save_prob: boo
 def _predict_case(res: CaseResult, predictor: Predictor, case, out: Path | None,
                   save_prob: bool, preview: bool, series: dict[str, str] | None,
                   masks: dict | None = None) -> None:
-    t = _Timer(res.seconds)
+    t = _Timer(res.seconds, res.stages_cpu)
     try:
         with t("read"):
             vols = load_case(case, series)
@@ -379,18 +407,21 @@ def _reason(exc: ClotsegError, case_id: str) -> tuple[str, str | None]:
 
 
 class _Timer:
-    """Adds the seconds of each named step into a dictionary."""
+    """Adds the seconds of each named step into a dictionary (and, with ``cpu``, the
+    process's CPU seconds into another)."""
 
-    def __init__(self, seconds: dict[str, float]):
-        self.seconds = seconds
+    def __init__(self, seconds: dict[str, float], cpu: dict[str, float] | None = None):
+        self.seconds, self.cpu = seconds, cpu
 
     @contextlib.contextmanager
     def __call__(self, step: str):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
             self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - t0
+            if self.cpu is not None:
+                self.cpu[step] = self.cpu.get(step, 0.0) + time.process_time() - c0
 
 
 def predict_cases(predictor: Predictor, cases, out: Path | None, *, save_prob: bool = False,
@@ -464,6 +495,8 @@ def write_summary(out: Path, predictor: Predictor, results: list[CaseResult], n_
                      for r in failed],
         "warnings": {r.case_id: r.warnings for r in results if r.warnings},
         "seconds": {r.case_id: {k: round(v, 3) for k, v in r.seconds.items()} for r in results},
+        "predict_stage_seconds": {r.case_id: {k: round(v, 3) for k, v in r.stages.items()}
+                                  for r in results},
         "seconds_total": round(seconds, 3),
     }
     write_text(out / f"predict{tag}.json", json.dumps(summary, indent=2, default=str))

@@ -57,14 +57,19 @@ def measure_case(case_id: str, mask: Volume, cta: Volume, ncct: Volume,
     """Measure every clot component of ``mask``; all three volumes on the CTA grid and
     ``prob`` (optional probability map) of the same shape."""
     _check_grids(case_id, mask, cta, ncct, prob)
-    labels, n = component_labels(np.asarray(mask.array))
-    if n == 0:
+    # Components are labelled inside the mask's bounding box only (a clinical scan is
+    # 100 million voxels, a clot a few hundred); ``offset`` maps back to the full grid.
+    any_clot = np.asarray(mask.array) > 0
+    bbox = _bounding_box(any_clot)
+    if bbox is None:
         return [_empty_row(case_id, prob)]
+    offset = np.array([s.start for s in bbox])
+    labels, n = component_labels(any_clot[bbox])  # numbered largest first
     midline = head_midline_x(ncct)
-    any_clot = labels > 0
     rows = []
-    for k, box in enumerate(ndimage.find_objects(labels), start=1):
-        local = labels[box] == k
+    for k, local_box in enumerate(ndimage.find_objects(labels), start=1):
+        local = labels[local_box] == k
+        box = tuple(slice(s.start + o, s.stop + o) for s, o in zip(local_box, offset))
         index = np.argwhere(local) + [s.start for s in box]
         row = _measure_component(local, np.asarray(cta.array[box][local], dtype=np.float64),
                                  np.asarray(ncct.array[box][local], dtype=np.float64), cta)
@@ -96,6 +101,18 @@ def component_labels(mask: np.ndarray) -> tuple[np.ndarray, int]:
     rank[0] = 0
     rank[np.argsort(-counts, kind="stable") + 1] = np.arange(1, n + 1)
     return rank[labels], n
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """Slices of the bounding box of a bool array's True voxels (None when there are none),
+    from per-axis projections."""
+    box = []
+    for ax in range(mask.ndim):
+        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != ax)))
+        if hits.size == 0:
+            return None
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(box)
 
 
 def _check_grids(case_id: str, mask: Volume, cta: Volume, ncct: Volume,

@@ -23,7 +23,7 @@ from scipy import ndimage
 from clotseg.inference.postprocess import components
 from clotseg.io.volume import Volume
 from clotseg.measure.centreline import centreline_length_mm
-from clotseg.measure.clots import NAN, PERVIOUS_HU
+from clotseg.measure.clots import NAN, PERVIOUS_HU, _bounding_box
 
 #: Components closer than this (mm, surface to surface) to the primary clot belong to it.
 FRAGMENT_GAP_MM = 10.0
@@ -39,7 +39,9 @@ def summarise_patient(case_id: str, mask: Volume, cta: Volume, ncct: Volume,
                       prob: np.ndarray | None = None) -> dict:
     """One ``cases.csv`` row for ``mask`` (all volumes on the CTA grid, as for
     :func:`clotseg.measure.clots.measure_case`)."""
-    labels, n = components(np.asarray(mask.array) > 0)
+    any_clot = np.asarray(mask.array) > 0
+    bbox = _bounding_box(any_clot)  # work inside the mask's box: a whole head is 100 M voxels
+    labels, n = components(any_clot[bbox]) if bbox is not None else (None, 0)
     row = dict.fromkeys(PATIENT_CSV_COLUMNS, NAN)
     row.update(case_id=case_id, has_clot=n > 0, n_components=n)
     if n == 0:
@@ -50,7 +52,8 @@ def summarise_patient(case_id: str, mask: Volume, cta: Volume, ncct: Volume,
     ids = np.arange(1, n + 1)
     sizes = ndimage.sum_labels(np.ones(labels.shape, np.uint8), labels, ids)
     if prob is not None:
-        peak = ndimage.maximum(np.asarray(prob, dtype=np.float32), labels, ids)
+        peak = ndimage.maximum(np.asarray(np.asarray(prob)[bbox], dtype=np.float32), labels,
+                               ids)
         primary = int(ids[np.lexsort((sizes, peak))[-1]])  # most probable, then largest
     else:
         peak = np.full(n, NAN)
@@ -58,12 +61,13 @@ def summarise_patient(case_id: str, mask: Volume, cta: Volume, ncct: Volume,
     boxes = ndimage.find_objects(labels)
     members = fragments_of(labels, boxes, primary, mask.spacing, FRAGMENT_GAP_MM)
     clot = np.isin(labels, members)
-    cta_hu = np.asarray(cta.array, dtype=np.float64)[clot]
-    ncct_hu = np.asarray(ncct.array, dtype=np.float64)[clot]
+    cta_hu = np.asarray(cta.array[bbox], dtype=np.float64)[clot]
+    ncct_hu = np.asarray(ncct.array[bbox], dtype=np.float64)[clot]
     length = sum(centreline_length_mm(labels[boxes[k - 1]] == k, mask.spacing)
                  for k in members)
     delta = float(cta_hu.mean() - ncct_hu.mean())
-    centroid = cta.grid.index_to_physical(np.argwhere(clot).mean(axis=0))[0]
+    offset = np.array([sl.start for sl in bbox])
+    centroid = cta.grid.index_to_physical(np.argwhere(clot).mean(axis=0) + offset)[0]
     others = [k for k in ids if k not in members]
     row.update(clot_fragments=len(members), volume_mm3=float(clot.sum() * mask.voxel_volume),
                length_mm=float(length), ncct_mean_hu=float(ncct_hu.mean()),

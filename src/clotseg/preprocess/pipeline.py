@@ -38,6 +38,7 @@ from clotseg.preprocess.resample import (
     resample_to_grid,
 )
 from clotseg.preprocess.roi import Box, crop, crop_grid, roi_box, uncrop
+from clotseg.timing import stage
 
 INFO_FORMAT = 1
 AIR_HU = -1000.0
@@ -137,26 +138,33 @@ def preprocess_case(cta: Volume, ncct: Volume, mask: Volume | None,
     settings = settings or PreprocessSettings()
     notes: list[str] = []
     _check_inputs(cta, ncct, mask)
-    transform, reg_info, moved = _register(cta, ncct, settings, notes)
     g1 = cta.grid if settings.spacing is None else grid_with_spacing(
         cta.grid, spacing_for_grid(cta.grid, settings.spacing))
     resampled = not g1.same_as(cta.grid, atol_mm=1e-6)
-    box0 = roi_box(cta, mode=settings.roi, mask=mask, size_mm=settings.roi_size_mm,
-                   margin_mm=settings.roi_margin_mm)
+    with stage("roi"):
+        box0 = roi_box(cta, mode=settings.roi, mask=mask, size_mm=settings.roi_size_mm,
+                       margin_mm=settings.roi_margin_mm)
     box1 = box_on_grid(box0, cta.grid, g1) if resampled else box0
     final = crop_grid(g1, box1)
-    if resampled:
-        out_cta = resample_to_grid(cta, final, interpolation="linear", default_value=AIR_HU)
-        out_ncct = resample_to_grid(ncct, final, transform=transform, interpolation="linear",
-                                    default_value=AIR_HU)
-        out_mask = None if mask is None else resample_to_grid(mask, final,
-                                                              interpolation="label")
-    else:
-        out_cta = crop(cta, box0)
-        out_ncct = crop(moved, box0)
-        out_mask = None if mask is None else crop(mask.with_array(
-            (np.asarray(mask.array) > 0).astype(np.uint8)), box0)
-    coverage = _coverage(ncct, final, transform)
+    # The NCCT is resampled straight onto what is kept (the ROI), never onto the whole
+    # CTA grid first: at clinical size that would be a second full-resolution volume.
+    with stage("register"):
+        transform, reg_info, moved = _register(cta, ncct, settings, notes,
+                                               crop_grid(cta.grid, box0))
+    with stage("resample"):
+        if resampled:
+            out_cta = resample_to_grid(cta, final, interpolation="linear", default_value=AIR_HU)
+            out_ncct = resample_to_grid(ncct, final, transform=transform, interpolation="linear",
+                                        default_value=AIR_HU)
+            out_mask = None if mask is None else resample_to_grid(mask, final,
+                                                                  interpolation="label")
+        else:
+            out_cta = crop(cta, box0)
+            out_ncct = moved if moved.grid.same_as(out_cta.grid) else crop(moved, box0)
+            out_mask = None if mask is None else crop(mask.with_array(
+                (np.asarray(mask.array) > 0).astype(np.uint8)), box0)
+    with stage("register"):
+        coverage = _coverage(ncct, final, transform)
     if coverage < 0.95:
         notes.append(f"NCCT covers only {100 * coverage:.0f} % of the processed CTA region "
                      f"(the rest is filled with {AIR_HU:g} HU)")
@@ -196,17 +204,20 @@ def _check_inputs(cta: Volume, ncct: Volume, mask: Volume | None) -> None:
                            + "); the mask must be drawn on the CTA")
 
 
-def _register(cta: Volume, ncct: Volume, settings: PreprocessSettings, notes: list[str]):
-    """(transform or None, registration info or None, NCCT on the CTA grid)."""
+def _register(cta: Volume, ncct: Volume, settings: PreprocessSettings, notes: list[str],
+              target: Grid | None = None):
+    """(transform or None, registration info or None, NCCT on ``target``: a part of the
+    CTA grid, default all of it)."""
+    target = target or cta.grid
     if not settings.register:
         if ncct.grid.same_as(cta.grid):
             return None, None, ncct
-        moved = resample_to_grid(ncct, cta.grid, interpolation="linear", default_value=AIR_HU)
+        moved = resample_to_grid(ncct, target, interpolation="linear", default_value=AIR_HU)
         return None, None, moved
     from clotseg.preprocess.register import register_rigid
 
     try:
-        res = register_rigid(cta, ncct, warn=False)
+        res = register_rigid(cta, ncct, warn=False, moved_grid=target)
     except ValueError as exc:
         raise ClotsegError(str(exc)) from None
     if not res.alignment_ok:

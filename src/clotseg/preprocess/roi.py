@@ -187,10 +187,13 @@ def find_circle_of_willis(cta: Volume) -> np.ndarray:
     Falls back to the centre of the head with a warning when no contrast-filled vessel is
     found (e.g. an NCCT given as CTA).
     """
-    from clotseg.preprocess.resample import resample_to_grid
+    from clotseg.preprocess.resample import block_mean, resample_to_grid
 
     grid = _lps_work_grid(cta.grid)
-    coarse = resample_to_grid(cta.with_array(np.asarray(cta.array, dtype=np.float32)), grid,
+    # Block-averaged first (to about half the working spacing): a clinical CTA is never
+    # copied as a whole in float.
+    fine = block_mean(cta, np.full(3, WORK_SPACING_MM / 2))
+    coarse = resample_to_grid(fine.with_array(np.asarray(fine.array, dtype=np.float32)), grid,
                               default_value=-1000.0)
     hu = np.asarray(coarse.array, dtype=np.float32)
     head = _largest_component(hu > HEAD_HU)

@@ -24,7 +24,7 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from clotseg.io.volume import Grid, Volume
-from clotseg.synth import anatomy
+from clotseg.synth import anatomy, large
 from clotseg.synth.anatomy import Head, SampledTree
 
 #: Array shape (L-R, P-A, S-I, before the storage permutation) and spacing ranges (mm)
@@ -37,6 +37,12 @@ SIZES: dict[str, dict] = {
     "small": {"shape": (96, 96, 48), "inplane": (0.6, 0.75), "slice": (0.9, 1.3)},
     "medium": {"shape": (160, 160, 80), "inplane": (0.45, 0.6), "slice": (0.6, 1.0)},
     "full": {"shape": (256, 256, 128), "inplane": (0.4, 1.0), "slice": (0.5, 2.5)},
+    # A whole head as a scanner reconstructs it: 512 × 512 axial slices of 0.40–0.50 mm,
+    # 280–400 thin slices of 0.5–0.625 mm from the vertex down below the skull base, and
+    # an NCCT of 2.5–5 mm slices on its own grid (clotseg.synth.large renders it).
+    "clinical": {"shape": (512, 512, 400), "inplane": (0.40, 0.50), "slice": (0.5, 0.625),
+                 "slices": (280, 400), "coverage_mm": (175.0, 215.0), "axial": True,
+                 "ncct_thickness_mm": (2.5, 5.0)},
 }
 
 #: Values of :attr:`SynthCase.labels`.
@@ -98,15 +104,18 @@ def case_seed(seed: int, index: int) -> int:
 
 
 def make_case(seed: int, size: str = "small", *, registered: bool = True,
-              clot: bool | None = None) -> SynthCase:
+              clot: bool | None = None, ncct_thickness_mm: float | None = None) -> SynthCase:
     """Generate one synthetic patient, bit-for-bit deterministic in ``seed``.
 
     ``clot=None`` draws a clot-free case with probability 0.15; True/False forces it.
     ``registered=False`` gives the NCCT its own grid and moves its anatomy by a rigid
     transform (≤ 2 mm, ≤ 3°) recorded in ``truth["ncct_motion"]``; the CTA, mask and
     truth are the same as for ``registered=True``.
+    ``ncct_thickness_mm`` reconstructs the NCCT at thick slices on its own grid (the
+    ``clinical`` size draws 2.5–5 mm; see :func:`render_case`).
     """
-    return render_case(plan_case(seed, size, clot=clot), registered=registered)
+    return render_case(plan_case(seed, size, clot=clot), registered=registered,
+                       ncct_thickness_mm=ncct_thickness_mm)
 
 
 # --- Planning --------------------------------------------------------------------------
@@ -153,6 +162,8 @@ def plan_case(seed: int, size: str = "small", *, clot: bool | None = None) -> Ca
                "pituitary_hu": float(r_img.uniform(60, 140)),
                "streaks": [_draw_streaks(r_img) for _ in range(3)],
                "noise_seeds": r_img.integers(0, 2**63 - 1, 3)}
+    if "ncct_thickness_mm" in SIZES[size]:
+        imaging["ncct_thickness_mm"] = round(float(r_img.uniform(*SIZES[size]["ncct_thickness_mm"])), 3)
     return CasePlan(int(seed), size, tree, variant, head, sleeves, pose, centre, grid, ncct_grid, motion,
                     values, flow, clots, gaps, plaques, imaging)
 
@@ -337,7 +348,8 @@ def _draw_grid(rng: np.random.Generator, size: str, pose: np.ndarray, centre: np
                ) -> Grid:
     """Random spacing, storage orientation, gantry tilt and ROI position."""
     spec = SIZES[size]
-    direction = _STORAGE[int(rng.integers(len(_STORAGE)))]
+    storage = _STORAGE[:4] if spec.get("axial") else _STORAGE  # scanners store axial slices
+    direction = storage[int(rng.integers(len(storage)))]
     tilt = Rotation.from_euler("x", rng.uniform(-12, 12) if rng.random() < 0.4 else 0.0,
                                degrees=True).as_matrix()
     wobble = Rotation.from_rotvec(rng.normal(0, np.deg2rad(1.5), 3) * (rng.random() < 0.3))
@@ -349,9 +361,17 @@ def _draw_grid(rng: np.random.Generator, size: str, pose: np.ndarray, centre: np
         spacing[a] = slice_ if patient_axis == 2 else inplane
         n = spec["shape"][patient_axis]
         shape[a] = n + int(rng.integers(-4, 5)) if patient_axis < 2 else min(n, round(200 / slice_))
+        if "slices" in spec:  # a scanner's matrix, and the slices to cover the head
+            shape[a] = n if patient_axis < 2 else int(np.clip(
+                round(rng.uniform(*spec["coverage_mm"]) / slice_), *spec["slices"]))
     spacing = np.round(spacing, 4)
     # ROI centred near the Circle of Willis, a little below it (siphon and basilar).
     roi = pose @ (np.array([0.0, 2.0, -6.0]) + rng.normal(0, 2.5, 3)) + centre
+    if "slices" in spec:  # the whole head: centred in-plane, from just above the vertex
+        length = spacing * (shape - 1)
+        extent_z = float(np.abs(direction @ length)[2])
+        top = 112.0 + rng.uniform(0.0, 6.0)
+        roi = pose @ np.array([rng.normal(0, 3), 6.0 + rng.normal(0, 3), top - extent_z / 2]) + centre
     origin = roi - direction @ (spacing * (shape - 1) / 2.0)
     return Grid(tuple(int(s) for s in shape), tuple(float(s) for s in spacing),
                 tuple(float(v) for v in origin), tuple(float(v) for v in direction.ravel()))
@@ -402,29 +422,82 @@ def _draw_motion(rng: np.random.Generator, centre: np.ndarray) -> dict:
 # --- Rendering -------------------------------------------------------------------------
 
 
-def render_case(plan: CasePlan, *, registered: bool = True) -> SynthCase:
-    """Sample a plan on its grids: CTA, NCCT (aligned or moved), mask, labels, truth."""
+def render_case(plan: CasePlan, *, registered: bool = True,
+                ncct_thickness_mm: float | None = None) -> SynthCase:
+    """Sample a plan on its grids: CTA, NCCT (aligned or moved), mask, labels, truth.
+
+    ``ncct_thickness_mm`` (default: the plan's own, drawn for the ``clinical`` size) puts
+    the NCCT on its own grid of thick slices, each the mean of thin sub-slices as a
+    scanner reconstructs them: the CTA's grid (``registered``) or the moved NCCT grid.
+    """
     grid, img = plan.grid, plan.imaging
+    thickness = img.get("ncct_thickness_mm") if ncct_thickness_mm is None else ncct_thickness_mm
     seeds = img["noise_seeds"]
-    cta, ncct, clot_occ, labels = _render(plan, grid, np.eye(4), img["streaks"][:2])
+    cta, ncct, clot_occ, labels = _render_on(plan, grid, np.eye(4), img["streaks"][:2])
     sigma = _noise_sigma(grid)
     cta = _finish(cta, grid, img["psf_mm"], sigma * img["noise_scale"][0], seeds[0])
-    ncct = _finish(ncct, grid, img["psf_mm"], sigma * img["noise_scale"][1], seeds[1])
     mask = (clot_occ >= 0.5) & (labels != LABELS["calcification"])
+    del clot_occ
+    if thickness is None:
+        ncct = _finish(ncct, grid, img["psf_mm"], sigma * img["noise_scale"][1], seeds[1])
+        ncct_vol = Volume.on_grid(ncct, grid)
+    else:  # the thin NCCT on the CTA grid is only needed for the truth, at the clot
+        ncct = _finish_near(ncct, mask, grid, img["psf_mm"], sigma * img["noise_scale"][1],
+                            seeds[1])
     truth = _truth(plan, cta, ncct, mask, sigma)
-    ncct_vol = Volume.on_grid(ncct, grid)
-    if not registered:
-        g = plan.ncct_grid
-        m = np.asarray(plan.motion["cta_to_ncct"])
-        _, moved, _, _ = _render(plan, g, np.linalg.inv(m), [img["streaks"][2]] * 2,
-                                 ncct_only=True)
+    del ncct
+    if not registered or thickness is not None:
+        g = plan.ncct_grid if not registered else grid
+        to_cta = np.linalg.inv(np.asarray(plan.motion["cta_to_ncct"])) if not registered \
+            else np.eye(4)
+        streaks = [img["streaks"][2]] * 2 if not registered else img["streaks"][:2]
+        seed = seeds[2] if not registered else seeds[1]
+        if thickness is not None:
+            g = large.thick_grid(g, float(thickness))
+            thin, k = large.subslice_grid(g)
+            _, moved, _, _ = _render_on(plan, thin, to_cta, streaks, ncct_only=True, k=k)
+            truth["ncct_thickness_mm"] = float(thickness)
+        else:
+            _, moved, _, _ = _render(plan, g, to_cta, streaks, ncct_only=True)
         ncct_vol = Volume.on_grid(_finish(moved, g, img["psf_mm"],
-                                          _noise_sigma(g) * img["noise_scale"][1], seeds[2]), g)
-        truth["ncct_motion"] = plan.motion
+                                          _noise_sigma(g) * img["noise_scale"][1], seed,
+                                          slab_averaged=thickness is not None), g)
+        if not registered:
+            truth["ncct_motion"] = plan.motion
     truth["registered"] = registered
     return SynthCase(Volume.on_grid(cta, grid), ncct_vol,
                      Volume.on_grid(mask.astype(np.uint8), grid), truth,
                      Volume.on_grid(labels, grid))
+
+
+def _render_on(plan: CasePlan, grid: Grid, to_cta: np.ndarray, streaks: list[dict],
+               ncct_only: bool = False, k: int = 1):
+    """:func:`_render`, or for grids of clinical size a coarse render plus full resolution
+    around the vessel tree (:mod:`clotseg.synth.large`). ``k > 1``: ``grid`` holds thin
+    sub-slices and the NCCT returned is the mean of every ``k`` (thick slices)."""
+    if not large.is_large(grid):
+        out = _render(plan, grid, to_cta, streaks, ncct_only)
+        if k == 1:
+            return out
+        return out[0], large.slab_average(out[1], grid.axial_axis(), k), out[2], out[3]
+    tree = np.vstack(plan.tree.points) @ plan.pose.T + plan.centre  # CTA LPS
+    inv = np.linalg.inv(to_cta)
+    points = tree @ inv[:3, :3].T + inv[:3, 3]
+    return large.render_large(lambda g: _render(plan, g, to_cta, streaks, ncct_only), grid,
+                              points, ncct_only, k)
+
+
+def _finish_near(hu: np.ndarray, mask: np.ndarray, grid: Grid, psf_mm: float, sigma: float,
+                 seed) -> np.ndarray:
+    """``hu`` with :func:`_finish` applied around ``mask`` only (what the truth reads)."""
+    if not mask.any():
+        return hu
+    idx = np.argwhere(mask)
+    lo = np.maximum(idx.min(0) - 8, 0)
+    hi = np.minimum(idx.max(0) + 9, grid.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    hu[box] = _finish(hu[box], large.sub_grid(grid, lo, hi), psf_mm, sigma, seed)
+    return hu
 
 
 def _noise_sigma(grid: Grid) -> float:
@@ -541,16 +614,20 @@ def _add_streaks(out: np.ndarray, plan: CasePlan, grid: Grid, to_cta: np.ndarray
     out += phys.smooth(field) * weight
 
 
-def _finish(hu: np.ndarray, grid: Grid, psf_mm: float, sigma: float, seed) -> np.ndarray:
-    """Scanner blur (PSF plus slice profile), correlated noise, integer HU."""
+def _finish(hu: np.ndarray, grid: Grid, psf_mm: float, sigma: float, seed,
+            slab_averaged: bool = False) -> np.ndarray:
+    """Scanner blur (PSF plus slice profile), correlated noise, integer HU.
+    ``slab_averaged``: the slice profile is already in ``hu`` (thick slices made from
+    sub-slices), only the PSF remains."""
     sp = np.asarray(grid.spacing)
     ax = grid.axial_axis()
     inplane = float(min(sp))
     blur_mm = np.full(3, psf_mm)
     # The slice profile: a box of the slice thickness (σ = t/√12) beyond what the
     # partial-volume edges (one in-plane voxel) already account for.
-    blur_mm[ax] = np.sqrt(psf_mm**2 + max(sp[ax] ** 2 - inplane**2, 0.0) / 12.0)
-    out = ndimage.gaussian_filter(hu.astype(np.float32), blur_mm / sp, truncate=3.0)
+    if not slab_averaged:
+        blur_mm[ax] = np.sqrt(psf_mm**2 + max(sp[ax] ** 2 - inplane**2, 0.0) / 12.0)
+    out = ndimage.gaussian_filter(hu.astype(np.float32, copy=False), blur_mm / sp, truncate=3.0)
     out += _correlated_noise(grid.shape, ax, sigma, seed)
     return np.clip(np.round(out), -1024, 3071).astype(np.int16)  # scanners store integer HU
 

@@ -13,13 +13,15 @@ from pathlib import Path
 
 from clotseg.io.atomic import write_bytes, write_text
 
-COLUMNS = ["epoch", "train_loss", "val_dice", "lr", "seconds", "slices_per_s", "best"]
+COLUMNS = ["epoch", "train_loss", "val_dice", "lr", "seconds", "slices_per_s", "data_share",
+           "best"]
 
 
 def write_metrics(path: Path, rows: list[dict]) -> None:
     """One row per epoch: ``epoch`` (1-based), mean training loss, mean 3D validation Dice
     per patient, learning rate at the end of the epoch, wall seconds (training and
-    validation), training slices per second (all processes), whether it was the best."""
+    validation), training slices per second (all processes), the share of the training
+    time spent waiting for batches (``data_share``), whether it was the best."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, COLUMNS, extrasaction="ignore", lineterminator="\n")
     w.writeheader()

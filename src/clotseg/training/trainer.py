@@ -352,12 +352,16 @@ def _train(data, run: Path, cfg: Config, resume: bool, npy_spacing, progress: bo
     clock = _Clock(cfg.train.time_limit_min, t_start, sched.progress,
                    2 if cfg.train.tune_postprocess else 1)  # tuning + filter: one more pass
     stopped = "epochs"
+    total_train_s = total_data_s = 0.0  # this session's training time and data wait
+    total_slices = 0
     for epoch in range(st.epoch, cfg.train.epochs):
         t0 = time.perf_counter()
-        train_loss, n_slices, timed_out = _train_epoch(
+        train_loss, n_slices, timed_out, data_s = _train_epoch(
             step_net, model, factory, optim, sched, loss_fn, cfg, device, info, epoch, clock,
             progress)
         t_train = time.perf_counter() - t0
+        total_train_s, total_data_s, total_slices = (total_train_s + t_train,
+                                                     total_data_s + data_s, total_slices + n_slices)
         t_val = time.perf_counter()
         dice = validate(model, val_cases, cfg, device, info)
         clock.val_s = time.perf_counter() - t_val
@@ -368,7 +372,8 @@ def _train(data, run: Path, cfg: Config, resume: bool, npy_spacing, progress: bo
         secs = time.perf_counter() - t0
         rows.append({"epoch": epoch + 1, "train_loss": train_loss, "val_dice": dice,
                      "lr": optim.param_groups[0]["lr"], "seconds": secs,
-                     "slices_per_s": n_slices / max(t_train, 1e-9), "best": improved})
+                     "slices_per_s": n_slices / max(t_train, 1e-9),
+                     "data_share": data_s / max(t_train, 1e-9), "best": improved})
         if info.main:
             payload = _payload(model, optim, sched, st, spec, cfg, epoch, dice)
             save_checkpoint(run / CHECKPOINTS / "last.pt", payload)
@@ -378,7 +383,8 @@ def _train(data, run: Path, cfg: Config, resume: bool, npy_spacing, progress: bo
             plot_curves(run / "curves.png", rows)
             line = (f"epoch {epoch + 1}/{cfg.train.epochs}: loss {train_loss:.4f}  val Dice "
                     f"{dice:.3f}{'  (best)' if improved else ''}  lr {rows[-1]['lr']:.2e}  "
-                    f"{rows[-1]['slices_per_s']:.0f} slices/s  {secs:.0f} s")
+                    f"{rows[-1]['slices_per_s']:.0f} slices/s ("
+                    f"{100 * rows[-1]['data_share']:.0f} % waiting for data)  {secs:.0f} s")
             log.write(line)
             if progress:
                 print(line, flush=True)
@@ -399,7 +405,10 @@ def _train(data, run: Path, cfg: Config, resume: bool, npy_spacing, progress: bo
         write_text(run / "train.json", json.dumps({
             "best_val_dice": st.best, "best_epoch": st.best_epoch + 1, "epochs_done": len(rows),
             "seconds": elapsed, "stopped": stopped, "device": str(device),
-            "world_size": info.world, "batches": mode, "n_train": len(train_cases),
+            "world_size": info.world, "batches": mode,
+            "slices_per_s": round(total_slices / max(total_train_s, 1e-9), 2),
+            "data_share": round(total_data_s / max(total_train_s, 1e-9), 4),
+            "n_train": len(train_cases),
             "n_val": len(val_cases), "n_test": len(splits["test"]),
             "data": str(Path(data).resolve()),
             "postprocess": tuned.to_dict() if tuned else None,
@@ -474,8 +483,11 @@ def train_step(step_net, model, x: torch.Tensor, y: torch.Tensor, optim, loss_fn
 
 def _train_epoch(step_net, model, factory: BatchFactory, optim, sched: LRSchedule, loss_fn,
                  cfg: Config, device, info: D.DistInfo, epoch: int, clock: _Clock,
-                 progress: bool) -> tuple[float, int, bool]:
-    """One epoch of optimisation; returns (mean loss over ranks, slices, stopped early)."""
+                 progress: bool) -> tuple[float, int, bool, float]:
+    """One epoch of optimisation; returns (mean loss over ranks, slices, stopped early,
+    seconds spent waiting for batches: the data path's share of the epoch, as far as the
+    host sees it; on a GPU steps run asynchronously, so a slow data path shows here
+    while a fast one hides behind queued steps)."""
     t = cfg.train
     seeds = [batch_seed(t.seed, epoch, info.rank, s) for s in range(t.steps_per_epoch)]
     torch.manual_seed(batch_seed(t.seed, epoch, info.rank, t.steps_per_epoch))  # dropout
@@ -492,8 +504,10 @@ def _train_epoch(step_net, model, factory: BatchFactory, optim, sched: LRSchedul
     # GPU is not synchronised after every step.
     loss_sum, n_steps, n_slices, timed_out = torch.zeros((), device=device), 0, 0, False
     time_p = None
+    data_s, t_ready = 0.0, time.perf_counter()
     for x, y in batches:
         t_step = time.perf_counter()
+        data_s += t_step - t_ready
         loss_sum += train_step(step_net, model, x, y, optim, loss_fn, cfg, device)
         n_steps += 1
         n_slices += x.shape[0] * info.world
@@ -512,7 +526,8 @@ def _train_epoch(step_net, model, factory: BatchFactory, optim, sched: LRSchedul
         if stop:
             timed_out = True
             break
+        t_ready = time.perf_counter()
     if bar is not None:
         bar.close()
     loss_sum, loss_n = D.all_sum([float(loss_sum), float(n_steps)], info)
-    return loss_sum / max(loss_n, 1.0), n_slices, timed_out
+    return loss_sum / max(loss_n, 1.0), n_slices, timed_out, data_s
