@@ -48,8 +48,8 @@ class nnUNetTrainerBudget(nnUNetTrainer):  # nnU-Net's naming convention for tra
     on its own test cohorts; on a small CPU that validation costs minutes).
     """
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def initialize(self) -> None:  # not __init__: nnU-Net records its exact signature
+        super().initialize()
         if os.environ.get(ITERATIONS_ENV):
             self.num_iterations_per_epoch = int(os.environ[ITERATIONS_ENV])
             self.num_val_iterations_per_epoch = max(1, self.num_iterations_per_epoch // 5)

@@ -75,6 +75,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--test-cases", type=int,
                    help=f"size of a generated test cohort (default {FULL['test_cases']}, "
                         f"--quick {QUICK['test_cases']})")
+    p.add_argument("--size", default="small", choices=["small", "medium", "full"],
+                   help="phantom size of generated cohorts (default small)")
     p.add_argument("--seed", type=int, default=0, help="seed of generated training cohort; "
                                                        "the test cohort uses seed+1000")
     p.add_argument("--quick", action="store_true",
@@ -111,7 +113,8 @@ def require_nnunet() -> str:
 
 # --- data -----------------------------------------------------------------------------
 
-def cohort(given: str | None, work: Path, name: str, cases: int, seed: int) -> Path:
+def cohort(given: str | None, work: Path, name: str, cases: int, seed: int,
+           size: str = "small") -> Path:
     """A given cohort folder, or a phantom cohort written under ``work``."""
     if given:
         path = Path(given)
@@ -121,8 +124,8 @@ def cohort(given: str | None, work: Path, name: str, cases: int, seed: int) -> P
     from clotseg.synth.cohort import write_cohort
 
     path = work / name
-    print(f"writing phantom cohort {path} ({cases} cases, seed {seed})", flush=True)
-    write_cohort(path, cases, seed=seed, progress=False)
+    print(f"writing phantom cohort {path} ({cases} {size} cases, seed {seed})", flush=True)
+    write_cohort(path, cases, seed=seed, size=size, progress=False)
     return path
 
 
@@ -181,13 +184,21 @@ def test_images(test: Path, folder: Path) -> int:
 
 # --- running and scoring ---------------------------------------------------------------
 
+CLOTSEG = [sys.executable, "-m", "clotseg.cli"]  # the clotseg of this interpreter
+
+
 def command(name: str) -> str:
-    """Path of a console script of this Python environment (nnUNetv2_*, clotseg)."""
+    """Path of a console script of this Python environment (nnUNetv2_*)."""
     local = Path(sys.executable).parent / name
     found = str(local) if local.exists() else shutil.which(name)
     if not found:
         sys.exit(f"{name}: command not found (install the bench extra in this environment)")
     return found
+
+
+def wrapper(action: str) -> list[str]:
+    """Command line of nnU-Net's ``train`` / ``predict`` with the budget trainer."""
+    return [sys.executable, str(WRAPPER), action]
 
 
 def run(args: list[str], log: Path, env: dict) -> float:
@@ -241,15 +252,18 @@ def bench_nnunet(args, work: Path, train: Path, tests: dict[str, Path], logs: Pa
     n_train = to_nnunet_raw(train, work / "nnUNet_raw")
     inputs = {name: work / "nnunet_inputs" / name for name in tests}
     n_test = {name: test_images(tests[name], inputs[name]) for name in tests}
+    procs = str(cpus())  # worker processes only (nnU-Net's default, 8, overloads small CPUs)
     prep_s = run([command("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c",
-                  *configs, "--verify_dataset_integrity"], logs / "nnunet_plan.log", env)
+                  *configs, "-npfp", procs, "-np", procs, "--verify_dataset_integrity"],
+                 logs / "nnunet_plan.log", env)
     out: dict = {"n_train_cases": n_train, "plan_and_preprocess_seconds": prep_s,
                  "configurations": {}}
     for cfg in configs:
-        wall = run([sys.executable, str(WRAPPER), "train", str(DATASET_ID), cfg, args.fold, "-tr", TRAINER,
-                    "-device", args.device], logs / f"nnunet_train_{cfg}.log", env)
-        model = work / "nnUNet_results" / DATASET / f"{TRAINER}__nnUNetPlans__{cfg}"
-        fold_dir = model / f"fold_{args.fold}"
+        common = ["-tr", TRAINER, "-device", args.device]
+        wall = run([*wrapper("train"), str(DATASET_ID), cfg, args.fold, *common],
+                   logs / f"nnunet_train_{cfg}.log", env)
+        fold_dir = (work / "nnUNet_results" / DATASET / f"{TRAINER}__nnUNetPlans__{cfg}"
+                    / f"fold_{args.fold}")
         budget = json.loads((fold_dir / "budget.json").read_text())
         res: dict = {"train_seconds": budget["train_seconds"], "epochs": budget["epochs"],
                      "train_wall_seconds": wall, "stopped": budget["stopped"],
@@ -258,12 +272,11 @@ def bench_nnunet(args, work: Path, train: Path, tests: dict[str, Path], logs: Pa
                      "test": {}}
         for name, folder in inputs.items():
             pred = work / "predictions" / f"nnunet_{cfg}" / name
-            seconds = run([sys.executable, str(WRAPPER), "predict", "-i", str(folder), "-o", str(pred),
-                           "-d", str(DATASET_ID), "-c", cfg, "-f", args.fold, "-tr", TRAINER,
-                           "-device", args.device], logs / f"nnunet_predict_{cfg}_{name}.log",
-                          env)
-            res["test"][name] = {**score(pred, tests[name], work / "eval" / f"nnunet_{cfg}_{name}.csv"),
-                                 "predict_seconds": seconds,
+            seconds = run([*wrapper("predict"), "-i", str(folder), "-o", str(pred), "-d",
+                           str(DATASET_ID), "-c", cfg, "-f", args.fold, *common],
+                          logs / f"nnunet_predict_{cfg}_{name}.log", env)
+            scores = score(pred, tests[name], work / "eval" / f"nnunet_{cfg}_{name}.csv")
+            res["test"][name] = {**scores, "predict_seconds": seconds,
                                  "predict_seconds_per_case": seconds / n_test[name]}
         out["configurations"][cfg] = res
         print(json.dumps({f"nnunet_{cfg}": res}, indent=1), flush=True)
@@ -273,7 +286,7 @@ def bench_nnunet(args, work: Path, train: Path, tests: dict[str, Path], logs: Pa
 def bench_clotseg(args, work: Path, train: Path, tests: dict[str, Path], logs: Path) -> dict:
     env = dict(os.environ)
     run_dir = work / "clotseg_run"
-    train_args = [command("clotseg"), "train", str(train), "--out", str(run_dir),
+    train_args = [*CLOTSEG, "train", str(train), "--out", str(run_dir),
                   "--time-limit", f"{args.budget_min:g}", "--device", args.device,
                   "--set", "data.test_fraction=0"]  # the test cohorts are separate
     if args.fold != "all":  # clotseg has no 'all': it keeps fold 0 of 5 for validation
@@ -285,7 +298,7 @@ def bench_clotseg(args, work: Path, train: Path, tests: dict[str, Path], logs: P
                  "n_train": info["n_train"], "n_val": info["n_val"], "test": {}}
     for name, test in tests.items():
         pred = work / "predictions" / "clotseg" / name
-        seconds = run([command("clotseg"), "predict", str(run_dir), str(test), str(pred),
+        seconds = run([*CLOTSEG, "predict", str(run_dir), str(test), str(pred),
                        "--device", args.device, "--quiet"], logs / f"clotseg_predict_{name}.log",
                       env)
         from clotseg.io.layouts import discover
@@ -295,6 +308,34 @@ def bench_clotseg(args, work: Path, train: Path, tests: dict[str, Path], logs: P
                              "predict_seconds": seconds, "predict_seconds_per_case": seconds / n}
     print(json.dumps({"clotseg": res}, indent=1), flush=True)
     return res
+
+
+def compare(clot: dict, nnunet: dict) -> dict:
+    """The issue's three checks per nnU-Net configuration and test cohort: clotseg at least
+    as good on median Dice and on false-positive components per case, and faster to
+    predict."""
+    out: dict = {}
+    for cfg, res in nnunet["configurations"].items():
+        for name, theirs in res["test"].items():
+            ours = clot["test"][name]
+            out[f"{cfg}/{name}"] = {
+                "dice_median_at_least_nnunet": _ge(ours["dice_median"], theirs["dice_median"]),
+                "fp_components_at_most_nnunet": _ge(theirs["fp_components_per_case"],
+                                                    ours["fp_components_per_case"]),
+                "predict_speedup": theirs["predict_seconds"] / ours["predict_seconds"],
+            }
+    return out
+
+
+def _ge(a, b) -> bool | None:
+    return None if a is None or b is None else a >= b
+
+
+def cpus() -> int:
+    """CPU cores this process may use."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def machine() -> dict:
@@ -310,8 +351,7 @@ def machine() -> dict:
         pass
     return {"platform": platform.platform(), "python": platform.python_version(),
             "cpu": cpu, "cpu_count": os.cpu_count(),
-            "cpus_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-            else os.cpu_count(),
+            "cpus_available": cpus(),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
@@ -331,21 +371,22 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     done = False
     try:
-        train = cohort(args.train_data, work, "train", args.cases, args.seed)
+        train = cohort(args.train_data, work, "train", args.cases, args.seed, args.size)
         if args.test_data:
             tests = {Path(t).name: cohort(t, work, "", 0, 0) for t in args.test_data}
             if len(tests) != len(args.test_data):
                 sys.exit("--test-data folders need distinct names")
         else:
             tests = {"same_settings": cohort(None, work, "test_same_settings", args.test_cases,
-                                             args.seed + 1000)}
+                                             args.seed + 1000, args.size)}
         result: dict = {
             "benchmark": "peer_nnunet", "device": args.device,
             "budget_min_per_tool": args.budget_min, "fold": args.fold, "quick": args.quick,
-            "train_data": str(train) if args.train_data else f"phantom, {args.cases} cases, "
-                                                              f"seed {args.seed}",
+            "train_data": str(train) if args.train_data else
+            f"phantom, {args.cases} {args.size} cases, seed {args.seed}",
             "test_data": {k: (str(v) if args.test_data else f"phantom, {args.test_cases} "
-                              f"cases, seed {args.seed + 1000}") for k, v in tests.items()},
+                              f"{args.size} cases, seed {args.seed + 1000}")
+                          for k, v in tests.items()},
             "versions": {"clotseg": clotseg_version, "nnunetv2": nnunet_version},
             "nnunet_settings": "defaults (nnUNetPlans, CT normalisation on both channels, "
                                "mirroring at prediction) except the trainer: stops at the "
@@ -355,6 +396,7 @@ def main(argv=None) -> int:
         result["nnunet"] = bench_nnunet(args, work, train, tests, logs)
         if not args.no_clotseg:
             result["clotseg"] = bench_clotseg(args, work, train, tests, logs)
+            result["clotseg_vs_nnunet"] = compare(result["clotseg"], result["nnunet"])
         result["load_average_after"] = list(os.getloadavg())
         result["total_seconds"] = time.perf_counter() - t0
         result["work"] = str(work) if args.work else None
