@@ -80,8 +80,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of generated training cohort; "
                                                        "the test cohort uses seed+1000")
     p.add_argument("--quick", action="store_true",
-                   help="smoke test: tiny cohorts, a 2-minute budget and nnU-Net epochs of "
-                        f"{QUICK_ITERATIONS} iterations (not comparable numbers)")
+                   help="smoke test: tiny cohorts, a 2-minute budget, nnU-Net epochs of "
+                        f"{QUICK_ITERATIONS} iterations and no mirroring at prediction "
+                        "(not comparable numbers)")
     p.add_argument("--work", metavar="DIR",
                    help="keep the nnU-Net tree, runs and predictions here (default: a "
                         "temporary folder, deleted at the end)")
@@ -272,8 +273,9 @@ def bench_nnunet(args, work: Path, train: Path, tests: dict[str, Path], logs: Pa
                      "test": {}}
         for name, folder in inputs.items():
             pred = work / "predictions" / f"nnunet_{cfg}" / name
+            tta = ["--disable_tta"] if args.quick else []  # mirroring: 4x (2d), 8x (3d)
             seconds = run([*wrapper("predict"), "-i", str(folder), "-o", str(pred), "-d",
-                           str(DATASET_ID), "-c", cfg, "-f", args.fold, *common],
+                           str(DATASET_ID), "-c", cfg, "-f", args.fold, *common, *tta],
                           logs / f"nnunet_predict_{cfg}_{name}.log", env)
             scores = score(pred, tests[name], work / "eval" / f"nnunet_{cfg}_{name}.csv")
             res["test"][name] = {**scores, "predict_seconds": seconds,
@@ -390,7 +392,10 @@ def main(argv=None) -> int:
             "versions": {"clotseg": clotseg_version, "nnunetv2": nnunet_version},
             "nnunet_settings": "defaults (nnUNetPlans, CT normalisation on both channels, "
                                "mirroring at prediction) except the trainer: stops at the "
-                               "first epoch end past the budget, no fold validation",
+                               "first epoch end past the budget, no fold validation; "
+                               "planning/preprocessing workers = CPU cores"
+                               + (f"; --quick: {QUICK_ITERATIONS} iterations per epoch, "
+                                  "no mirroring at prediction" if args.quick else ""),
             "machine": machine(), "load_average_before": list(load_before),
         }
         result["nnunet"] = bench_nnunet(args, work, train, tests, logs)
