@@ -33,7 +33,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from _output import emit  # benchmarks/_output.py (scripts: their folder is on sys.path)
+
+from clotseg.io.orientation import orientation_of
+from clotseg.io.volume import Grid, Volume
 
 HERE = Path(__file__).resolve().parent
 WRAPPER = HERE / "nnunet_budget.py"  # nnU-Net's train/predict with the budget trainer
@@ -130,27 +134,53 @@ def cohort(given: str | None, work: Path, name: str, cases: int, seed: int,
     return path
 
 
-def write_nnunet_images(case, images: Path, labels: Path | None) -> None:
-    """One case in nnU-Net's raw layout: ``<case>_0000`` CTA, ``_0001`` NCCT (on the CTA
-    grid), and with ``labels`` the clot mask. Written through clotseg's SimpleITK writer, so
-    the files carry the CTA's spacing, origin and direction and nnU-Net's predictions come
-    back on the reference grid."""
+def write_nnunet_images(case, images: Path, labels: Path | None) -> Grid:
+    """One case in nnU-Net's raw layout: ``<case>_0000`` CTA, ``_0001`` NCCT (resampled onto
+    the CTA grid: nnU-Net needs one grid for all channels), and with ``labels`` the clot
+    mask. Returns the CTA grid, onto which :func:`restore_prediction` maps nnU-Net's mask.
+
+    nnU-Net does not reorient images (its 2d configuration slices along the first array
+    axis of every file, whatever that is in the patient), so each case is given to it in
+    one orientation, as an nnU-Net user would prepare the data: clotseg's canonical
+    (L, P, S) axis order, a pure permutation and flip of the voxels, with the spacing
+    permuted alike."""
     from clotseg.io.readers import write_volume
     from clotseg.preprocess.resample import resample_to_grid
 
     vols = case.load(with_mask=labels is not None)
+    grid = vols.cta.grid
     ncct = vols.ncct
-    if not ncct.grid.same_as(vols.cta.grid):  # nnU-Net needs one grid for all channels
-        ncct = resample_to_grid(ncct, vols.cta.grid, default_value=-1000.0)
-    write_volume(vols.cta, images / f"{case.case_id}_0000.nii.gz")
-    write_volume(ncct, images / f"{case.case_id}_0001.nii.gz")
+    if not ncct.grid.same_as(grid):
+        ncct = resample_to_grid(ncct, grid, default_value=-1000.0)
+    write_volume(canonical(vols.cta), images / f"{case.case_id}_0000.nii.gz")
+    write_volume(canonical(ncct), images / f"{case.case_id}_0001.nii.gz")
     if labels is not None:
         if vols.mask is None:
             sys.exit(f"{case.cta}: training case {case.case_id} has no clot mask")
-        if not vols.mask.grid.same_as(vols.cta.grid):
+        if not vols.mask.grid.same_as(grid):
             sys.exit(f"{case.files['mask']}: clot mask is not on the CTA grid")
-        write_volume(vols.mask.with_array(vols.mask.array > 0), labels / f"{case.case_id}.nii.gz",
-                     mask=True)
+        write_volume(canonical(vols.mask.with_array(vols.mask.array > 0)),
+                     labels / f"{case.case_id}.nii.gz", mask=True)
+    return grid
+
+
+def canonical(vol: Volume) -> Volume:
+    """``vol``'s voxels in canonical (L, P, S) order with the matching spacing (identity
+    direction, zero origin: nnU-Net uses only the spacing)."""
+    o = orientation_of(vol.grid)
+    return Volume(np.ascontiguousarray(o.to_canonical(np.asarray(vol.array))),
+                  o.canonical_spacing(vol.spacing))
+
+
+def restore_prediction(src: Path, grid: Grid, dst: Path) -> None:
+    """nnU-Net's canonical-order mask ``src`` back onto the case's CTA ``grid``."""
+    from clotseg.io.readers import read_volume, write_volume
+
+    if not src.is_file():  # scored as a missing prediction
+        return
+    arr = np.asarray(read_volume(src).array)
+    back = orientation_of(grid).from_canonical(arr)
+    write_volume(Volume.on_grid(np.ascontiguousarray(back), grid), dst, mask=True)
 
 
 def to_nnunet_raw(train: Path, raw: Path) -> int:
@@ -172,15 +202,13 @@ def to_nnunet_raw(train: Path, raw: Path) -> int:
     return len(index)
 
 
-def test_images(test: Path, folder: Path) -> int:
-    """nnU-Net input folder (``<case>_0000/_0001``) of one test cohort; returns its size."""
+def test_images(test: Path, folder: Path) -> dict[str, Grid]:
+    """nnU-Net input folder (``<case>_0000/_0001``) of one test cohort; the CTA grid of
+    each case."""
     from clotseg.io.layouts import discover
 
     folder.mkdir(parents=True)
-    index = discover(test)
-    for case in index:
-        write_nnunet_images(case, folder, None)
-    return len(index)
+    return {case.case_id: write_nnunet_images(case, folder, None) for case in discover(test)}
 
 
 # --- running and scoring ---------------------------------------------------------------
@@ -252,7 +280,7 @@ def bench_nnunet(args, work: Path, train: Path, tests: dict[str, Path], logs: Pa
     configs = ["2d", "3d_fullres"] if args.three_d else ["2d"]
     n_train = to_nnunet_raw(train, work / "nnUNet_raw")
     inputs = {name: work / "nnunet_inputs" / name for name in tests}
-    n_test = {name: test_images(tests[name], inputs[name]) for name in tests}
+    grids = {name: test_images(tests[name], inputs[name]) for name in tests}
     procs = str(cpus())  # worker processes only (nnU-Net's default, 8, overloads small CPUs)
     prep_s = run([command("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c",
                   *configs, "-npfp", procs, "-np", procs, "--verify_dataset_integrity"],
@@ -272,14 +300,19 @@ def bench_nnunet(args, work: Path, train: Path, tests: dict[str, Path], logs: Pa
                      "batch_size": budget["batch_size"], "patch_size": budget["patch_size"],
                      "test": {}}
         for name, folder in inputs.items():
+            raw_pred = work / "predictions" / f"nnunet_{cfg}_canonical" / name
             pred = work / "predictions" / f"nnunet_{cfg}" / name
             tta = ["--disable_tta"] if args.quick else []  # mirroring: 4x (2d), 8x (3d)
-            seconds = run([*wrapper("predict"), "-i", str(folder), "-o", str(pred), "-d",
+            seconds = run([*wrapper("predict"), "-i", str(folder), "-o", str(raw_pred), "-d",
                            str(DATASET_ID), "-c", cfg, "-f", args.fold, *common, *tta],
                           logs / f"nnunet_predict_{cfg}_{name}.log", env)
+            pred.mkdir(parents=True)
+            for case_id, grid in grids[name].items():
+                restore_prediction(raw_pred / f"{case_id}.nii.gz", grid,
+                                   pred / f"{case_id}.nii.gz")
             scores = score(pred, tests[name], work / "eval" / f"nnunet_{cfg}_{name}.csv")
             res["test"][name] = {**scores, "predict_seconds": seconds,
-                                 "predict_seconds_per_case": seconds / n_test[name]}
+                                 "predict_seconds_per_case": seconds / len(grids[name])}
         out["configurations"][cfg] = res
         print(json.dumps({f"nnunet_{cfg}": res}, indent=1), flush=True)
     return out
