@@ -60,6 +60,8 @@ def parse(argv=None) -> argparse.Namespace:
                    help="training config override (repeatable)")
     p.add_argument("--run", default=None, help="score this trained run instead of training")
     p.add_argument("--device", default="auto")
+    p.add_argument("--no-fp-filter", action="store_true",
+                   help="predict without the run's learned false-positive filter")
     p.add_argument("--quick", action="store_true", help="tiny cohorts and budget (smoke test)")
     p.add_argument("--out", default=None, help="also write the JSON here")
     return p.parse_args(argv)
@@ -191,6 +193,7 @@ def main(argv=None) -> None:
         clotseg(*argv)
         t_train = time.perf_counter() - t
     result = {"benchmark": "quality", "label": args.label, "overrides": args.set,
+              "fp_filter": not args.no_fp_filter,
               "time_limit_min": None if args.epochs else args.time_limit,
               "epochs": args.epochs, "train_cases": args.train_cases,
               "test_cases": args.test_cases, "run": str(run),
@@ -207,7 +210,7 @@ def main(argv=None) -> None:
         pred = work / "preds" / f"{args.label}_{name}"
         t = time.perf_counter()
         clotseg("predict", str(run), str(data[name]), str(pred), "--quiet",
-                "--device", args.device)
+                "--device", args.device, *(["--no-fp-filter"] if args.no_fp_filter else []))
         secs = time.perf_counter() - t
         result["cohorts"][name] = {"predict_seconds_per_case": round(secs / args.test_cases, 2),
                                    **score(pred, data[name])}

@@ -25,7 +25,13 @@ from clotseg.inference.postprocess import components
 
 #: Per-component features, in the order of the stored weights.
 FEATURES = ["log_volume_mm3", "max_prob", "mean_prob", "is_most_probable",
-            "log_distance_to_most_probable_mm", "max_prob_vs_patient_max"]
+            "log_distance_to_most_probable_mm"]
+#: Smallest scale each feature is standardised with. Validation probabilities are
+#: computed on the training grid and ``predict``'s are interpolated onto the CTA grid, so
+#: a component's mean probability differs by a few hundredths between the two: without a
+#: floor, a feature that varies by 0.001 on validation gets a weight that turns such a
+#: difference into a verdict (and L2 regularisation cannot see it).
+MIN_SCALE = [0.25, 0.1, 0.1, 0.25, 0.25]
 #: Candidate score thresholds; the lowest one that keeps every found clot and scores best.
 SCORE_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 #: Fewest components of each class (clot / not clot) needed to fit a filter.
@@ -47,7 +53,7 @@ def component_features(prob: np.ndarray, labels: np.ndarray, n: int, spacing) ->
     dist = np.linalg.norm(centres - centres[top], axis=1)
     volume = count * float(np.prod(np.asarray(spacing, dtype=float)))
     return np.column_stack([np.log1p(volume), peak, mean, (np.arange(n) == top).astype(float),
-                            np.log1p(dist), peak / max(float(peak.max()), 1e-6)])
+                            np.log1p(dist)])
 
 
 @dataclass
@@ -109,9 +115,8 @@ def fit_component_filter(cases: list[tuple[np.ndarray, np.ndarray, np.ndarray, t
     counts = {"components": len(y), "clot": n_pos, "not_clot": n_neg, "cases": len(cases)}
     if n_pos < MIN_PER_CLASS or n_neg < MIN_PER_CLASS:
         return None, f"too few components to learn from ({counts})"
-    mean, scale = x.mean(axis=0), x.std(axis=0)
-    scale[scale < 1e-6] = 1.0
-    lr = LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000)
+    mean, scale = x.mean(axis=0), np.maximum(x.std(axis=0), MIN_SCALE)
+    lr = LogisticRegression(C=0.5, class_weight="balanced", max_iter=1000)
     lr.fit((x - mean) / scale, y)
     f = ComponentFilter([float(v) for v in lr.coef_[0]], float(lr.intercept_[0]),
                         [float(v) for v in mean], [float(v) for v in scale], 0.0,
