@@ -43,15 +43,21 @@ def segment(run: str | Path | Sequence[str | Path], inputs: str | Path,
     for the original ``.npy`` layout, which stores none. A case that fails is returned
     with ``ok=False`` and the reason; the others are still done.
     """
+    import contextlib
+
+    from clotseg.io.outputs import OutLock
+
     series = {k: v for k, v in (("cta", cta_series), ("ncct", ncct_series)) if v}
-    cases = find_cases(inputs, spacing=spacing)
-    predictor = Predictor.from_runs(run, device=device, precision=precision, tta=tta,
-                                    batch_size=batch_size, threshold=threshold,
-                                    min_component_mm3=min_component_mm3,
-                                    keep_largest=keep_largest, num_threads=num_threads)
-    return predict_cases(predictor, cases, None if out is None else Path(out),
-                         save_prob=save_prob, preview=preview, series=series,
-                         progress=progress, source=str(inputs))
+    # One writer per OUT (so its masks and clots.csv agree), taken before any work.
+    with contextlib.nullcontext() if out is None else OutLock(out, "predict"):
+        cases = find_cases(inputs, spacing=spacing)
+        predictor = Predictor.from_runs(run, device=device, precision=precision, tta=tta,
+                                        batch_size=batch_size, threshold=threshold,
+                                        min_component_mm3=min_component_mm3,
+                                        keep_largest=keep_largest, num_threads=num_threads)
+        return predict_cases(predictor, cases, None if out is None else Path(out),
+                             save_prob=save_prob, preview=preview, series=series,
+                             progress=progress, source=str(inputs))
 
 
 def segment_volumes(run: str | Path | Sequence[str | Path] | Predictor, cta: Volume,

@@ -26,7 +26,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.cases < 1:
         raise UsageError(f"--cases must be at least 1 (got {args.cases})")
+    from clotseg.io.outputs import ensure_out_dir
     from clotseg.synth import write_cohort
+
+    ensure_out_dir(args.out)
 
     truth = write_cohort(args.out, args.cases, args.seed, args.size,
                          registered=not args.unregistered, progress=not args.no_progress)
