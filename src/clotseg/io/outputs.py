@@ -137,6 +137,8 @@ class OutLock:
             warnings.warn(f"{self.path}: removing the lock of an earlier run that ended "
                           f"without releasing it (pid {pid} is gone)", UserWarning, stacklevel=3)
             self.path.unlink(missing_ok=True)
+            for tmp in self.folder.rglob(".*.tmp*"):  # that run's unfinished atomic writes
+                tmp.unlink(missing_ok=True)
             return
         who = (f"clotseg {holder.get('command', '?')} (pid {pid} on {host}, since "
                f"{holder.get('started', '?')})" if pid > 0 else "an unreadable lock")
