@@ -53,13 +53,33 @@ def cli(*argv: object, env: dict[str, str] | None = None) -> Result:
     return Result(int(code), out.getvalue(), err.getvalue())
 
 
+#: Slices kept around the clot of each phantom case (keeps every prediction quick).
+SLICES = 16
+
+
 @pytest.fixture(scope="session")
 def fault_cohort(tmp_path_factory) -> Path:
-    """Four small phantom cases (with clot masks), written once per session."""
+    """Four small phantom cases, each cut to the 16 slices around its clot (geometry
+    kept: the origin moves with the cut), written once per session."""
+    import numpy as np
+
+    from clotseg.io import Volume, read_volume, write_volume
     from clotseg.synth import write_cohort
 
     root = tmp_path_factory.mktemp("fault_cohort")
     write_cohort(root, 4, seed=21, size="small", progress=False)
+    for case in sorted(p for p in root.iterdir() if p.is_dir()):
+        vols = {n: read_volume(case / f"{n}.nii.gz") for n in ("cta", "ncct", "clot")}
+        mask = np.asarray(vols["clot"].array)
+        hits = np.argwhere(mask > 0)
+        mid = int(hits[:, 2].mean()) if len(hits) else mask.shape[2] // 2
+        k0 = int(np.clip(mid - SLICES // 2, 0, mask.shape[2] - SLICES))
+        for name, vol in vols.items():
+            d = np.asarray(vol.direction).reshape(3, 3)
+            origin = np.asarray(vol.origin) + d[:, 2] * vol.spacing[2] * k0
+            cut = Volume(np.ascontiguousarray(vol.array[:, :, k0:k0 + SLICES]), vol.spacing,
+                         tuple(origin), vol.direction)
+            write_volume(cut, case / f"{name}.nii.gz", mask=name == "clot")
     return root
 
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from tests.faults.conftest import Ctx, Result, cli
 
 from clotseg.io import Volume, read_volume, write_volume
-from tests.faults.conftest import Ctx, Result, cli
 
 
 @dataclass
