@@ -23,9 +23,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from tests.faults.conftest import Ctx, Result, cli
 
 from clotseg.io import Volume, read_volume, write_volume
+from tests.faults.conftest import Ctx, Result, cli
 
 
 @dataclass
@@ -713,7 +713,8 @@ def _(ctx):
     return ["predict", ctx.tmp / "no_run", ctx.data(), ctx.tmp / "pred"]
 
 
-@fault("predict input missing", 1, "no_input")
+@fault("predict input missing", 1, "no_input",
+       lambda c, r: not (c.tmp / "pred").exists() or pytest.fail("empty OUT left behind"))
 def _(ctx):
     return ["predict", ctx.run(), ctx.tmp / "no_input", ctx.tmp / "pred"]
 

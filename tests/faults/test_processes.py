@@ -9,10 +9,9 @@ import subprocess
 import sys
 import time
 
+from clotseg.io import read_volume
 from tests.faults.conftest import Ctx, cli
 from tests.faults.test_faults import intact
-
-from clotseg.io import read_volume
 
 
 def _start(*argv: object) -> subprocess.Popen:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -107,8 +108,10 @@ class OutLock:
         self.path = self.folder / LOCK_NAME
         self.command = command
         self._held = False
+        self._created = False
 
     def __enter__(self) -> OutLock:
+        self._created = not self.folder.exists()
         ensure_out_dir(self.folder)
         info = {"command": self.command, "pid": os.getpid(), "host": socket.gethostname(),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -149,6 +152,9 @@ class OutLock:
         if self._held:
             self.path.unlink(missing_ok=True)
             self._held = False
+            if self._created:  # a run that failed before writing leaves no empty folder
+                with contextlib.suppress(OSError):
+                    self.folder.rmdir()  # only succeeds when empty
 
 
 #: First characters that make a spreadsheet treat a cell as a formula.
