@@ -51,18 +51,24 @@ def segment(run: str | Path | Sequence[str | Path], inputs: str | Path,
     ``seg.nrrd``, ``dicom-seg``), ``labels``, ``resume``, ``num_parts``/``part_id``: see
     :func:`clotseg.inference.predictor.predict_cases` and :mod:`clotseg.inference.outputs`.
     """
+    import contextlib
+
+    from clotseg.io.outputs import OutLock
+
     series = {k: v for k, v in (("cta", cta_series), ("ncct", ncct_series)) if v}
-    cases = find_cases(inputs, spacing=spacing)
-    predictor = Predictor.from_runs(run, device=device, precision=precision, tta=tta,
-                                    batch_size=batch_size, threshold=threshold,
-                                    min_component_mm3=min_component_mm3,
-                                    keep_largest=keep_largest, num_threads=num_threads,
-                                    use_filter=fp_filter, engine=engine)
-    return predict_cases(predictor, cases, None if out is None else Path(out),
-                         save_prob=save_prob, preview=preview, series=series,
-                         progress=progress, source=str(inputs),
-                         formats=list(formats) if formats else None, labels=labels,
-                         resume=resume, num_parts=num_parts, part_id=part_id)
+    # One writer per OUT (so its masks and clots.csv agree), taken before any work.
+    with contextlib.nullcontext() if out is None else OutLock(out, "predict"):
+        cases = find_cases(inputs, spacing=spacing)
+        predictor = Predictor.from_runs(run, device=device, precision=precision, tta=tta,
+                                        batch_size=batch_size, threshold=threshold,
+                                        min_component_mm3=min_component_mm3,
+                                        keep_largest=keep_largest, num_threads=num_threads,
+                                        use_filter=fp_filter, engine=engine)
+        return predict_cases(predictor, cases, None if out is None else Path(out),
+                             save_prob=save_prob, preview=preview, series=series,
+                             progress=progress, source=str(inputs),
+                             formats=list(formats) if formats else None, labels=labels,
+                             resume=resume, num_parts=num_parts, part_id=part_id)
 
 
 def segment_volumes(run: str | Path | Sequence[str | Path] | Predictor, cta: Volume,

@@ -231,9 +231,17 @@ def load_yaml(path: str | Path, base: Config | None = None) -> Config:
 
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read config ({exc})") from None
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}); a config is "
+                          "YAML text") from None
+    except OSError as exc:
+        from clotseg.io.outputs import os_error_message
+
+        raise ConfigError(f"cannot read config: {os_error_message(exc)}") from None
+    except yaml.YAMLError as exc:
+        reason = " ".join(str(exc).split())[:300]
+        raise ConfigError(f"{path}: not a valid YAML config ({reason})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: config must be a mapping of sections")
     return from_dict(data, base, source=str(path))

@@ -48,8 +48,46 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        """Build from parsed JSON, checking every field's type and range (``ValueError``
+        naming the field otherwise): a hand-edited ``"slab": "3"`` must not reach the
+        network as a string."""
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, found {type(data).__name__}")
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        spec = cls(**{k: v for k, v in data.items() if k in known})
+        _validate_spec(spec)
+        return spec
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _validate_spec(spec: ModelSpec) -> None:
+    """Raise ``ValueError`` naming the first field of ``spec`` with a wrong type or value."""
+    checks = [
+        ("model_name", isinstance(spec.model_name, str) and spec.model_name != "",
+         "a non-empty string"),
+        ("model_kwargs", isinstance(spec.model_kwargs, dict), "an object"),
+        ("slab", isinstance(spec.slab, int) and not isinstance(spec.slab, bool)
+         and spec.slab >= 1, "a whole number >= 1"),
+        ("windows", isinstance(spec.windows, dict) and all(
+            isinstance(w, list) and len(w) == 2 and all(_number(x) for x in w) and w[0] < w[1]
+            for w in spec.windows.values()) and {"cta", "ncct"} <= set(spec.windows),
+         'an object {"cta": [low, high], "ncct": [low, high]} with low < high'),
+        ("pad_multiple", isinstance(spec.pad_multiple, int)
+         and not isinstance(spec.pad_multiple, bool) and spec.pad_multiple >= 1,
+         "a whole number >= 1"),
+        ("threshold", _number(spec.threshold) and 0 < spec.threshold <= 1,
+         "a number in (0, 1]"),
+        ("min_component_mm3", _number(spec.min_component_mm3) and spec.min_component_mm3 >= 0,
+         "a number >= 0"),
+        ("preprocess", spec.preprocess is None or isinstance(spec.preprocess, dict),
+         "an object or null"),
+    ]
+    for name, ok, expected in checks:
+        if not ok:
+            raise ValueError(f"{name!r} must be {expected}, got {getattr(spec, name)!r}")
 
 
 def save_model_spec(run: str | Path, spec: ModelSpec) -> Path:
@@ -66,9 +104,15 @@ def load_model_spec(run: str | Path) -> ModelSpec:
     if not path.is_file():
         raise ClotsegError(f"{path}: missing; {run} is not a trained run folder")
     try:
-        return ModelSpec.from_dict(json.loads(path.read_text()))
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise ClotsegError(f"{path}: invalid model description ({exc})") from None
+        return ModelSpec.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError included
+        raise ClotsegError(f"{path}: invalid model description ({first_line(exc)})") from None
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type when the message is empty."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def checkpoint_path(run: str | Path, which: str = "best") -> Path:
@@ -93,7 +137,9 @@ def load_model(run: str | Path, *, device: str = "cpu", which: str = "best"):
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling/format failure is user-facing
-        raise ClotsegError(f"{path}: cannot load checkpoint ({str(exc).splitlines()[0]})") from None
+        raise ClotsegError(f"{path}: cannot load checkpoint ({first_line(exc)})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise ClotsegError(f"{path}: not a clotseg checkpoint (no 'model' weights in it)")
     model = create_model(spec.model_name, **spec.model_kwargs)
     model.load_state_dict(state["model"])
     model.to(device).eval()

@@ -171,10 +171,11 @@ def write_report(path: Path, problems: list[Problem]) -> None:
     import io
 
     from clotseg.io.atomic import write_text
+    from clotseg.io.outputs import csv_cell
 
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["level", "case_id", "path", "reason"])
     for p in problems:
-        w.writerow([p.level, p.case_id, p.path, p.reason])
+        w.writerow([csv_cell(v) for v in (p.level, p.case_id, p.path, p.reason)])
     write_text(path, buf.getvalue())

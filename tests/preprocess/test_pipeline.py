@@ -196,8 +196,10 @@ def test_cli_preprocess(tmp_path, capsys):
     assert (tmp_path / "out" / "p0" / "clot.nii.gz").is_file()
     assert not (tmp_path / "out" / "p9" / "clot.nii.gz").exists()  # p9 has no mask
     assert main(["preprocess", str(data), str(data), "--no-progress"]) == 2
-    assert main(["preprocess", str(data), str(tmp_path / "o2"), "--spacing", "1", "0", "1",
-                 "--no-progress"]) == 2
+    with pytest.raises(SystemExit) as bad_spacing:  # rejected while parsing, like a typo
+        main(["preprocess", str(data), str(tmp_path / "o2"), "--spacing", "1", "0", "1",
+              "--no-progress"])
+    assert bad_spacing.value.code == 2
     assert main(["preprocess", str(tmp_path / "nope"), str(tmp_path / "o3")]) == 1
 
 

@@ -24,6 +24,10 @@ def run(args: argparse.Namespace) -> int:
     from clotseg.io.layouts import discover
     from clotseg.validate import check_dataset, summarize, write_report
 
+    if args.csv:
+        from clotseg.io.outputs import ensure_out_file
+
+        ensure_out_file(args.csv, "--csv file")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         index = discover(args.data, spacing=tuple(args.spacing) if args.spacing else None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from clotseg.commands import spacing_arg
+from clotseg.commands import apply_value_args, spacing_arg, value_args
 
 SPLITS = ("train", "val", "test")
 
@@ -20,14 +20,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="evaluate only this split of RUN/splits.json (needs --run)")
     parser.add_argument("--run", metavar="RUN", help="run folder whose splits.json --split uses")
     spacing_arg(parser)
+    value_args(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    apply_value_args(args)
     from pathlib import Path
 
     from clotseg.errors import UsageError
+    from clotseg.io.outputs import ensure_out_file
     from clotseg.metrics.evaluate import evaluate_dirs, format_table, summary_path
 
+    ensure_out_file(args.out, "--out file")
     cases = None
     if args.split or args.run:
         if not (args.split and args.run):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from clotseg.commands import spacing_arg
+from clotseg.commands import apply_value_args, spacing_arg, value_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,9 +66,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ncct-series", metavar="UID",
                         help="DICOM SeriesInstanceUID of the NCCT when a folder holds several")
     spacing_arg(parser)
+    value_args(parser, masks=False)
 
 
 def run(args: argparse.Namespace) -> int:
+    apply_value_args(args)
     import sys
 
     from clotseg.api import segment

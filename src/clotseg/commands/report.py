@@ -31,6 +31,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--max-cases must be 0 or more")
     if args.data and not args.pred and not args.eval_csv:
         raise UsageError("--data needs --pred PRED (the predictions to show)")
+    if args.out:
+        from clotseg.io.outputs import ensure_out_file
+
+        ensure_out_file(args.out, "--out file")
     out = build_report(args.run, args.out, pred=args.pred, data=args.data,
                        eval_csv=args.eval_csv, max_cases=args.max_cases,
                        spacing=tuple(args.spacing) if args.spacing else None)

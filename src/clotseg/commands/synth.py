@@ -41,7 +41,10 @@ def run(args: argparse.Namespace) -> int:
     if args.shift != "standard" and args.size == "clinical":
         raise UsageError("--shift shifted is for the ROI sizes (small, medium, full), not "
                          "--size clinical")
+    from clotseg.io.outputs import ensure_out_dir
     from clotseg.synth import write_cohort
+
+    ensure_out_dir(args.out)
 
     # A clinical pair is two acquisitions: the NCCT has its own (thick-slice) grid and
     # the patient moved a little between them.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from clotseg.commands import spacing_arg
+from clotseg.commands import apply_value_args, spacing_arg, value_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="KEY=VALUE", help="override a setting, e.g. --set optim.lr=1e-3 "
                                                   "(repeatable)")
     spacing_arg(parser)
+    value_args(parser)
 
 
 def resolve_config(args: argparse.Namespace):
@@ -71,11 +72,19 @@ def run(args: argparse.Namespace) -> int:
     # (2 cores, other work running) spinning threads made training steps several times
     # slower; unloaded, the cost is within noise. Only effective before torch is imported.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import contextlib
+
+    from clotseg.io.outputs import OutLock
     from clotseg.training.trainer import train
 
+    apply_value_args(args)
     cfg = resolve_config(args)
-    res = train(args.data, args.out, cfg, resume=args.resume,
-                npy_spacing=tuple(args.spacing) if args.spacing else None)
+    # One writer per run folder; with torchrun only rank 0 writes, so only it locks.
+    lock = OutLock(args.out, "train") if os.environ.get("RANK", "0") == "0" else \
+        contextlib.nullcontext()
+    with lock:
+        res = train(args.data, args.out, cfg, resume=args.resume,
+                    npy_spacing=tuple(args.spacing) if args.spacing else None)
     if int(os.environ.get("RANK", "0")) == 0:  # torchrun: one summary, from rank 0
         print(f"best validation Dice {res.best_dice:.3f} at epoch {res.best_epoch} "
               f"({res.epochs_done} epoch(s), {res.seconds / 60:.1f} min, stopped: "

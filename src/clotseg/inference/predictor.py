@@ -322,7 +322,10 @@ def load_case(case, series: dict[str, str] | None = None):
             vols[name] = read_dicom_series(path, series.get(name), kind=name)
         else:
             vols[name] = case.read(name)
-    return CaseVolumes(case.case_id, vols["cta"], vols["ncct"], None)
+    from clotseg.io.values import finite_ct
+
+    return CaseVolumes(case.case_id, finite_ct(vols["cta"], case.cta, "CTA"),
+                       finite_ct(vols["ncct"], case.ncct, "NCCT"), None)
 
 
 def predict_case(predictor: Predictor, case, out: Path | None, *, save_prob: bool = False,
@@ -375,6 +378,11 @@ def _predict_case(res: CaseResult, predictor: Predictor, case, out: Path | None,
         res.ok = True
     except ClotsegError as exc:
         res.error, res.file = _reason(exc, case.case_id)
+    except OSError as exc:  # disk full, permission denied: this case's outputs are not there
+        from clotseg.io.outputs import os_error_message
+
+        res.error = os_error_message(exc)
+        res.file = None if exc.filename is None else str(exc.filename)
     except Exception as exc:  # noqa: BLE001 - one case must not stop the others
         res.error = f"{type(exc).__name__}: {exc}"
         res.traceback = tb.format_exc()
@@ -450,8 +458,12 @@ def predict_cases(predictor: Predictor, cases, out: Path | None, *, save_prob: b
     done_cases = previous_rows(out, "cases") if resuming else {}
     results: list[CaseResult] = []
     t0 = time.perf_counter()
+    earlier: dict[str, EarlierCase] = {}
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        from clotseg.io.outputs import ensure_out_dir
+
+        ensure_out_dir(out)
+        earlier = earlier_outputs(out, {c.case_id for c in cases})
     bar = tqdm(cases, desc="predict", unit="case", disable=not progress)
     for case in bar:
         bar.set_postfix_str(case.case_id)
@@ -467,22 +479,101 @@ def predict_cases(predictor: Predictor, cases, out: Path | None, *, save_prob: b
             bar.write(f"FAILED {res.case_id}: {res.error}")
         if out is not None:
             write_summary(out, predictor, results, len(cases), time.perf_counter() - t0, source,
-                          tag)
+                          earlier, tag=tag)
+    if out is not None:
+        write_summary(out, predictor, results, len(cases), time.perf_counter() - t0, source,
+                      earlier, tag=tag, final=True)
     return results
 
 
+@dataclass
+class EarlierCase:
+    """A case an earlier run wrote into OUT: its mask's checksum and its clots.csv lines."""
+
+    sha256: str
+    lines: list[list[str]]
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def earlier_outputs(out: Path, redone: set[str]) -> dict[str, EarlierCase]:
+    """Cases of earlier runs into ``out`` (not redone now) whose mask is still there,
+    unchanged (same checksum as that run's ``predict.json`` recorded): their
+    ``clots.csv`` lines are kept, so that ``clots.csv`` always describes exactly the
+    masks in the folder. Anything unreadable counts as no earlier record."""
+    import csv
+
+    from clotseg.io.outputs import csv_cell_text
+
+    try:
+        masks = json.loads((out / "predict.json").read_text(encoding="utf-8")).get("masks", {})
+        with open(out / "clots.csv", newline="", encoding="utf-8") as fh:
+            table = list(csv.reader(fh))
+    except (OSError, ValueError, AttributeError, csv.Error):
+        return {}
+    if not isinstance(masks, dict) or not table or not table[0] or table[0][0] != "case_id":
+        return {}
+    found: dict[str, EarlierCase] = {}
+    for case_id, sha in masks.items():
+        path = out / f"{case_id}{MASK_SUFFIX}"
+        if case_id in redone or not path.is_file():
+            continue
+        with contextlib.suppress(OSError):
+            if file_sha256(path) == sha:
+                found[case_id] = EarlierCase(sha, [])
+    for line in table[1:]:
+        if line and csv_cell_text(line[0]) in found:
+            found[csv_cell_text(line[0])].lines.append(line)
+    return found
+
+
+def _clots_text(results: list[CaseResult], earlier: dict[str, EarlierCase]) -> str:
+    """clots.csv: this run's rows, then the kept lines of earlier runs (cells unchanged)."""
+    import csv
+    import io
+
+    from clotseg.measure.clots import clots_csv_text
+
+    buf = io.StringIO()
+    buf.write(clots_csv_text([r for res in results if res.ok for r in res.rows]))
+    writer = csv.writer(buf, lineterminator="\n")
+    for case in earlier.values():
+        writer.writerows(case.lines)
+    return buf.getvalue()
+
+
 def write_summary(out: Path, predictor: Predictor, results: list[CaseResult], n_cases: int,
-                  seconds: float, source: str | None = None, tag: str = "") -> None:
-    """``clots.csv`` (rows of the cases done so far), ``cases.csv`` (one row per patient:
-    the primary clot) and ``predict.json``, atomically (``clots<tag>.csv``,
-    ``cases<tag>.csv``, ``predict<tag>.json`` for one part of a split cohort)."""
+                  seconds: float, source: str | None = None,
+                  earlier: dict[str, EarlierCase] | None = None, *, tag: str = "",
+                  final: bool = False) -> None:
+    """``clots.csv`` (rows of the cases done so far, plus those of earlier runs whose
+    masks are still in ``out``), ``cases.csv`` (one row per patient of this run: the
+    primary clot) and ``predict.json``, atomically (``clots<tag>.csv``, ``cases<tag>.csv``,
+    ``predict<tag>.json`` for one part of a split cohort). With ``final``, masks in
+    ``out`` that neither this run nor a recorded earlier one accounts for are listed (and
+    warned about): their clots cannot be in ``clots.csv``."""
     from clotseg import __version__
-    from clotseg.measure.clots import clots_csv_text, write_clots_csv
+    from clotseg.measure.clots import clots_csv_text
     from clotseg.measure.patient import PATIENT_CSV_COLUMNS
 
-    write_clots_csv(out / f"clots{tag}.csv", [r for res in results if res.ok for r in res.rows])
+    earlier = {k: v for k, v in (earlier or {}).items()
+               if k not in {r.case_id for r in results if r.ok}}
+    write_text(out / f"clots{tag}.csv", _clots_text(results, earlier))
     write_text(out / f"cases{tag}.csv", clots_csv_text(
         [r.patient for r in results if r.ok and r.patient], PATIENT_CSV_COLUMNS))
+    masks = {k: v.sha256 for k, v in earlier.items()}
+    for r in results:
+        path = r.mask_path or (out / f"{r.case_id}{MASK_SUFFIX}" if r.skipped else None)
+        if r.ok and path is not None and path.is_file():
+            masks[r.case_id] = file_sha256(path)
     failed = [r for r in results if not r.ok]
     summary = {
         "clotseg_version": __version__, "input": source, **predictor.describe(),
@@ -498,5 +589,17 @@ def write_summary(out: Path, predictor: Predictor, results: list[CaseResult], n_
         "predict_stage_seconds": {r.case_id: {k: round(v, 3) for k, v in r.stages.items()}
                                   for r in results},
         "seconds_total": round(seconds, 3),
+        "masks": masks,
+        "kept_from_earlier_runs": sorted(earlier),
     }
+    if final:
+        stray = sorted(strip for p in out.glob(f"*{MASK_SUFFIX}")
+                       if not (strip := p.name[: -len(MASK_SUFFIX)]).endswith("_prob")
+                       and strip not in masks)
+        summary["unaccounted_masks"] = stray
+        if stray:
+            warnings.warn(f"{out}: mask(s) of {', '.join(stray[:5])}"
+                          f"{' ...' if len(stray) > 5 else ''} come from an earlier run that "
+                          "recorded no checksum, or were changed since; they are not in "
+                          "clots.csv", UserWarning, stacklevel=2)
     write_text(out / f"predict{tag}.json", json.dumps(summary, indent=2, default=str))

@@ -46,14 +46,25 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def write_text(path: str | Path, text: str) -> Path:
-    """Atomically write a text file (UTF-8)."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return Path(path)
+    """Atomically write a text file (UTF-8), checked by its byte count before the rename."""
+    return write_bytes(path, text.encode("utf-8"))
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
-    """Atomically write a binary file."""
+    """Atomically write a binary file; the file as written must hold exactly ``data``'s
+    length before it gets its final name (a full disk may cut a write short)."""
     with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        check_written(tmp, len(data), Path(path))
     return Path(path)
+
+
+def check_written(tmp: Path, expected: int, final: Path) -> None:
+    """Raise ``OSError(ENOSPC)`` naming ``final`` when ``tmp`` is not ``expected`` bytes."""
+    import errno
+
+    size = tmp.stat().st_size
+    if size != expected:
+        raise OSError(errno.ENOSPC, f"short write: {size} of {expected} bytes written "
+                      "(disk full?); nothing written", str(final))

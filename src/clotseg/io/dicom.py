@@ -75,12 +75,25 @@ class SeriesInfo:
 
 
 def _dicom_files(folder: Path):
+    """Regular files under ``folder``. Anything else (a named pipe, a socket, a device)
+    is skipped with a warning: opening a FIFO would block the scan forever."""
+    import stat
+
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             if name.startswith(".") or name.upper() == "DICOMDIR":
                 continue
-            yield Path(root) / name
+            path = Path(root) / name
+            try:
+                mode = path.stat().st_mode
+            except OSError:
+                continue  # a dangling link or a file removed meanwhile
+            if not stat.S_ISREG(mode):
+                warnings.warn(f"{path}: not a regular file (pipe, socket or device); "
+                              "skipped", UserWarning, stacklevel=2)
+                continue
+            yield path
 
 
 def _read_header(path: Path):

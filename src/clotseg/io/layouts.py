@@ -74,11 +74,17 @@ class CaseRef:
         return read_volume(path, spacing=self.spacing)
 
     def load(self, *, with_mask: bool = True) -> CaseVolumes:
-        """Read CTA, NCCT and (if present and wanted) the mask."""
+        """Read CTA, NCCT and (if present and wanted) the mask, with their values checked
+        for use (:mod:`clotseg.io.values`: finite CT voxels, a binary mask)."""
+        from clotseg.io.values import binary_mask, finite_ct
+
         if self.problems:
             raise DatasetError(f"case {self.case_id}: {'; '.join(self.problems)}")
-        mask = self.read("mask") if (with_mask and self.mask is not None) else None
-        return CaseVolumes(self.case_id, self.read("cta"), self.read("ncct"), mask)
+        mask = None
+        if with_mask and self.mask is not None:
+            mask = binary_mask(self.read("mask"), self.mask)
+        return CaseVolumes(self.case_id, finite_ct(self.read("cta"), self.cta, "CTA"),
+                           finite_ct(self.read("ncct"), self.ncct, "NCCT"), mask)
 
 
 @dataclass
@@ -157,8 +163,14 @@ def detect_layout(root: Path) -> str:
 
 def _modality_entry(folder: Path, name: str) -> Path | None:
     """``folder/name.<ext>`` or a ``folder/name/`` DICOM folder, if present."""
+    hits = _modality_entries(folder, name)
+    return hits[0] if hits else None
+
+
+def _modality_entries(folder: Path, name: str) -> list[Path]:
+    """Every ``folder/name.<ext>`` file and ``folder/name/`` folder (sorted)."""
     if not folder.is_dir():
-        return None
+        return []
     hits = []
     for p in folder.iterdir():
         if p.name.startswith("."):
@@ -167,7 +179,7 @@ def _modality_entry(folder: Path, name: str) -> Path | None:
             hits.append(p)
         elif p.is_file() and volume_suffix(p) and _stem(p).lower() == name:
             hits.append(p)
-    return sorted(hits)[0] if hits else None
+    return sorted(hits)
 
 
 def _stem(path: Path) -> str:
@@ -180,6 +192,11 @@ def _case_from_folder(folder: Path, case_id: str) -> CaseRef:
     ncct = _modality_entry(folder, "ncct")
     mask = next((m for m in (_modality_entry(folder, n) for n in MASK_NAMES) if m), None)
     problems = []
+    for what, names in (("CTA", ("cta",)), ("NCCT", ("ncct",)), ("mask", MASK_NAMES)):
+        found = [p for n in names for p in _modality_entries(folder, n)]
+        if len(found) > 1:  # never pick one of them silently
+            problems.append(f"{found[0]}: more than one {what} in the case folder "
+                            f"({', '.join(p.name for p in found)}); keep only one")
     if cta is None:
         problems.append(f"{folder}: missing CTA (no cta.* file or cta/ DICOM folder)")
     if ncct is None:
@@ -188,12 +205,16 @@ def _case_from_folder(folder: Path, case_id: str) -> CaseRef:
 
 
 def _discover_folders(root: Path) -> DatasetIndex:
-    cases = []
-    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    cases, problems = [], []
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
         if any(_modality_entry(d, m) for m in MODALITIES) or any(
                 _modality_entry(d, n) for n in MASK_NAMES):
+            if d.name.startswith("."):  # hidden: reported, never used or dropped silently
+                problems.append(f"{d}: case folder name starts with '.', so it is hidden "
+                                "and skipped; rename it to use it")
+                continue
             cases.append(_case_from_folder(d, d.name))
-    return DatasetIndex(root, "folders", cases)
+    return DatasetIndex(root, "folders", cases, problems)
 
 
 def _discover_dicom(root: Path) -> DatasetIndex:

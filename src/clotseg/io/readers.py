@@ -8,11 +8,12 @@ returns or takes a :class:`~clotseg.io.volume.Volume`.
 from __future__ import annotations
 
 import gzip
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from clotseg.errors import VolumeReadError
+from clotseg.errors import ClotsegError, VolumeReadError
 from clotseg.io.atomic import atomic_path
 from clotseg.io.volume import Volume
 
@@ -57,11 +58,59 @@ def read_volume(path: str | Path, *, spacing: tuple[float, float, float] | None 
     return _read_sitk(path)
 
 
+#: Largest volume (bytes of voxel data, as the header describes it) read by default. A
+#: header claiming more is refused before anything is allocated (a 4 KB file can claim
+#: terabytes). Override with the environment variable ``CLOTSEG_MAX_VOLUME_GB``.
+DEFAULT_MAX_VOLUME_BYTES = 2 << 30
+
+#: Extra decompressed bytes tolerated after the voxel data a NIfTI header describes,
+#: before a gzip stream counts as a decompression bomb and reading stops.
+GZIP_SLACK_BYTES = 16 << 20
+
+
+def max_volume_bytes() -> int:
+    """The per-volume size cap in bytes (``CLOTSEG_MAX_VOLUME_GB``, default 2 GiB)."""
+    import os
+
+    text = os.environ.get("CLOTSEG_MAX_VOLUME_GB", "").strip()
+    if not text:
+        return DEFAULT_MAX_VOLUME_BYTES
+    try:
+        gb = float(text)
+    except ValueError:
+        raise ClotsegError(f"CLOTSEG_MAX_VOLUME_GB must be a number of GiB, got {text!r}"
+                           ) from None
+    if not gb > 0:
+        raise ClotsegError(f"CLOTSEG_MAX_VOLUME_GB must be positive, got {text!r}")
+    return int(gb * (1 << 30))
+
+
+def _gib(n: float) -> str:
+    return f"{n / (1 << 30):.3g} GiB" if n >= 1 << 28 else f"{n / (1 << 20):.3g} MiB"
+
+
+def check_size(path: Path, shape, itemsize: int, limit: int | None = None) -> int:
+    """Bytes of voxel data ``shape`` x ``itemsize``; an error above the cap."""
+    limit = max_volume_bytes() if limit is None else limit
+    nbytes = int(np.prod([int(s) for s in shape], dtype=object)) * int(itemsize)
+    if nbytes > limit:
+        dims = "x".join(str(int(s)) for s in shape)
+        raise VolumeReadError(path, f"header describes {dims} voxels ({_gib(nbytes)}), above "
+                              f"the limit of {_gib(limit)} per volume (raise it with "
+                              "CLOTSEG_MAX_VOLUME_GB if the file is genuine)")
+    return nbytes
+
+
 def _read_sitk(path: Path) -> Volume:
     import SimpleITK as sitk
 
-    if path.name.lower().endswith(".gz"):
-        _check_gzip(path)
+    gz = path.name.lower().endswith(".gz")
+    if volume_suffix(path) in (".nii", ".nii.gz"):
+        _check_nifti(path)  # header sane, payload complete, size within the cap
+    else:
+        _check_itk_header(path)
+        if gz:
+            _check_gzip(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -75,9 +124,112 @@ def _read_sitk(path: Path) -> Volume:
         vol = Volume.from_sitk(image)
     except ValueError as exc:
         raise VolumeReadError(path, str(exc)) from None
+    del image
     if vol.array.dtype.kind == "f" and volume_suffix(path) in (".nii", ".nii.gz"):
         vol = _restore_nifti_nonfinite(path, vol)
     return vol
+
+
+def _check_itk_header(path: Path) -> None:
+    """Size cap for the formats read through ITK alone (NRRD, MetaImage), from the header."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        if path.name.lower().endswith(".gz"):
+            _check_gzip(path)
+        raise VolumeReadError(path, _short_itk_message(exc)) from None
+    item = sitk.Image([1] * 2, reader.GetPixelID()).GetSizeOfPixelComponent()
+    check_size(path, reader.GetSize(), item * reader.GetNumberOfComponents())
+    if any(s <= 0 for s in reader.GetSpacing()):
+        raise VolumeReadError(path, f"voxel spacing {reader.GetSpacing()} in the header is "
+                              "zero or negative")
+
+
+@dataclass(frozen=True)
+class NiftiHeader:
+    """The few NIfTI header fields that bound and check a read, exactly as stored."""
+
+    dim: tuple[int, ...]  # dim[0] = number of dimensions, then the sizes
+    bitpix: int
+    pixdim: tuple[float, float, float]
+    vox_offset: int
+    sizeof_hdr: int
+
+
+#: (offset, dtype) of the fields we need, for NIfTI-1 (348-byte header) and NIfTI-2 (540).
+_NIFTI_FIELDS = {
+    348: {"dim": (40, "i2", 8), "bitpix": (72, "i2", 1), "pixdim": (76, "f4", 8),
+          "vox_offset": (108, "f4", 1), "magic": (344, "S4", 1)},
+    540: {"dim": (16, "i8", 8), "bitpix": (14, "i2", 1), "pixdim": (104, "f8", 8),
+          "vox_offset": (168, "i8", 1), "magic": (4, "S8", 1)},
+}
+
+
+def _nifti_header(path: Path) -> NiftiHeader:
+    """The NIfTI-1/2 header exactly as stored. Parsed here from the format's fixed field
+    offsets rather than with nibabel: nibabel's loader quietly replaces a zero pixdim by
+    1 mm (the silent error this check exists to catch), and importing it costs every
+    command about 30 MB of memory for four numbers."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:
+            raw = fh.read(540)
+    except (OSError, EOFError) as exc:
+        raise VolumeReadError(path, f"corrupt or truncated gzip data ({exc})") from None
+    for endian in ("<", ">"):
+        if len(raw) < 4:
+            break
+        size = int(np.frombuffer(raw[:4], f"{endian}i4")[0])
+        fields = _NIFTI_FIELDS.get(size)
+        if fields is None or len(raw) < size:
+            continue
+        get = {k: np.frombuffer(raw, f"{endian}{t}" if t[0] != "S" else t, n, off)
+               for k, (off, t, n) in fields.items()}
+        if bytes(get["magic"][0]).rstrip(b"\0")[:2] not in (b"n+", b"ni"):
+            continue
+        return NiftiHeader(tuple(int(d) for d in get["dim"]), int(get["bitpix"][0]),
+                           tuple(float(v) for v in get["pixdim"][1:4]),
+                           int(get["vox_offset"][0]) if np.isfinite(get["vox_offset"][0])
+                           else -1, size)
+    raise VolumeReadError(path, "not a NIfTI file (no valid NIfTI-1/2 header)")
+
+
+def _check_nifti(path: Path) -> None:
+    """Everything about a NIfTI file that can be known before allocating its voxels:
+    a 3D scalar volume, positive spacing, a size within the cap, and voxel data as long as
+    the header says (a ``.nii`` is checked by file size, a ``.nii.gz`` by one streaming
+    pass that also checks the gzip CRC and stops at the cap)."""
+    hdr = _nifti_header(path)
+    ndim = hdr.dim[0]
+    if not 1 <= ndim <= 7 or any(d < 0 for d in hdr.dim[1:ndim + 1]):
+        raise VolumeReadError(path, f"invalid dimensions in the header (dim = {hdr.dim})")
+    shape = list(hdr.dim[1:ndim + 1])
+    if ndim < 3 or any(d > 1 for d in shape[3:]):
+        raise VolumeReadError(path, f"expected a 3D volume, found {ndim}D of size "
+                              f"{tuple(shape)}")
+    if any(d == 0 for d in shape[:3]):
+        raise VolumeReadError(path, f"empty volume (size {tuple(shape[:3])})")
+    if hdr.bitpix <= 0 or hdr.bitpix % 8:
+        raise VolumeReadError(path, f"invalid bits per voxel in the header ({hdr.bitpix})")
+    if not all(np.isfinite(hdr.pixdim)) or any(v <= 0 for v in hdr.pixdim):
+        raise VolumeReadError(path, f"voxel spacing (pixdim) {hdr.pixdim} in the header is "
+                              "zero, negative or not a number; the real spacing is unknown")
+    nbytes = check_size(path, shape, hdr.bitpix // 8)
+    offset = hdr.vox_offset if hdr.vox_offset > 0 else hdr.sizeof_hdr + 4
+    needed = offset + nbytes
+    if path.name.lower().endswith(".gz"):
+        have = _check_gzip(path, stop_after=needed + GZIP_SLACK_BYTES)
+    else:
+        have = path.stat().st_size
+    if have < needed:
+        raise VolumeReadError(path, f"voxel data cut short: the header describes "
+                              f"{'x'.join(map(str, shape[:3]))} voxels ({needed} bytes with "
+                              f"the header), the file holds {have} bytes "
+                              f"({100 * max(have - offset, 0) / nbytes:.0f} % of the voxels)")
 
 
 def _restore_nifti_nonfinite(path: Path, vol: Volume) -> Volume:
@@ -92,18 +244,26 @@ def _restore_nifti_nonfinite(path: Path, vol: Volume) -> Volume:
     return vol
 
 
-def _check_gzip(path: Path) -> None:
-    """Fail clearly on truncated or corrupt gzip data.
+def _check_gzip(path: Path, stop_after: int | None = None) -> int:
+    """Fail clearly on truncated or corrupt gzip data; returns the decompressed length.
 
     Needed although it costs one extra decompression: ITK (SimpleITK 2.x) reads a
     truncated or corrupted ``.nii.gz`` without an error and returns garbage voxels; only a
-    full pass checks gzip's CRC and length trailer."""
+    full pass checks gzip's CRC and length trailer. With ``stop_after``, a stream that
+    decompresses to more than that many bytes is refused (a decompression bomb) without
+    being decompressed further."""
+    total = 0
     try:
         with gzip.open(path, "rb") as fh:
-            while fh.read(1 << 22):
-                pass
-    except (OSError, EOFError) as exc:
+            while chunk := fh.read(1 << 22):
+                total += len(chunk)
+                if stop_after is not None and total > stop_after:
+                    raise VolumeReadError(path, f"gzip data decompresses to more than "
+                                          f"{_gib(stop_after)}, far beyond what the header "
+                                          "describes (corrupt file or decompression bomb)")
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise VolumeReadError(path, f"corrupt or truncated gzip data ({exc})") from None
+    return total
 
 
 def _short_itk_message(exc: Exception) -> str:
@@ -162,4 +322,32 @@ def write_volume(volume: Volume, path: str | Path, *, mask: bool = False,
         vol = vol.with_array(arr.astype(np.uint8))
     with atomic_path(path) as tmp:
         sitk.WriteImage(vol.to_sitk(), str(tmp), useCompression=compress)
+        verify_written(tmp, vol, path)
     return path
+
+
+def verify_written(tmp: Path, vol: Volume, final: Path) -> None:
+    """Check the file just written before it gets its final name: header size equal to the
+    volume's and all its voxel data there (for NIfTI: the byte count, and for ``.nii.gz``
+    also gzip's CRC and length, in one streaming pass). Needed because SimpleITK does not
+    report a write cut short by a full disk. Raises ``OSError(ENOSPC)`` naming ``final``."""
+    import errno
+
+    try:
+        if volume_suffix(tmp) in (".nii", ".nii.gz"):
+            shape = tuple(_nifti_header(tmp).dim[1:4])
+            _check_nifti(tmp)
+        else:
+            import SimpleITK as sitk
+
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(tmp))
+            reader.ReadImageInformation()
+            shape = tuple(int(d) for d in reader.GetSize()[:3])
+    except (VolumeReadError, RuntimeError) as exc:
+        reason = exc.reason if isinstance(exc, VolumeReadError) else _short_itk_message(exc)
+        raise OSError(errno.ENOSPC, f"incomplete write, the file read back is broken "
+                      f"({reason}); nothing written", str(final)) from None
+    if shape != vol.shape:
+        raise OSError(errno.EIO, f"written file has size {shape}, expected {vol.shape}; "
+                      "nothing written", str(final))

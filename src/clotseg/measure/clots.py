@@ -244,6 +244,10 @@ def format_value(value) -> str:
         return str(bool(value))
     if isinstance(value, (float, np.floating)):
         return "nan" if not math.isfinite(value) else f"{float(value):.4f}"
+    if isinstance(value, str):
+        from clotseg.io.outputs import csv_cell
+
+        return csv_cell(value)  # a case id like "=HYPERLINK(...)" stays text
     return str(value)
 
 

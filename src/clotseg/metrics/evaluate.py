@@ -261,8 +261,10 @@ def evaluate_dirs(pred_dir: str | Path, data: str | Path | DatasetIndex, out_csv
         from tqdm import tqdm
 
         it = tqdm(refs, desc="evaluating", unit="case", leave=False)
+    from clotseg.io.values import binary_mask
+
     for case in it:
-        ref = case.read("mask")
+        ref = binary_mask(case.read("mask"), case.mask)
         path = predictions.get(case.case_id)
         if path is None:
             warnings.warn(f"{pred_dir}: no prediction for case {case.case_id} "
@@ -270,7 +272,7 @@ def evaluate_dirs(pred_dir: str | Path, data: str | Path | DatasetIndex, out_csv
                           UserWarning, stacklevel=2)
             evaluator.add(None, ref, case.case_id, ref_file=case.mask)
         else:
-            evaluator.add(read_volume(path), ref, case.case_id, pred_file=path,
+            evaluator.add(binary_mask(read_volume(path), path), ref, case.case_id, pred_file=path,
                           ref_file=case.mask)
     rows, summary = evaluator.rows, evaluator.summary()
     write_results(out_csv, rows, summary)

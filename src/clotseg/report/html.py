@@ -124,8 +124,11 @@ def data_uri(png: bytes) -> str:
 def read_csv(path: Path) -> list[dict[str, str]]:
     """Rows of a CSV file as dictionaries of strings; a clear error if unreadable."""
     try:
+        from clotseg.io.outputs import csv_cell_text
+
         with path.open(newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(f))
+            return [{k: csv_cell_text(v) if isinstance(v, str) else v for k, v in r.items()}
+                    for r in csv.DictReader(f)]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise ClotsegError(f"{path}: cannot read CSV ({exc})") from None
 

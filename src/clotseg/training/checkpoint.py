@@ -51,6 +51,11 @@ def load_checkpoint(path: Path, device="cpu") -> dict[str, Any]:
     if not path.is_file():
         raise ClotsegError(f"{path}: checkpoint not found")
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        ck = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - corrupt or unsafe file: a user-facing error
-        raise ClotsegError(f"{path}: cannot load checkpoint ({str(exc).splitlines()[0]})") from None
+        from clotseg.runs import first_line
+
+        raise ClotsegError(f"{path}: cannot load checkpoint ({first_line(exc)})") from None
+    if not isinstance(ck, dict) or not isinstance(ck.get("model"), dict):
+        raise ClotsegError(f"{path}: not a clotseg checkpoint (no 'model' weights in it)")
+    return ck

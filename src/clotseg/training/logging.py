@@ -31,14 +31,29 @@ def write_metrics(path: Path, rows: list[dict]) -> None:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    if not path.is_file():
+    """Rows of ``metrics.csv`` (none when the file does not exist). A file that exists but
+    cannot be read is an error, never an empty history: resuming would otherwise drop
+    every earlier epoch from the log and the curves without a word."""
+    from clotseg.errors import ClotsegError
+
+    if not path.exists():
         return []
     rows = []
-    with path.open(newline="") as fh:
-        for r in csv.DictReader(fh):
-            rows.append({k: (int(v) if k == "epoch" else (v == "True" if k == "best" else
-                                                           float(v) if v else float("nan")))
-                         for k, v in r.items() if k in COLUMNS})
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames is None or "epoch" not in reader.fieldnames:
+                raise ValueError(f"no 'epoch' column (header {reader.fieldnames})")
+            for r in reader:
+                if None in r or any(v is None for v in r.values()):
+                    raise ValueError(f"line {reader.line_num} has the wrong number of cells")
+                rows.append({k: (int(v) if k == "epoch" else (v == "True" if k == "best" else
+                                                               float(v) if v else float("nan")))
+                             for k, v in r.items() if k in COLUMNS})
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError, TypeError) as exc:
+        raise ClotsegError(f"{path}: cannot read the training history ({exc}); resuming "
+                           "would lose it. Repair the file, or move it away to resume "
+                           "without the earlier epochs' log") from None
     return rows
 
 

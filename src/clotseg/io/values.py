@@ -1,0 +1,91 @@
+"""Voxel values checked where they are used: reference masks and CT intensities.
+
+Reading a file only checks that it is a well-formed volume; whether its values make sense
+depends on what it is for. A mask used to train or to score must be binary: a {0, 2, 255}
+or a float mask would otherwise be binarised or averaged silently and change every volume,
+length and Dice computed from it. CT voxels that are NaN or infinite would turn a whole
+prediction into "no clot" without a word. Both are errors naming the file, with two
+explicit ways out, each also a command-line flag:
+
+* ``CLOTSEG_MASK_255=1`` (``--mask-255``): masks stored as {0, 255} are read as {0, 1}.
+* ``CLOTSEG_REPLACE_NONFINITE=<HU>`` (``--replace-nonfinite HU``): non-finite CT voxels
+  are replaced by that value, with a warning saying how many.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from clotseg.errors import ClotsegError, VolumeReadError
+from clotseg.io.volume import Volume
+
+MASK_255_ENV = "CLOTSEG_MASK_255"
+NONFINITE_ENV = "CLOTSEG_REPLACE_NONFINITE"
+
+
+def allow_mask_255() -> bool:
+    return os.environ.get(MASK_255_ENV, "").strip() not in ("", "0")
+
+
+def nonfinite_replacement() -> float | None:
+    """The HU value non-finite voxels are replaced with, or None (they are an error)."""
+    text = os.environ.get(NONFINITE_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ClotsegError(f"{NONFINITE_ENV} must be a number of HU, got {text!r}") from None
+    if not np.isfinite(value):
+        raise ClotsegError(f"{NONFINITE_ENV} must be a finite number, got {text!r}")
+    return value
+
+
+def binary_mask(vol: Volume, path: str | Path) -> Volume:
+    """``vol`` as a uint8 {0, 1} mask; any other content is a :class:`VolumeReadError`.
+
+    Integer {0, 1} (or {0, 255} when allowed) only: a float mask is refused even when its
+    values happen to be 0.0 and 1.0 elsewhere, since soft or resampled masks would be
+    binarised at an arbitrary level.
+    """
+    arr = np.asarray(vol.array)
+    if arr.dtype.kind == "b":
+        return vol.with_array(arr.astype(np.uint8))
+    if arr.dtype.kind == "f":
+        raise VolumeReadError(path, f"mask has floating-point voxels ({arr.dtype}); a "
+                              "reference mask must be stored as integer labels 0/1")
+    if arr.dtype.kind not in "iu":
+        raise VolumeReadError(path, f"mask has unsupported voxel type {arr.dtype}")
+    values = np.unique(arr)
+    if np.all(np.isin(values, (0, 1))):
+        return vol if arr.dtype == np.uint8 else vol.with_array(arr.astype(np.uint8))
+    if allow_mask_255() and np.all(np.isin(values, (0, 255))):
+        return vol.with_array((arr == 255).astype(np.uint8))
+    shown = ", ".join(str(v) for v in values[:6]) + (" ..." if values.size > 6 else "")
+    extra = "; masks stored as 0/255 are read with --mask-255" if 255 in values else ""
+    raise VolumeReadError(path, f"mask is not binary (values {shown}; expected 0/1){extra}")
+
+
+def finite_ct(vol: Volume, path: str | Path, what: str) -> Volume:
+    """``vol`` unchanged when all voxels are finite; else an error naming the file, or
+    (when a replacement value is set) a copy with those voxels replaced and a warning."""
+    arr = np.asarray(vol.array)
+    if arr.dtype.kind != "f":
+        return vol
+    bad = ~np.isfinite(arr)
+    n = int(np.count_nonzero(bad))
+    if n == 0:
+        return vol
+    value = nonfinite_replacement()
+    if value is None:
+        raise VolumeReadError(path, f"{what} has {n} non-finite voxel(s) (NaN or inf); "
+                              "repair the file, or replace them with --replace-nonfinite HU")
+    warnings.warn(f"{path}: {n} non-finite {what} voxel(s) replaced by {value:g} HU",
+                  UserWarning, stacklevel=2)
+    fixed = np.array(arr, copy=True)
+    fixed[bad] = value
+    return vol.with_array(fixed)
