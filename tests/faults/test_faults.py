@@ -509,7 +509,7 @@ def _cells_neutral(path: Path) -> None:
     assert any(c.startswith("'=") for c in cells), cells
 
 
-@fault("nnU-Net dataset.json that is not JSON", 0, "dataset.json")
+@fault("nnU-Net dataset.json that is not JSON", 1, "dataset.json")
 def _(ctx):
     root = ctx.tmp / "nn"
     case = ctx.case()

@@ -592,7 +592,7 @@ def write_summary(out: Path, predictor: Predictor, results: list[CaseResult], n_
         "masks": masks,
         "kept_from_earlier_runs": sorted(earlier),
     }
-    if final:
+    if final and not tag:  # parts run side by side: the other parts' masks are not strays
         stray = sorted(strip for p in out.glob(f"*{MASK_SUFFIX}")
                        if not (strip := p.name[: -len(MASK_SUFFIX)]).endswith("_prob")
                        and strip not in masks)

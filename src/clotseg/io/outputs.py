@@ -164,9 +164,20 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 def csv_cell(value: str) -> str:
     """Text for a CSV cell that spreadsheets show as text, never run as a formula: a
     leading ``= + - @`` (or tab / carriage return) gets a ``'`` in front (the OWASP
-    advice for CSV injection). Numbers are not text and are never passed here."""
+    advice for CSV injection). A cell that is a number as text (``-12.5``, kept from an
+    earlier table) is left alone: a spreadsheet reads it as that number, not a formula."""
     text = str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
+    if not text.startswith(_FORMULA_START) or _is_number(text):
+        return text
+    return "'" + text
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def csv_cell_text(cell: str) -> str:
