@@ -27,7 +27,7 @@ import numpy as np
 from clotseg.errors import ClotsegError, VolumeReadError
 from clotseg.inference.engine import cpu_has_native_bf16, resolve_precision
 from clotseg.inference.ensemble import InferenceOptions, Member, ensemble_probability, load_member
-from clotseg.inference.postprocess import postprocess
+from clotseg.inference.postprocess import bounding_box, postprocess
 from clotseg.io.atomic import atomic_path, write_text
 from clotseg.io.volume import Grid, Volume
 from clotseg.timing import collect, stage
@@ -178,7 +178,7 @@ class Predictor:
         # lies outside is 0 and stays 0, components inside are the same either way.
         with stage("postprocess"):
             mask = np.zeros(prob.shape, np.uint8)
-            box = nonzero_box(prob)
+            box = bounding_box(prob)
             if box is not None:
                 mask[box] = postprocess(prob[box], cta.spacing, threshold=p["threshold"],
                                         min_component_mm3=p["min_component_mm3"],
@@ -201,18 +201,6 @@ class Predictor:
             raise ClotsegError(f"{self.members[0].run}/model.json: invalid component_filter "
                                f"({exc})") from None
 
-
-def nonzero_box(arr: np.ndarray) -> tuple[slice, ...] | None:
-    """Index box (slices) of the non-zero voxels of ``arr``; None when all are zero.
-    Found from per-axis projections, without a list of voxels."""
-    nz = np.asarray(arr) != 0
-    box = []
-    for ax in range(nz.ndim):
-        hits = np.flatnonzero(nz.any(axis=tuple(a for a in range(nz.ndim) if a != ax)))
-        if hits.size == 0:
-            return None
-        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
-    return tuple(box)
 
 
 def ncct_on_cta_grid(cta: Volume, ncct: Volume, case_id: str = "case",

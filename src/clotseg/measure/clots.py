@@ -32,7 +32,7 @@ import numpy as np
 from scipy import ndimage
 
 from clotseg.errors import ClotsegError
-from clotseg.inference.postprocess import components
+from clotseg.inference.postprocess import bounding_box, components
 from clotseg.io.atomic import write_text
 from clotseg.io.volume import Volume
 from clotseg.measure.centreline import centreline_length_mm
@@ -60,7 +60,7 @@ def measure_case(case_id: str, mask: Volume, cta: Volume, ncct: Volume,
     # Components are labelled inside the mask's bounding box only (a clinical scan is
     # 100 million voxels, a clot a few hundred); ``offset`` maps back to the full grid.
     any_clot = np.asarray(mask.array) > 0
-    bbox = _bounding_box(any_clot)
+    bbox = bounding_box(any_clot)
     if bbox is None:
         return [_empty_row(case_id, prob)]
     offset = np.array([s.start for s in bbox])
@@ -102,17 +102,6 @@ def component_labels(mask: np.ndarray) -> tuple[np.ndarray, int]:
     rank[np.argsort(-counts, kind="stable") + 1] = np.arange(1, n + 1)
     return rank[labels], n
 
-
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """Slices of the bounding box of a bool array's True voxels (None when there are none),
-    from per-axis projections."""
-    box = []
-    for ax in range(mask.ndim):
-        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != ax)))
-        if hits.size == 0:
-            return None
-        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
-    return tuple(box)
 
 
 def _check_grids(case_id: str, mask: Volume, cta: Volume, ncct: Volume,

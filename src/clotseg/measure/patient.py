@@ -20,10 +20,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from clotseg.inference.postprocess import components
+from clotseg.inference.postprocess import bounding_box, components
 from clotseg.io.volume import Volume
 from clotseg.measure.centreline import centreline_length_mm
-from clotseg.measure.clots import NAN, PERVIOUS_HU, _bounding_box
+from clotseg.measure.clots import NAN, PERVIOUS_HU
 
 #: Components closer than this (mm, surface to surface) to the primary clot belong to it.
 FRAGMENT_GAP_MM = 10.0
@@ -40,7 +40,7 @@ def summarise_patient(case_id: str, mask: Volume, cta: Volume, ncct: Volume,
     """One ``cases.csv`` row for ``mask`` (all volumes on the CTA grid, as for
     :func:`clotseg.measure.clots.measure_case`)."""
     any_clot = np.asarray(mask.array) > 0
-    bbox = _bounding_box(any_clot)  # work inside the mask's box: a whole head is 100 M voxels
+    bbox = bounding_box(any_clot)  # work inside the mask's box: a whole head is 100 M voxels
     labels, n = components(any_clot[bbox]) if bbox is not None else (None, 0)
     row = dict.fromkeys(PATIENT_CSV_COLUMNS, NAN)
     row.update(case_id=case_id, has_clot=n > 0, n_components=n)
