@@ -6,7 +6,7 @@ run. Prints one JSON object.
 Both paths read the same NIfTI files, resample/normalise the same way, post-process and
 write the mask with the same code; only the network part differs. ``dice_vs_baseline``
 compares the two masks (1.0 = same segmentation); ``dice_vs_truth`` compares each with the
-phantom's clot (meaningful with a trained ``--run``). DESIGN §11 target on 2 CPU cores:
+phantom's clot (meaningful with a trained ``--run``). The target on 2 CPU cores:
 speed-up ≥ 2 at the same Dice.
 
     python benchmarks/predict_latency.py                          # fresh unet-original

@@ -3,7 +3,7 @@ against the bare model step on random tensors already on the device, same model,
 patch, measured in the same run. Prints one JSON object.
 
 The bare step is the ceiling: the closer ``ratio`` is to 1, the less the data path costs.
-DESIGN §11 target on a GPU (original U-Net, 256 x 256, bf16): ratio >= 0.9.
+The target on a GPU (original U-Net, 256 x 256, bf16): ratio >= 0.9.
 
     python benchmarks/train_throughput.py                     # CPU defaults, about a minute
     python benchmarks/train_throughput.py --device cuda       # GPU defaults (§11 setting)

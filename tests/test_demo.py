@@ -38,7 +38,7 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     assert summary["n_cases"] == len(test)
     html = (out / "report.html").read_text()
     assert all(cid in html for cid in test) and "data:image/png;base64," in html
-    print(f"quick demo: {elapsed:.0f} s")  # timing is reported, never asserted (DESIGN §11)
+    print(f"quick demo: {elapsed:.0f} s")  # timing is reported, never asserted
 
 
 def test_refuses_foreign_folder(tmp_path, capsys):

@@ -7,7 +7,7 @@ A batch is made in three steps, the same on every device:
    in the slice otherwise);
 2. a *source* gathers the slabs onto a common zero-padded canvas (every case centred on
    it): :class:`ResidentSource` holds the whole cohort in one device tensor and gathers a
-   batch with a single indexing operation (the GPU path, DESIGN §11), while
+   batch with a single indexing operation (the GPU path), while
    :class:`MemmapSource` reads slabs from the memory-mapped cache (the CPU and
    does-not-fit path; host RAM does not grow with the cohort);
 3. :func:`clotseg.data.augment.augment_batch` crops to the training patch and augments, on

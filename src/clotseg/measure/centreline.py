@@ -1,4 +1,4 @@
-"""Clot length as the arc length of its centreline (DESIGN §9, DOMAIN "Clinical measurements").
+"""Clot length as the arc length of its centreline.
 
 Method of :func:`centreline_length_mm`, for each 26-connected object of the mask:
 

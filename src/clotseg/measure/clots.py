@@ -1,4 +1,4 @@
-"""Per-clot measurements written to ``clots.csv`` (DESIGN §9, DOMAIN "Clinical measurements").
+"""Per-clot measurements written to ``clots.csv``.
 
 One row per 26-connected component of a (predicted) clot mask, largest first, numbered
 ``component`` = 1..n with ``n_components`` repeated on every row. A case without any clot

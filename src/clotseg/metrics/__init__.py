@@ -1,4 +1,4 @@
-"""3D per-case evaluation metrics in millimetres (DESIGN §8) and their summary.
+"""3D per-case evaluation metrics in millimetres and their summary.
 
 Small functions on numpy masks plus spacing (:mod:`overlap`, :mod:`surface`,
 :mod:`detection`); :mod:`clotseg.metrics.evaluate` applies them per case and summarises.

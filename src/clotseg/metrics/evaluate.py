@@ -1,6 +1,6 @@
 """Per-case evaluation of predicted clot masks against reference masks, and its summary.
 
-Conventions (DESIGN §8):
+Conventions:
 
 * Both masks of a case must be on the same grid; nothing is resampled silently.
 * Empty reference and empty prediction: Dice 1, distances 0. Exactly one empty: Dice 0,

@@ -11,7 +11,7 @@ large contrast-filled arteries in the head, and it sits on the head's midline. O
 (2 mm) copy of the CTA resampled to patient axes (L, P, S) we
 
 1. take voxels of 100–600 HU inside the head: contrast lumen ("good opacification" starts
-   at 150 HU, Kim 2010, DOMAIN.md; 100 because 2–3 mm arteries lose contrast to partial
+   at 150 HU, Kim 2010; 100 because 2–3 mm arteries lose contrast to partial
    volume at 2 mm), below dense bone;
 2. drop everything within 4 mm of bone (> 700 HU): bone edges and the skull's diploe fall
    in the same HU range through partial volume, and the venous sinuses lie against the

@@ -2,8 +2,7 @@
 vessel tree, clots, calcifications, slow-flow segments and streaks, with ground truth.
 
 ``make_case(seed)`` builds one patient in memory; ``write_cohort(out, n)`` writes a
-case-folder dataset plus ``truth.csv`` (see :mod:`clotseg.synth.phantom` for the model
-and DOMAIN.md for the published figures it uses).
+case-folder dataset plus ``truth.csv`` (see :mod:`clotseg.synth.phantom` for the model and the published figures it uses).
 """
 
 from clotseg.synth.cohort import TRUTH_COLUMNS, case_id, write_cohort

@@ -6,8 +6,8 @@ left, y posterior, z superior) with the origin at the centre of the Circle of Wi
 on a voxel grid, so nothing in this module knows about voxels except the partial-volume
 width passed to :func:`tissue_fields`.
 
-Vessel diameters and lengths (DOMAIN.md): cavernous ICA 5.0 mm, ICA terminus 3.6 mm,
-M1 3.1 mm with MCA length 22.5 ± 8.1 mm, M2 2.4 mm (Rai, JNIS 5(4):371); A1 2.05 mm,
+Vessel diameters and lengths (published figures, sources inline): cavernous ICA 5.0 mm,
+ICA terminus 3.6 mm, M1 3.1 mm with MCA length 22.5 ± 8.1 mm, M2 2.4 mm (Rai, JNIS 5(4):371); A1 2.05 mm,
 length ≈ 14 mm, AComm 1.16 mm (Folia Morphol 2018); P1 1.8–1.9 mm (Turk Neurosurg);
 basilar 3.6 → 3.1 mm, length 27 mm (Rai, JNIS 5(6):597). Completeness of the circle:
 complete anterior part 77 %, whole circle 16.6 % (Naveen 2015).

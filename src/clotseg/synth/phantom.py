@@ -7,8 +7,8 @@ sampled on a grid with random spacing, origin and direction (flips, permutations
 tilt), so a reader that ignores the geometry gets it wrong. The volume is an ROI around
 the Circle of Willis, like the original research code's ROIs.
 
-Figures come from DOMAIN.md (source next to each number). Two distractors are not from
-DOMAIN.md but make each modality ambiguous on its own, as in real scans: *slow-flow
+Figures come from published stroke-imaging studies (source next to each number). Two distractors are not from
+those studies but make each modality ambiguous on its own, as in real scans: *slow-flow
 segments* (unopacified blood, e.g. inflow or delayed filling) that are dark on CTA but
 normal blood on NCCT, and *small wall plaques* on the clot-bearing arteries that are
 hyperdense on NCCT but bright on CTA.
@@ -28,7 +28,7 @@ from clotseg.synth import anatomy, large
 from clotseg.synth.anatomy import Head, SampledTree
 
 #: Array shape (L-R, P-A, S-I, before the storage permutation) and spacing ranges (mm)
-#: per size; DESIGN §5 asks for in-plane 0.4–1.0 mm and slices 0.5–2.5 mm over the cohort.
+#: per size; over the sizes the cohort spans in-plane 0.4–1.0 mm and slices 0.5–2.5 mm.
 #: "small" is a fine ROI around the Circle of Willis (≈ 65 × 65 × 50 mm, like the original
 #: research code's ROIs, kept on the clot) so that a clot spans enough voxels to learn
 #: from on a CPU; "full" is a whole-head field of view with the coarse and thick-slice
