@@ -171,7 +171,7 @@ def write_report(path: Path, problems: list[Problem]) -> None:
     import io
 
     from clotseg.io.atomic import write_text
-    from clotseg.io.outputs import csv_cell
+    from clotseg.io.tables import csv_cell
 
     buf = io.StringIO()
     w = csv.writer(buf)

@@ -14,7 +14,7 @@ from clotseg.inference.fp_filter import (
     component_features,
     fit_component_filter,
 )
-from clotseg.inference.postprocess import components
+from clotseg.masks import components
 
 SHAPE = (48, 48, 24)
 SPACING = (0.6, 0.6, 1.0)

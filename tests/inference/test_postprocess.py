@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clotseg.inference.postprocess import components, filter_components, postprocess
+from clotseg.inference.postprocess import postprocess
+from clotseg.masks import components, filter_components
 
 SPACING = (0.5, 0.5, 2.0)  # 0.5 mm³ per voxel
 

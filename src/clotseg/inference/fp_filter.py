@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from clotseg.inference.postprocess import components
+from clotseg.masks import components
 
 #: Per-component features, in the order of the stored weights.
 FEATURES = ["log_volume_mm3", "max_prob", "mean_prob", "is_most_probable",

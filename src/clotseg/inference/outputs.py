@@ -64,7 +64,7 @@ def expected_files(out: Path, case, formats: list[str] | tuple[str, ...] | None,
 def component_labels(mask: Volume) -> Volume:
     """Clot component *k* (numbered as ``clots.csv`` numbers them) has value *k*; uint8,
     or uint16 beyond 255 components."""
-    from clotseg.measure.clots import component_labels as label
+    from clotseg.masks import component_labels as label
 
     labels, n = label(np.asarray(mask.array))
     return mask.with_array(labels.astype(np.uint8 if n < 256 else np.uint16))

@@ -27,9 +27,10 @@ import numpy as np
 from clotseg.errors import ClotsegError, VolumeReadError
 from clotseg.inference.engine import cpu_has_native_bf16, resolve_precision
 from clotseg.inference.ensemble import InferenceOptions, Member, ensemble_probability, load_member
-from clotseg.inference.postprocess import bounding_box, postprocess
+from clotseg.inference.postprocess import postprocess
 from clotseg.io.atomic import atomic_path, write_text
 from clotseg.io.volume import Grid, Volume
+from clotseg.masks import bounding_box
 from clotseg.timing import collect, stage
 
 MASK_SUFFIX = ".nii.gz"
@@ -499,7 +500,7 @@ def earlier_outputs(out: Path, redone: set[str]) -> dict[str, EarlierCase]:
     masks in the folder. Anything unreadable counts as no earlier record."""
     import csv
 
-    from clotseg.io.outputs import csv_cell_text
+    from clotseg.io.tables import csv_cell_text
 
     try:
         masks = json.loads((out / "predict.json").read_text(encoding="utf-8")).get("masks", {})

@@ -1,4 +1,4 @@
-"""Output folders and files: checked before any work, one writer at a time, safe CSV cells.
+"""Output folders and files: checked before any work, one writer at a time.
 
 * :func:`ensure_out_dir` / :func:`ensure_out_file` turn "OUT is a file", "OUT is a
   read-only folder", "--out is a folder" into one clear error before hours of work.
@@ -7,7 +7,8 @@
   left by a killed run on this host (its pid no longer alive) is taken over.
 * :func:`os_error_message` is the one wording of an operating-system error (disk full,
   permission denied, ...), used by the command line's error handler.
-* :func:`csv_cell` neutralises text that a spreadsheet would run as a formula.
+
+Safe CSV cells and CSV files are in :mod:`clotseg.io.tables`.
 """
 
 from __future__ import annotations
@@ -156,30 +157,3 @@ class OutLock:
                 with contextlib.suppress(OSError):
                     self.folder.rmdir()  # only succeeds when empty
 
-
-#: First characters that make a spreadsheet treat a cell as a formula.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_cell(value: str) -> str:
-    """Text for a CSV cell that spreadsheets show as text, never run as a formula: a
-    leading ``= + - @`` (or tab / carriage return) gets a ``'`` in front (the OWASP
-    advice for CSV injection). A cell that is a number as text (``-12.5``, kept from an
-    earlier table) is left alone: a spreadsheet reads it as that number, not a formula."""
-    text = str(value)
-    if not text.startswith(_FORMULA_START) or _is_number(text):
-        return text
-    return "'" + text
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def csv_cell_text(cell: str) -> str:
-    """The text :func:`csv_cell` was given (drops the ``'`` it put in front)."""
-    return cell[1:] if cell.startswith("'") and cell[1:].startswith(_FORMULA_START) else cell

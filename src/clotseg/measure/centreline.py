@@ -43,7 +43,8 @@ from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components, dijkstra
 
-_STRUCTURE_26 = np.ones((3, 3, 3), dtype=bool)
+from clotseg.masks import components
+
 #: Half of the 26 neighbour offsets of (1, 1, 1); the others are their mirror images.
 _HALF_OFFSETS = [np.asarray(o) - 1 for o in np.ndindex(3, 3, 3) if o > (1, 1, 1)]
 
@@ -54,7 +55,7 @@ def centreline_length_mm(mask: np.ndarray, spacing) -> float:
     See the module docstring for the method."""
     mask = np.asarray(mask) > 0
     spacing = np.asarray(spacing, dtype=float)
-    labels, _ = ndimage.label(mask, structure=_STRUCTURE_26)
+    labels, _ = components(mask)
     return float(sum(_object_length(labels[box] == k, spacing)
                      for k, box in enumerate(ndimage.find_objects(labels), start=1)))
 
@@ -154,11 +155,6 @@ def smooth_path(path: np.ndarray, sigma_vox: float = 2.0) -> np.ndarray:
     n = min(len(path) - 1, int(np.ceil(4 * sigma)))
     ext = np.vstack([2 * path[0] - path[n:0:-1], path, 2 * path[-1] - path[-2:-n - 2:-1]])
     return ndimage.gaussian_filter1d(ext, sigma=sigma, axis=0, mode="nearest")[n:n + len(path)]
-
-
-def path_length(path: np.ndarray) -> float:
-    """Sum of the segment lengths of a polyline (in its coordinate units)."""
-    return float(np.linalg.norm(np.diff(path, axis=0), axis=1).sum())
 
 
 def _path_with_caps(path: np.ndarray, soft: np.ndarray, r: float) -> float | None:

@@ -23,8 +23,6 @@ Everything is measured on the original CTA grid: mask, CTA and NCCT must share i
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from pathlib import Path
 
@@ -32,9 +30,9 @@ import numpy as np
 from scipy import ndimage
 
 from clotseg.errors import ClotsegError
-from clotseg.inference.postprocess import bounding_box, components
-from clotseg.io.atomic import write_text
+from clotseg.io.tables import csv_text, write_csv
 from clotseg.io.volume import Volume
+from clotseg.masks import bounding_box, component_labels
 from clotseg.measure.centreline import centreline_length_mm
 
 #: Perviousness threshold: pervious when CTA − NCCT ≥ 10.9 HU (Santos 2016, Stroke).
@@ -87,21 +85,6 @@ def measure_case(case_id: str, mask: Volume, cta: Volume, ncct: Volume,
     for k, row in enumerate(rows, start=1):
         row.update(case_id=case_id, component=k, n_components=n)
     return [{c: row[c] for c in CLOTS_CSV_COLUMNS} for row in rows]
-
-
-def component_labels(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """26-connected clot components of ``mask`` (non-zero voxels) numbered 1..n, largest
-    first (equal sizes in scan order): the numbering of ``clots.csv``'s ``component``,
-    also used for ``predict --labels`` masks."""
-    labels, n = components(np.asarray(mask) > 0)
-    if n < 2:
-        return labels, n
-    counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    rank = np.empty(n + 1, dtype=labels.dtype)
-    rank[0] = 0
-    rank[np.argsort(-counts, kind="stable") + 1] = np.arange(1, n + 1)
-    return rank[labels], n
-
 
 
 def _check_grids(case_id: str, mask: Volume, cta: Volume, ncct: Volume,
@@ -215,31 +198,11 @@ def _brightest_shift(points: np.ndarray, cta: np.ndarray, to_index: np.ndarray) 
 
 
 def clots_csv_text(rows: list[dict], columns: list[str] | None = None) -> str:
-    """CSV text of measurement rows: floats with 4 decimals, NaN as ``nan``, None empty."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, columns or CLOTS_CSV_COLUMNS, extrasaction="ignore",
-                            lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: format_value(v) for k, v in row.items()})
-    return buf.getvalue()
-
-
-def format_value(value) -> str:
-    """One CSV cell: floats with 4 decimals (``nan`` kept visible), None as empty."""
-    if value is None:
-        return ""
-    if isinstance(value, (bool, np.bool_)):
-        return str(bool(value))
-    if isinstance(value, (float, np.floating)):
-        return "nan" if not math.isfinite(value) else f"{float(value):.4f}"
-    if isinstance(value, str):
-        from clotseg.io.outputs import csv_cell
-
-        return csv_cell(value)  # a case id like "=HYPERLINK(...)" stays text
-    return str(value)
+    """CSV text of measurement rows (columns :data:`CLOTS_CSV_COLUMNS` unless given), in
+    the cell format of :func:`clotseg.io.tables.format_cell`."""
+    return csv_text(rows, columns or CLOTS_CSV_COLUMNS)
 
 
 def write_clots_csv(path: str | Path, rows: list[dict]) -> Path:
     """Write ``clots.csv`` atomically (columns :data:`CLOTS_CSV_COLUMNS`)."""
-    return write_text(path, clots_csv_text(rows))
+    return write_csv(path, rows, CLOTS_CSV_COLUMNS)

@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from clotseg.inference.postprocess import bounding_box, components
 from clotseg.io.volume import Volume
+from clotseg.masks import bounding_box, components
 from clotseg.measure.centreline import centreline_length_mm
 from clotseg.measure.clots import NAN, PERVIOUS_HU
 

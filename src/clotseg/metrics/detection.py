@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from clotseg.inference.postprocess import components
+from clotseg.masks import components
 
 #: Detection outcomes of one case.
 OUTCOMES = ("TP", "FN", "FP", "TN")

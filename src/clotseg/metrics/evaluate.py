@@ -31,9 +31,9 @@ from clotseg.errors import ClotsegError
 from clotseg.io.atomic import write_text
 from clotseg.io.layouts import CaseRef, DatasetIndex, discover
 from clotseg.io.readers import VOLUME_SUFFIXES, read_volume, strip_suffix, volume_suffix
+from clotseg.io.tables import write_csv
 from clotseg.io.volume import Volume
 from clotseg.measure.centreline import centreline_length_mm
-from clotseg.measure.clots import clots_csv_text
 from clotseg.metrics.detection import (
     OUTCOMES,
     count_components,
@@ -290,7 +290,7 @@ def write_results(out_csv: str | Path, rows: list[dict], summary: dict) -> tuple
     out_csv = Path(out_csv)
     if out_csv.is_dir():
         raise ClotsegError(f"{out_csv}: is a folder; give a file name for the CSV")
-    write_text(out_csv, clots_csv_text(rows, COLUMNS))
+    write_csv(out_csv, rows, COLUMNS)
     json_path = summary_path(out_csv)
     write_text(json_path, json.dumps(summary, indent=2, allow_nan=False) + "\n")
     return out_csv, json_path

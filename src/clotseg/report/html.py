@@ -124,7 +124,7 @@ def data_uri(png: bytes) -> str:
 def read_csv(path: Path) -> list[dict[str, str]]:
     """Rows of a CSV file as dictionaries of strings; a clear error if unreadable."""
     try:
-        from clotseg.io.outputs import csv_cell_text
+        from clotseg.io.tables import csv_cell_text
 
         with path.open(newline="", encoding="utf-8") as f:
             return [{k: csv_cell_text(v) if isinstance(v, str) else v for k, v in r.items()}

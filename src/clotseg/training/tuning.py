@@ -33,7 +33,7 @@ import numpy as np
 from clotseg.config import Config
 from clotseg.data.cache import CachedCase
 from clotseg.inference.engine import predict_probabilities, prepare_model
-from clotseg.inference.postprocess import component_volumes_mm3, components
+from clotseg.masks import component_volumes_mm3, components
 from clotseg.metrics.overlap import dice as overlap_dice
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
