@@ -18,7 +18,7 @@ from torch import nn
 
 from clotseg.io.readers import write_volume
 from clotseg.io.volume import Volume
-from clotseg.models.registry import register_model
+from clotseg.models import register_model
 from clotseg.runs import ModelSpec, save_model_spec
 
 #: HU of painted clot voxels in the CTA, and the normalised level the stub detects

@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from clotseg.models.registry import register_model
 from clotseg.models.unet_original import Decoder, Encoder, centre_block
 
 
@@ -39,6 +38,5 @@ class FusionUNet(nn.Module):
         return self.decoder(self.centre(bottom), skips)
 
 
-@register_model("fusion-unet")
 def fusion_unet(in_channels: int = 2, base: int = 32, dropout: float = 0.1) -> nn.Module:
     return FusionUNet(in_channels, base, dropout)

@@ -1,13 +1,11 @@
-"""MONAI networks in the registry: ``monai-unet`` (BasicUNet) and ``monai-dynunet``."""
+"""MONAI networks of :data:`clotseg.models.MODELS`: ``monai-unet`` (BasicUNet) and
+``monai-dynunet``."""
 
 from __future__ import annotations
 
 from torch import nn
 
-from clotseg.models.registry import register_model
 
-
-@register_model("monai-unet")
 def monai_unet(in_channels: int = 2, base: int = 16, dropout: float = 0.1) -> nn.Module:
     """MONAI BasicUNet (2D, four pooling levels): pad inputs to a multiple of 16."""
     from monai.networks.nets import BasicUNet
@@ -17,7 +15,6 @@ def monai_unet(in_channels: int = 2, base: int = 16, dropout: float = 0.1) -> nn
                      features=(b, b, 2 * b, 4 * b, 8 * b, b), dropout=dropout)
 
 
-@register_model("monai-dynunet")
 def monai_dynunet(in_channels: int = 2, base: int = 16, dropout: float = 0.0,
                   levels: int = 4) -> nn.Module:
     """MONAI DynUNet (nnU-Net-style U-Net), ``levels`` poolings: pad to 2**levels."""

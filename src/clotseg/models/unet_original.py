@@ -14,8 +14,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from clotseg.models.registry import register_model
-
 
 def conv_block(cin: int, cout: int, dropout: float) -> nn.Sequential:
     """Two 3x3 conv + batch norm + ReLU, with dropout in between (as the original)."""
@@ -84,6 +82,5 @@ class UNetOriginal(nn.Module):
         return self.decoder(self.centre(x), skips)
 
 
-@register_model("unet-original")
 def unet_original(in_channels: int = 2, base: int = 32, dropout: float = 0.1) -> nn.Module:
     return UNetOriginal(in_channels, base, dropout)
