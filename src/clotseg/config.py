@@ -19,11 +19,29 @@ from typing import Any
 
 from clotseg.errors import ConfigError
 
+#: Default HU windows of the network input, the one definition (``data.windows``,
+#: :func:`clotseg.data.slabs.prepare_case`). CTA: from below fat to above the brightest
+#: contrast lumen, so the filling defect (≈ 50–80 HU) and calcification (> 400 HU) stay
+#: distinguishable. NCCT: a narrow window around blood/clot density (40–61 HU) keeps the
+#: faint hyperdensity visible. Fixed windows, not per-case percentiles, so that inputs are
+#: in HU. Figures use their own display windows (:mod:`clotseg.report.figures`).
+DEFAULT_WINDOWS: dict[str, tuple[float, float]] = {"cta": (-100.0, 700.0), "ncct": (0.0, 100.0)}
+
+
+def default_windows() -> dict[str, list[float]]:
+    """:data:`DEFAULT_WINDOWS` as lists, the form a config and ``model.json`` store.
+
+    Examples:
+        >>> default_windows()["cta"]
+        [-100.0, 700.0]
+    """
+    return {name: list(window) for name, window in DEFAULT_WINDOWS.items()}
+
 
 @dataclass
 class DataConfig:
     slab: int = 3  # neighbouring slices per modality (2.5D, odd); 1 = original 2-channel input
-    windows: dict = field(default_factory=lambda: {"cta": [-100.0, 700.0], "ncct": [0.0, 100.0]})
+    windows: dict = field(default_factory=default_windows)  # HU [low, high] per modality
     pad_multiple: int = 16  # slices are zero-padded to a multiple of this (train and predict)
     # Resample every case to one voxel size (mm, patient x y z) before training, and every
     # scan at predict time (the mask is mapped back onto the CTA grid): "auto" = the median

@@ -1,6 +1,7 @@
-"""What training and inference share about the network input: HU windows, canonical
+"""What training and inference share about the network input: HU windowing, canonical
 (axial-last) orientation, 2.5D slabs and padding. Keeping it in one place guarantees that
-``predict`` feeds the network exactly what ``train`` did.
+``predict`` feeds the network exactly what ``train`` did. The default windows themselves
+are :data:`clotseg.config.DEFAULT_WINDOWS`, the one definition.
 
 Channel order of one input sample: ``[CTA z-h .. CTA z+h, NCCT z-h .. NCCT z+h]`` with
 ``h = slab // 2``; slices beyond the volume repeat the edge slice.
@@ -12,14 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from clotseg.config import DEFAULT_WINDOWS
 from clotseg.io.orientation import Orientation, orientation_of
 from clotseg.io.volume import Volume
-
-#: Default HU windows. CTA: from below fat to above the brightest contrast lumen, so the
-#: filling defect (≈ 50–80 HU) and calcification (> 400 HU) stay distinguishable.
-#: NCCT: a narrow window around blood/clot density (40–61 HU) keeps the faint
-#: hyperdensity visible. Fixed windows, not per-case percentiles, so that inputs are in HU.
-DEFAULT_WINDOWS: dict[str, tuple[float, float]] = {"cta": (-100.0, 700.0), "ncct": (0.0, 100.0)}
 
 
 def normalize(array: np.ndarray, window: tuple[float, float]) -> np.ndarray:

@@ -22,11 +22,14 @@ from clotseg.io.atomic import write_bytes
 from clotseg.io.orientation import Orientation, orientation_of
 from clotseg.io.volume import Volume
 
-#: Display windows (HU). CTA: a vessel window wide enough to separate the filling defect
-#: (≈ 50–80 HU) from the contrast lumen and calcification; NCCT: a narrow brain window in
-#: which the hyperdense clot (≈ 50–60 HU) stands out from blood (≈ 40 HU).
-CTA_WINDOW = (-50.0, 450.0)
-NCCT_WINDOW = (0.0, 80.0)
+#: Display windows (HU) of the figures: grey levels for a reader's eye only. They are not
+#: the network input windows (:data:`clotseg.config.DEFAULT_WINDOWS`, which a trained
+#: model depends on) and may be changed without touching any model. CTA: a vessel window
+#: wide enough to separate the filling defect (≈ 50–80 HU) from the contrast lumen and
+#: calcification; NCCT: a narrow brain window in which the hyperdense clot (≈ 50–60 HU)
+#: stands out from blood (≈ 40 HU).
+CTA_DISPLAY_WINDOW = (-50.0, 450.0)
+NCCT_DISPLAY_WINDOW = (0.0, 80.0)
 REF_COLOUR, PRED_COLOUR = "#33ff33", "#ff3333"
 
 
@@ -121,8 +124,8 @@ def clot_slices_png(cta: Volume, ncct: Volume, ref: Volume | None, pred: Volume 
     aspect = sp[1] / sp[0]  # imshow aspect = height / width of one pixel
     fig, axes = _figure(len(zs), 2)
     for row, z in enumerate(zs):
-        for col, (img, win, name) in enumerate(((c, CTA_WINDOW, "CTA"),
-                                                (nc, NCCT_WINDOW, "NCCT"))):
+        for col, (img, win, name) in enumerate(((c, CTA_DISPLAY_WINDOW, "CTA"),
+                                                (nc, NCCT_DISPLAY_WINDOW, "NCCT"))):
             ax = axes[row, col]
             _show(ax, img[:, :, z], win, aspect, f"{name}  axial {z + 1}/{c.shape[2]}")
             _outline(ax, None if r is None else r[:, :, z], REF_COLOUR)
@@ -136,7 +139,11 @@ MIP_SLAB_MM = 30.0
 BONE_HU = 750.0
 #: MIP display window (HU): with bone gone, contrast-filled vessels (≈ 250–450 HU) are the
 #: brightest structures left and can use the whole grey range.
-MIP_WINDOW = (0.0, 450.0)
+MIP_DISPLAY_WINDOW = (0.0, 450.0)
+#: HU range the CTA is clipped to before projecting, removed bone taking its lower end
+#: (air-like, never the maximum). Display only, like the windows above; it is wider than
+#: :data:`MIP_DISPLAY_WINDOW`, so it does not change the grey levels shown.
+MIP_CLIP_HU = (-100.0, 700.0)
 
 
 def _mip_source(c: np.ndarray, sp, masks: list[np.ndarray | None]) -> tuple[np.ndarray, str]:
@@ -153,7 +160,7 @@ def _mip_source(c: np.ndarray, sp, masks: list[np.ndarray | None]) -> tuple[np.n
     if bone.any():
         radius = np.maximum(np.round(1.5 / np.asarray(sp, dtype=float)).astype(int), 1)
         bone = ndimage.binary_dilation(bone, np.ones(tuple(2 * radius + 1), dtype=bool))
-    hu = np.where(bone, -100.0, np.clip(c, -100.0, 700.0))
+    hu = np.where(bone, MIP_CLIP_HU[0], np.clip(c, *MIP_CLIP_HU))
     for m in masks:
         if m is not None and m.any():
             zs = np.flatnonzero(m.any(axis=(0, 1)))
@@ -175,7 +182,7 @@ def mip_png(cta: Volume, ref: Volume | None, pred: Volume | None,
     hu, extent = _mip_source(c, sp, masks)
     fig, axes = _figure(1, 1, panel_in=4.0)
     ax = axes[0, 0]
-    _show(ax, hu.max(axis=2), MIP_WINDOW, sp[1] / sp[0],
+    _show(ax, hu.max(axis=2), MIP_DISPLAY_WINDOW, sp[1] / sp[0],
           f"CTA MIP (axial, bone removed, {extent})")
     for m, colour in zip(masks, (REF_COLOUR, PRED_COLOUR)):
         if m is not None:
