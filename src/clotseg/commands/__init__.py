@@ -52,8 +52,3 @@ def apply_value_args(args: argparse.Namespace) -> None:
             raise UsageError(f"--replace-nonfinite needs a finite number, got {value}")
         os.environ[NONFINITE_ENV] = repr(value)
 
-
-def not_implemented(name: str) -> int:
-    from clotseg.errors import UsageError
-
-    raise UsageError(f"'{name}' is not implemented yet")
