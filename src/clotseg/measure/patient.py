@@ -21,12 +21,11 @@ import numpy as np
 from scipy import ndimage
 
 from clotseg.io.volume import Volume
-from clotseg.masks import bounding_box, components
+from clotseg.masks import FRAGMENT_GAP_MM, bounding_box, components, fragments_of, primary_component
 from clotseg.measure.centreline import centreline_length_mm
 from clotseg.measure.clots import NAN, PERVIOUS_HU
 
-#: Components closer than this (mm, surface to surface) to the primary clot belong to it.
-FRAGMENT_GAP_MM = 10.0
+__all__ = ["FRAGMENT_GAP_MM", "PATIENT_CSV_COLUMNS", "summarise_patient"]
 
 PATIENT_CSV_COLUMNS = ["case_id", "has_clot", "n_components", "clot_fragments",
                        "volume_mm3", "length_mm", "ncct_mean_hu", "ncct_median_hu",
@@ -51,13 +50,10 @@ def summarise_patient(case_id: str, mask: Volume, cta: Volume, ncct: Volume,
         return row
     ids = np.arange(1, n + 1)
     sizes = ndimage.sum_labels(np.ones(labels.shape, np.uint8), labels, ids)
-    if prob is not None:
-        peak = ndimage.maximum(np.asarray(np.asarray(prob)[bbox], dtype=np.float32), labels,
-                               ids)
-        primary = int(ids[np.lexsort((sizes, peak))[-1]])  # most probable, then largest
-    else:
-        peak = np.full(n, NAN)
-        primary = int(ids[np.argmax(sizes)])
+    local_prob = None if prob is None else np.asarray(np.asarray(prob)[bbox], np.float32)
+    peak = (np.full(n, NAN) if local_prob is None
+            else ndimage.maximum(local_prob, labels, ids))
+    primary = primary_component(labels, n, local_prob)  # most probable, then largest
     boxes = ndimage.find_objects(labels)
     members = fragments_of(labels, boxes, primary, mask.spacing, FRAGMENT_GAP_MM)
     clot = np.isin(labels, members)
@@ -79,22 +75,4 @@ def summarise_patient(case_id: str, mask: Volume, cta: Volume, ncct: Volume,
                centroid_z_mm=float(centroid[2]), other_components=len(others),
                other_volume_mm3=float(sum(sizes[k - 1] for k in others) * mask.voxel_volume))
     return row
-
-
-def fragments_of(labels: np.ndarray, boxes: list, primary: int, spacing, gap_mm: float
-                 ) -> list[int]:
-    """Labels of the components within ``gap_mm`` of component ``primary`` (itself first);
-    ``boxes`` are ``ndimage.find_objects(labels)``.
-
-    The distance map is computed only in the primary's bounding box grown by ``gap_mm``
-    on every side: anything outside it is farther than ``gap_mm`` along some axis."""
-    spacing = np.asarray(spacing, dtype=float)
-    box = boxes[primary - 1]
-    grow = np.ceil(gap_mm / spacing).astype(int)
-    region = tuple(slice(max(s.start - g, 0), min(s.stop + g, n))
-                   for s, g, n in zip(box, grow, labels.shape))
-    local = labels[region]
-    dist = ndimage.distance_transform_edt(local != primary, sampling=spacing)
-    near = np.unique(local[(dist <= gap_mm) & (local > 0)])
-    return [primary] + [int(k) for k in near if k != primary]
 

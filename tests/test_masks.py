@@ -1,0 +1,70 @@
+"""The primary-clot rule of post-processing: keep the most probable component and its
+fragments, drop and report the rest, distances in millimetres."""
+
+import numpy as np
+import pytest
+
+from clotseg.masks import FRAGMENT_GAP_MM, components, keep_primary, primary_component
+
+
+def _scene(spacing=(0.5, 0.5, 2.0)):
+    """A clot of 2 pieces 4 mm apart along z and a speck 30 mm away in x."""
+    mask = np.zeros((100, 40, 30), bool)
+    prob = np.zeros(mask.shape, np.float32)
+    mask[10:16, 10:16, 5:10] = True            # clot, z 5..9 (10 mm)
+    mask[10:16, 10:16, 12:14] = True           # fragment: gap of 2 slices = 4 mm
+    mask[70:74, 10:14, 5:7] = True             # speck 30 mm away along x
+    prob[mask] = 0.7
+    prob[12, 12, 7] = 0.97                     # the clot is the most probable
+    prob[71, 11, 5] = 0.9
+    return mask, prob, spacing
+
+
+def test_keeps_primary_and_fragment_and_reports_the_speck():
+    mask, prob, spacing = _scene()
+    kept, dropped = keep_primary(mask, prob, spacing)
+    assert kept.dtype == np.uint8
+    assert kept[10:16, 10:16, 5:10].all() and kept[10:16, 10:16, 12:14].all()
+    assert not kept[70:74].any()
+    assert len(dropped) == 1
+    speck = dropped[0]
+    assert speck["volume_mm3"] == pytest.approx(4 * 4 * 2 * 0.5 * 0.5 * 2.0)
+    assert speck["max_prob"] == pytest.approx(0.9)
+    # nearest surfaces: x 16..69 -> 54 voxels of 0.5 mm, same y and z range
+    assert speck["distance_mm"] == pytest.approx(27.0, abs=0.6)
+
+
+def test_most_probable_wins_over_largest_and_largest_without_probabilities():
+    mask, prob, spacing = _scene()
+    prob[71, 11, 5] = 0.99  # now the speck is the most sure
+    kept, dropped = keep_primary(mask, prob, spacing)
+    assert kept[70:74, 10:14, 5:7].all() and not kept[10:16].any()
+    assert sorted(d["volume_mm3"] for d in dropped) == pytest.approx(
+        [6 * 6 * 2 * 0.5, 6 * 6 * 5 * 0.5])
+    kept, _ = keep_primary(mask, None, spacing)
+    assert kept[10:16, 10:16, 5:10].all() and not kept[70:74].any()
+
+
+def test_fragment_gap_is_in_millimetres_not_voxels():
+    mask = np.zeros((10, 10, 40), bool)
+    mask[4:6, 4:6, 0:3] = True
+    gap_slices = 6  # 6 slices x 2.5 mm = 15 mm > FRAGMENT_GAP_MM, but 6 voxels < 10
+    mask[4:6, 4:6, 3 + gap_slices:3 + gap_slices + 2] = True
+    prob = np.where(mask, 0.8, 0.0)
+    kept, dropped = keep_primary(mask, prob, (1.0, 1.0, 2.5))
+    assert components(kept)[1] == 1 and len(dropped) == 1
+    assert dropped[0]["distance_mm"] > FRAGMENT_GAP_MM
+    kept, dropped = keep_primary(mask, prob, (1.0, 1.0, 1.0))
+    assert components(kept)[1] == 2 and dropped == []
+
+
+def test_single_or_empty_mask_is_unchanged():
+    empty = np.zeros((5, 5, 5), bool)
+    kept, dropped = keep_primary(empty, None, (1, 1, 1))
+    assert not kept.any() and dropped == []
+    one = empty.copy()
+    one[1:3, 1:3, 1:3] = True
+    kept, dropped = keep_primary(one, np.where(one, 0.6, 0), (1, 1, 1))
+    assert (kept == one).all() and dropped == []
+    labels, n = components(one)
+    assert primary_component(labels, n, None) == 1
