@@ -57,8 +57,20 @@ def read_metrics(path: Path) -> list[dict]:
     return rows
 
 
-def plot_curves(path: Path, rows: list[dict]) -> None:
-    """Training loss and validation Dice against epoch (matplotlib, Agg backend)."""
+def curves_png(rows: list[dict]) -> bytes:
+    """Training loss and validation Dice against epoch as PNG bytes (matplotlib, Agg).
+
+    Why one function: ``train`` writes it as ``curves.png`` after every epoch and the
+    report draws the same figure from ``metrics.csv`` when ``curves.png`` is missing.
+
+    Args:
+        rows: ``metrics.csv`` rows (:func:`read_metrics`); missing values are gaps.
+
+    Examples:
+        >>> png = curves_png([{"epoch": 1, "train_loss": 0.9, "val_dice": 0.2, "best": True}])
+        >>> png[:4]
+        b'\\x89PNG'
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -66,12 +78,12 @@ def plot_curves(path: Path, rows: list[dict]) -> None:
 
     ep = [r["epoch"] for r in rows]
     fig, ax1 = plt.subplots(figsize=(6, 3.5))
-    ax1.plot(ep, [r["train_loss"] for r in rows], "o-", color="tab:blue", ms=3,
+    ax1.plot(ep, [_value(r, "train_loss") for r in rows], "o-", color="tab:blue", ms=3,
              label="training loss")
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("training loss", color="tab:blue")
     ax2 = ax1.twinx()
-    ax2.plot(ep, [r["val_dice"] for r in rows], "s-", color="tab:red", ms=3,
+    ax2.plot(ep, [_value(r, "val_dice") for r in rows], "s-", color="tab:red", ms=3,
              label="validation Dice")
     ax2.set_ylabel("validation Dice (3D, per patient)", color="tab:red")
     ax2.set_ylim(0, 1)
@@ -82,7 +94,22 @@ def plot_curves(path: Path, rows: list[dict]) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
-    write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def _value(row: dict, key: str) -> float:
+    value = row.get(key)
+    return float("nan") if value is None else value
+
+
+def plot_curves(path: Path, rows: list[dict]) -> None:
+    """Write :func:`curves_png` of ``rows`` to ``path`` atomically (``RUN/curves.png``).
+
+    Args:
+        path: target PNG file.
+        rows: ``metrics.csv`` rows, one per epoch.
+    """
+    write_bytes(path, curves_png(rows))
 
 
 class RunLog:
