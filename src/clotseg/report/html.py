@@ -10,6 +10,10 @@ values) goes through jinja2 autoescaping.
 Sections: run summary (config highlights, data, splits, training time, device), training
 curves, evaluation summary, and one card per case (axial slices through the clot, MIP,
 metrics, measured clots), worst case first.
+
+This module assembles the page; :mod:`clotseg.report.run_facts` reads the run folder,
+:mod:`clotseg.report.views` makes the evaluation tables and case cards, and
+:mod:`clotseg.report.figures` draws the case images.
 """
 
 from __future__ import annotations
@@ -41,9 +45,23 @@ def build_report(run: str | Path, out: str | Path | None = None, *,
 
     With ``pred`` and ``data`` each predicted case gets a card with figures; without
     ``eval_csv`` the evaluation is computed from them. Returns the report path.
+
+    Args:
+        run: the RUN folder (see :func:`clotseg.report.run_facts.load_run`).
+        out: report file to write.
+        pred: prediction folder of ``clotseg predict``.
+        data: dataset with the images and reference masks of the predicted cases.
+        eval_csv: per-case CSV of ``clotseg evaluate`` (its ``.json`` summary is read too).
+        max_cases: show only this many cases, worst first.
+        spacing: voxel size for ``.npy`` datasets.
+        progress: a progress bar over the case cards.
+
+    Examples:
+        >>> build_report("runs/a", pred="pred", data="test_data")  # doctest: +SKIP
+        PosixPath('runs/a/report.html')
     """
     info = load_run(run)
-    out = Path(out) if out is not None else info.path / "report.html"
+    out = Path(out) if out is not None else info.run.report_path
     pred_dir = Path(pred) if pred is not None else None
     if pred_dir is not None and not pred_dir.is_dir():
         raise ClotsegError(f"{pred_dir}: prediction folder does not exist")
