@@ -160,11 +160,15 @@ def run_demo(out: str | Path, *, quick: bool = False, cases: int | None = None, 
 
 
 def _test_cases(run: Path) -> list[str]:
-    from clotseg.data.splits import load_splits
+    """The held-out test cases of the trained run (its ``splits.json``)."""
+    from clotseg.runs import Run
 
-    cases = load_splits(run / "splits.json")["test"]
+    folder = Run(run)
+    splits = folder.read_splits()
+    cases = splits["test"] if splits is not None else []
     if not cases:
-        raise DemoStageError(f"stage 'train' left no held-out test cases in {run}/splits.json")
+        raise DemoStageError(f"stage 'train' left no held-out test cases in "
+                             f"{folder.splits_path}")
     return list(cases)
 
 

@@ -33,9 +33,8 @@ from pathlib import Path
 
 from clotseg.errors import ClotsegError
 from clotseg.io.atomic import atomic_path
-from clotseg.runs import CHECKPOINTS, MODEL_JSON, checkpoint_path, load_model_spec
+from clotseg.runs import CHECKPOINTS, CONFIG_YAML, MODEL_JSON, Run
 
-CONFIG_YAML = "config.yaml"
 CHECKSUMS = "checksums.json"
 WEIGHTS = f"{CHECKPOINTS}/best.pt"
 ZIP_FILES = (MODEL_JSON, WEIGHTS, CONFIG_YAML, CHECKSUMS)
@@ -50,14 +49,10 @@ def sha256(data: bytes) -> str:
 
 
 def _weights_bytes(run: Path) -> bytes:
+    """The best weights of ``run`` without the state kept only for resuming training."""
     import torch
 
-    path = checkpoint_path(run, "best")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any format failure is user-facing
-        raise ClotsegError(f"{path}: cannot load checkpoint ({str(exc).splitlines()[0]})"
-                           ) from None
+    state = Run(run).load_checkpoint("best")
     buf = io.BytesIO()
     torch.save({k: state[k] for k in _WEIGHT_KEYS if k in state}, buf)
     return buf.getvalue()
@@ -67,7 +62,7 @@ def _config_bytes(run: Path) -> bytes:
     """The run's resolved settings without anything that points at files or cases."""
     import yaml
 
-    path = run / CONFIG_YAML
+    path = Run(run).config_path
     if not path.is_file():
         return b"{}\n"
     try:
@@ -85,7 +80,7 @@ def _config_bytes(run: Path) -> bytes:
 def export_zip(run: str | Path, out: str | Path) -> Path:
     """Write ``out`` (a ``.zip``) from a trained run folder, atomically."""
     run = Path(run)
-    spec = load_model_spec(run)
+    spec = Run(run).read_spec()
     files = {MODEL_JSON: spec.to_json().encode(), WEIGHTS: _weights_bytes(run),
              CONFIG_YAML: _config_bytes(run)}
     files[CHECKSUMS] = json.dumps({n: sha256(b) for n, b in files.items()}, indent=2).encode()
@@ -160,9 +155,7 @@ def onnx_bytes(run: str | Path) -> bytes:
         import onnx
     except ImportError:
         raise ClotsegError("ONNX export needs onnx: pip install 'clotseg[onnx]'") from None
-    from clotseg.runs import load_model
-
-    model, spec = load_model(model_folder(run), device="cpu")
+    model, spec = Run(model_folder(run)).load_model(device="cpu")
     side = 4 * spec.pad_multiple
     x = torch.zeros(1, 2 * spec.slab, side, side)
     buf = io.BytesIO()

@@ -1,7 +1,9 @@
-"""The RUN folder contract between ``train`` and ``predict``.
+"""The RUN folder contract between ``train``, ``predict``, ``evaluate`` and ``report``.
 
 A RUN folder holds ``config.yaml`` (resolved settings), ``splits.json``,
-``checkpoints/{last,best}.pt``, ``metrics.csv``, ``curves.png`` and ``model.json``.
+``checkpoints/{last,best}.pt``, ``metrics.csv``, ``curves.png``, ``train.log``,
+``train.json`` (a :class:`TrainSummary`) and ``model.json``. :class:`Run` is the one place
+that knows these names and how each file is read and written; every other module asks it.
 ``model.json`` (a :class:`ModelSpec`) is everything inference needs besides the weights,
 so ``predict`` needs nothing but the RUN folder.
 
@@ -13,18 +15,77 @@ states used to resume.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from clotseg.config import default_windows
 from clotseg.errors import ClotsegError
-from clotseg.io.atomic import write_text
+from clotseg.io.atomic import atomic_path, write_text
+
+if TYPE_CHECKING:
+    import torch
+
+    from clotseg.config import Config
 
 MODEL_JSON = "model.json"
 SPLITS_JSON = "splits.json"
 CHECKPOINTS = "checkpoints"
+CONFIG_YAML = "config.yaml"
+METRICS_CSV = "metrics.csv"
+TRAIN_JSON = "train.json"
+CURVES_PNG = "curves.png"
+TRAIN_LOG = "train.log"
+REPORT_HTML = "report.html"
+CACHE = "cache"
 SPEC_FORMAT = 1
+
+
+
+#: Columns of ``metrics.csv``.
+COLUMNS = ["epoch", "train_loss", "val_dice", "lr", "seconds", "slices_per_s", "data_share",
+           "best"]
+
+
+def write_metrics(path: Path, rows: list[dict]) -> None:
+    """One row per epoch: ``epoch`` (1-based), mean training loss, mean 3D validation Dice
+    per patient, learning rate at the end of the epoch, wall seconds (training and
+    validation), training slices per second (all processes), the share of the training
+    time spent waiting for batches (``data_share``), whether it was the best."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in r.items()})
+    write_text(path, buf.getvalue())
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """Rows of ``metrics.csv`` (none when the file does not exist). A file that exists but
+    cannot be read is an error, never an empty history: resuming would otherwise drop
+    every earlier epoch from the log and the curves without a word."""
+    if not path.exists():
+        return []
+    rows = []
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames is None or "epoch" not in reader.fieldnames:
+                raise ValueError(f"no 'epoch' column (header {reader.fieldnames})")
+            for r in reader:
+                if None in r or any(v is None for v in r.values()):
+                    raise ValueError(f"line {reader.line_num} has the wrong number of cells")
+                rows.append({k: (int(v) if k == "epoch" else (v == "True" if k == "best" else
+                                                               float(v) if v else float("nan")))
+                             for k, v in r.items() if k in COLUMNS})
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError, TypeError) as exc:
+        raise ClotsegError(f"{path}: cannot read the training history ({exc}); resuming "
+                           "would lose it. Repair the file, or move it away to resume "
+                           "without the earlier epochs' log") from None
+    return rows
 
 
 @dataclass
@@ -34,8 +95,7 @@ class ModelSpec:
     model_name: str
     model_kwargs: dict[str, Any]
     slab: int = 1  # number of neighbouring slices per modality (2.5D); 1 = original input
-    windows: dict[str, list[float]] = field(
-        default_factory=lambda: {"cta": [-100.0, 700.0], "ncct": [0.0, 100.0]})
+    windows: dict[str, list[float]] = field(default_factory=default_windows)
     pad_multiple: int = 16  # slices are zero-padded to a multiple of this
     threshold: float = 0.5  # on the sigmoid probability
     min_component_mm3: float = 5.0  # predicted components smaller than this are dropped
@@ -90,23 +150,71 @@ def _validate_spec(spec: ModelSpec) -> None:
             raise ValueError(f"{name!r} must be {expected}, got {getattr(spec, name)!r}")
 
 
-def save_model_spec(run: str | Path, spec: ModelSpec) -> Path:
-    """Write ``RUN/model.json`` atomically."""
-    return write_text(Path(run) / MODEL_JSON, spec.to_json())
 
+@dataclass
+class TrainSummary:
+    """``RUN/train.json``: how training went, written once when it ends.
 
-def load_model_spec(run: str | Path) -> ModelSpec:
-    """Read ``RUN/model.json``; a clear error if RUN is not a trained run folder."""
-    path = Path(run) / MODEL_JSON
-    if not Path(run).is_dir():
-        raise ClotsegError(f"{run}: not a run folder (expected a directory made by "
-                           "`clotseg train`)")
-    if not path.is_file():
-        raise ClotsegError(f"{path}: missing; {run} is not a trained run folder")
-    try:
-        return ModelSpec.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError included
-        raise ClotsegError(f"{path}: invalid model description ({first_line(exc)})") from None
+    Why a dataclass: the trainer writes it and the report reads it; one typed definition
+    keeps the two in step. Every field may be missing from files written by older
+    versions (they read back as ``None``); keys this version does not know are ignored.
+
+    Args:
+        best_val_dice: best mean validation Dice per patient.
+        best_epoch: 1-based epoch of ``best_val_dice``.
+        epochs_done: epochs in ``metrics.csv``.
+        seconds: wall time of the training session that finished the run.
+        stopped: ``epochs``, ``early-stopping`` or ``time-limit``.
+        device: torch device of rank 0, e.g. ``cpu`` or ``cuda:0``.
+        world_size: number of processes (torchrun).
+        batches: how batches were made (resident or streamed).
+        slices_per_s: training slices per second over the session, all processes.
+        data_share: share of training time spent waiting for batches.
+        n_train: training cases.
+        n_val: validation cases.
+        n_test: held-out test cases.
+        data: absolute path of the training data.
+        postprocess: post-processing chosen on validation (``tuning.TuneResult.to_dict``).
+        component_filter: the learned false-positive filter, as in ``model.json``.
+
+    Examples:
+        >>> s = TrainSummary.from_dict({"best_val_dice": 0.7, "best_epoch": 3})
+        >>> s.best_epoch, s.world_size
+        (3, None)
+    """
+
+    best_val_dice: float | None = None
+    best_epoch: int | None = None
+    epochs_done: int | None = None
+    seconds: float | None = None
+    stopped: str | None = None
+    device: str | None = None
+    world_size: int | None = None
+    batches: str | None = None
+    slices_per_s: float | None = None
+    data_share: float | None = None
+    n_train: int | None = None
+    n_val: int | None = None
+    n_test: int | None = None
+    data: str | None = None
+    postprocess: dict[str, Any] | None = None
+    component_filter: dict[str, Any] | None = None
+
+    def to_json(self) -> str:
+        """The JSON text of ``train.json`` (keys in field order, indented by 2)."""
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> TrainSummary:
+        """From parsed JSON; anything but an object reads as an empty summary.
+
+        Args:
+            data: the parsed content of a ``train.json``.
+        """
+        if not isinstance(data, dict):
+            return cls()
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def first_line(exc: BaseException) -> str:
@@ -115,32 +223,263 @@ def first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def checkpoint_path(run: str | Path, which: str = "best") -> Path:
-    """``RUN/checkpoints/<which>.pt``, falling back from best to last."""
-    ck = Path(run) / CHECKPOINTS
-    path = ck / f"{which}.pt"
-    if not path.is_file() and which == "best" and (ck / "last.pt").is_file():
-        path = ck / "last.pt"
-    if not path.is_file():
-        raise ClotsegError(f"{path}: checkpoint missing in run folder {run}")
-    return path
+def read_checkpoint(path: str | Path, device: Any = "cpu") -> dict[str, Any]:
+    """Load a clotseg checkpoint safely; the one loader for training, predict and export.
 
+    Why: ``torch.load(..., weights_only=True)`` never runs code from the file, and a
+    broken or foreign file becomes a one-line :class:`ClotsegError`.
 
-def load_model(run: str | Path, *, device: str = "cpu", which: str = "best"):
-    """Rebuild the network of a run and load its weights (safe: ``weights_only=True``)."""
+    Args:
+        path: a ``.pt`` file written by :func:`write_checkpoint`.
+        device: where tensors are mapped (``"cpu"``, a :class:`torch.device`...).
+
+    Examples:
+        >>> read_checkpoint(Run("runs/a").checkpoint("best"))["epoch"]  # doctest: +SKIP
+        11
+    """
     import torch
 
-    from clotseg.models import create_model
-
-    spec = load_model_spec(run)
-    path = checkpoint_path(run, which)
+    path = Path(path)
+    if not path.is_file():
+        raise ClotsegError(f"{path}: checkpoint not found")
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling/format failure is user-facing
+        ck = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - corrupt or unsafe file: a user-facing error
         raise ClotsegError(f"{path}: cannot load checkpoint ({first_line(exc)})") from None
-    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+    if not isinstance(ck, dict) or not isinstance(ck.get("model"), dict):
         raise ClotsegError(f"{path}: not a clotseg checkpoint (no 'model' weights in it)")
-    model = create_model(spec.model_name, **spec.model_kwargs)
-    model.load_state_dict(state["model"])
-    model.to(device).eval()
-    return model, spec
+    return ck
+
+
+def write_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` (tensors and builtins only) atomically: a kill leaves the previous
+    checkpoint intact.
+
+    Args:
+        path: target ``.pt`` file.
+        payload: what :func:`read_checkpoint` will return.
+    """
+    import torch
+
+    with atomic_path(Path(path)) as tmp:
+        torch.save(payload, tmp)
+
+
+@dataclass(frozen=True)
+class Run:
+    """A RUN folder: one property per file and typed read/write methods side by side.
+
+    Why: the file names of a run used to be string literals in the trainer, the report,
+    the demo and the commands; here they are named once, next to the format of each file.
+    Nothing is created or read until a method is called.
+
+    Args:
+        path: the run folder (need not exist yet).
+
+    Examples:
+        >>> run = Run("runs/fold0")
+        >>> run.spec_path.name, run.checkpoint_file("last").parts[-2:]
+        ('model.json', ('checkpoints', 'last.pt'))
+    """
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    # ------------------------------------------------------------------------- paths
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_YAML
+
+    @property
+    def splits_path(self) -> Path:
+        return self.path / SPLITS_JSON
+
+    @property
+    def spec_path(self) -> Path:
+        return self.path / MODEL_JSON
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS_CSV
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / TRAIN_JSON
+
+    @property
+    def curves_path(self) -> Path:
+        return self.path / CURVES_PNG
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / TRAIN_LOG
+
+    @property
+    def report_path(self) -> Path:
+        return self.path / REPORT_HTML
+
+    @property
+    def cache_dir(self) -> Path:
+        """Default cache of prepared cases (``data.cache_dir`` overrides it)."""
+        return self.path / CACHE
+
+    def checkpoint_file(self, which: str) -> Path:
+        """``checkpoints/<which>.pt`` (``last`` or ``best``), whether it exists or not."""
+        return self.checkpoints_dir / f"{which}.pt"
+
+    # ------------------------------------------------------------------------- config
+    def write_config(self, cfg: Config) -> Path:
+        """Write the fully resolved settings as ``config.yaml``."""
+        return write_text(self.config_path, cfg.to_yaml())
+
+    def read_config(self, *, lenient: bool = False) -> Config | None:
+        """The typed settings of ``config.yaml``; ``None`` when there is none.
+
+        Args:
+            lenient: ignore keys this version does not know (a run from another version,
+                shown by the report) instead of raising :class:`ConfigError`.
+        """
+        from clotseg.config import from_dict, load_yaml, valid_keys
+
+        if not self.config_path.is_file():
+            return None
+        if not lenient:
+            return load_yaml(self.config_path)
+        data = _read_yaml_mapping(self.config_path)
+        known = set(valid_keys())
+        kept = {s: {k: v for k, v in values.items() if f"{s}.{k}" in known}
+                for s, values in data.items()
+                if isinstance(values, dict) and any(key.startswith(f"{s}.") for key in known)}
+        return from_dict(kept, source=str(self.config_path))
+
+    # ------------------------------------------------------------------------- splits
+    def write_splits(self, splits: dict) -> Path:
+        """Write ``splits.json`` (``train``/``val``/``test`` lists and how they were made)."""
+        from clotseg.data.splits import save_splits
+
+        return save_splits(self.splits_path, splits)
+
+    def read_splits(self, known: list[str] | None = None) -> dict | None:
+        """``splits.json`` checked (lists present, no case in two splits); ``None`` when
+        absent.
+
+        Args:
+            known: case ids of the dataset; every listed case must be one of them.
+        """
+        from clotseg.data.splits import load_splits
+
+        return load_splits(self.splits_path, known) if self.splits_path.is_file() else None
+
+    # ------------------------------------------------------------------------- model spec
+    def write_spec(self, spec: ModelSpec) -> Path:
+        """Write ``model.json`` atomically."""
+        return write_text(self.spec_path, spec.to_json())
+
+    def read_spec(self) -> ModelSpec:
+        """``model.json``; a clear error if this is not a trained run folder."""
+        if not self.path.is_dir():
+            raise ClotsegError(f"{self.path}: not a run folder (expected a directory made by "
+                               "`clotseg train`)")
+        if not self.spec_path.is_file():
+            raise ClotsegError(f"{self.spec_path}: missing; {self.path} is not a trained run "
+                               "folder")
+        try:
+            return ModelSpec.from_dict(json.loads(self.spec_path.read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as exc:  # JSONDecodeError, UnicodeDecodeError included
+            raise ClotsegError(f"{self.spec_path}: invalid model description "
+                               f"({first_line(exc)})") from None
+
+    # ------------------------------------------------------------------------- checkpoints
+    def checkpoint(self, which: str = "best") -> Path:
+        """The existing ``checkpoints/<which>.pt``, falling back from best to last."""
+        path = self.checkpoint_file(which)
+        last = self.checkpoint_file("last")
+        if not path.is_file() and which == "best" and last.is_file():
+            path = last
+        if not path.is_file():
+            raise ClotsegError(f"{path}: checkpoint missing in run folder {self.path}")
+        return path
+
+    def write_checkpoint(self, which: str, payload: dict[str, Any]) -> None:
+        """Write ``checkpoints/<which>.pt`` atomically (see :func:`write_checkpoint`)."""
+        write_checkpoint(self.checkpoint_file(which), payload)
+
+    def load_checkpoint(self, which: str = "best", device: Any = "cpu") -> dict[str, Any]:
+        """Read a checkpoint of this run safely (see :func:`read_checkpoint`)."""
+        return read_checkpoint(self.checkpoint(which), device)
+
+    def load_model(self, *, device: Any = "cpu", which: str = "best"
+                   ) -> tuple[torch.nn.Module, ModelSpec]:
+        """Rebuild the network from ``model.json`` and load its weights, in eval mode."""
+        from clotseg.models import create_model
+
+        spec = self.read_spec()
+        state = self.load_checkpoint(which, device)
+        model = create_model(spec.model_name, **spec.model_kwargs)
+        model.load_state_dict(state["model"])
+        model.to(device).eval()
+        return model, spec
+
+    # ------------------------------------------------------------------------- metrics
+    def write_metrics(self, rows: list[dict]) -> None:
+        """Write ``metrics.csv``, one row per epoch (columns: :data:`COLUMNS`)."""
+        write_metrics(self.metrics_path, rows)
+
+    def read_metrics(self) -> list[dict]:
+        """Typed rows of ``metrics.csv`` (none when absent; an unreadable file is an error)."""
+        return read_metrics(self.metrics_path)
+
+    # ------------------------------------------------------------------------- train.json
+    def write_summary(self, summary: TrainSummary) -> Path:
+        """Write ``train.json`` atomically."""
+        return write_text(self.summary_path, summary.to_json())
+
+    def read_summary(self) -> TrainSummary | None:
+        """``train.json`` (old files too); ``None`` when training has not finished."""
+        if not self.summary_path.is_file():
+            return None
+        try:
+            data = json.loads(self.summary_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ClotsegError(f"{self.summary_path}: cannot read JSON ({exc})") from None
+        return TrainSummary.from_dict(data)
+
+
+def _read_yaml_mapping(path: Path) -> dict:
+    """A YAML file's top-level mapping ({} for anything else); unreadable: an error."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ClotsegError(f"{path}: cannot read YAML ({exc})") from None
+    return data if isinstance(data, dict) else {}
+
+
+# ----------------------------------------------------------------------------- wrappers
+# Function forms kept for the inference, export and benchmark code that calls them.
+
+def save_model_spec(run: str | Path, spec: ModelSpec) -> Path:
+    """Write ``RUN/model.json`` atomically (:meth:`Run.write_spec`)."""
+    return Run(run).write_spec(spec)
+
+
+def load_model_spec(run: str | Path) -> ModelSpec:
+    """Read ``RUN/model.json`` (:meth:`Run.read_spec`)."""
+    return Run(run).read_spec()
+
+
+def checkpoint_path(run: str | Path, which: str = "best") -> Path:
+    """``RUN/checkpoints/<which>.pt``, falling back from best to last (:meth:`Run.checkpoint`)."""
+    return Run(run).checkpoint(which)
+
+
+def load_model(run: str | Path, *, device: Any = "cpu", which: str = "best"):
+    """Rebuild the network of a run and load its weights (:meth:`Run.load_model`)."""
+    return Run(run).load_model(device=device, which=which)

@@ -47,15 +47,15 @@ def run(args: argparse.Namespace) -> int:
 
 def split_cases(run: object, split: str) -> list[str]:
     """Case ids of ``split`` in ``RUN/splits.json``."""
-    from pathlib import Path
-
-    from clotseg.data.splits import load_splits
     from clotseg.errors import ClotsegError
+    from clotseg.runs import Run
 
-    path = Path(str(run)) / "splits.json"
-    if not path.is_file():
+    folder = Run(str(run))
+    path = folder.splits_path
+    splits = folder.read_splits()
+    if splits is None:
         raise ClotsegError(f"{path}: no splits.json in the run folder")
-    cases = load_splits(path)[split]
+    cases = splits[split]
     if not cases:
         raise ClotsegError(f"{path}: split {split!r} is empty")
     return [str(c) for c in cases]

@@ -34,15 +34,15 @@ def resolve_config(args: argparse.Namespace):
     """Preset → --config → --set → first-class flags; on --resume, the run's own config
     (plus --set / flags that do not change the model, e.g. more --epochs)."""
     import warnings
-    from pathlib import Path
 
     from clotseg.config import apply_overrides, check, load_yaml, preset, set_value
     from clotseg.errors import ConfigError
+    from clotseg.runs import Run
 
-    saved = Path(args.out) / "config.yaml"
-    resumed = bool(args.resume and saved.is_file())
+    saved = Run(args.out).read_config() if args.resume else None
+    resumed = saved is not None
     if resumed:
-        cfg = load_yaml(saved)
+        cfg = saved
         if args.config or args.preset != "default":
             warnings.warn("--resume continues with the run's own config.yaml; --config and "
                           "--preset are ignored", stacklevel=2)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clotseg.devices import device_name as resolve_device  # one rule for train and predict
 from clotseg.errors import ClotsegError, VolumeReadError
 from clotseg.inference.engine import cpu_has_native_bf16, resolve_precision
 from clotseg.inference.ensemble import InferenceOptions, Member, ensemble_probability, load_member
@@ -34,26 +35,6 @@ from clotseg.masks import bounding_box
 from clotseg.timing import collect, stage
 
 MASK_SUFFIX = ".nii.gz"
-
-
-def resolve_device(device: str = "auto") -> str:
-    """``auto`` → ``cuda`` when a CUDA device is available, else ``cpu``; checks the rest
-    (``mps``: Apple-silicon GPUs)."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ClotsegError(f"unknown device {device!r} (use auto, cpu, cuda or mps)") from None
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise ClotsegError(f"unsupported device {device!r} (use auto, cpu, cuda or mps)")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ClotsegError(f"device {device!r} requested but no CUDA device is available")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ClotsegError(f"device {device!r} requested but no Apple MPS device is available")
-    return device
 
 
 def available_cpus() -> int:

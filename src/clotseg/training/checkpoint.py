@@ -1,4 +1,8 @@
-"""Checkpoints: atomic ``torch.save`` of plain tensors/builtins, safe ``weights_only`` load.
+"""Checkpoint contents for resuming: the random generators' states.
+
+Writing and the one safe loader (``torch.load(..., weights_only=True)``) live with the
+run folder in :mod:`clotseg.runs`; ``save_checkpoint`` and ``load_checkpoint`` here are
+those same functions under their older names.
 
 RNG states are stored as tensors and lists (numpy's state converted to builtins) so that
 ``torch.load(..., weights_only=True)`` reads everything back without unpickling code.
@@ -7,14 +11,15 @@ RNG states are stored as tensors and lists (numpy's state converted to builtins)
 from __future__ import annotations
 
 import random
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from clotseg.errors import ClotsegError
-from clotseg.io.atomic import atomic_path
+from clotseg.runs import read_checkpoint as load_checkpoint
+from clotseg.runs import write_checkpoint as save_checkpoint
+
+__all__ = ["load_checkpoint", "rng_state", "save_checkpoint", "set_rng_state"]
 
 
 def rng_state() -> dict[str, Any]:
@@ -38,24 +43,3 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` atomically: a kill leaves the previous checkpoint intact."""
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
-def load_checkpoint(path: Path, device="cpu") -> dict[str, Any]:
-    """Load a checkpoint safely (``weights_only=True``); a clear error if it is broken."""
-    if not path.is_file():
-        raise ClotsegError(f"{path}: checkpoint not found")
-    try:
-        ck = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - corrupt or unsafe file: a user-facing error
-        from clotseg.runs import first_line
-
-        raise ClotsegError(f"{path}: cannot load checkpoint ({first_line(exc)})") from None
-    if not isinstance(ck, dict) or not isinstance(ck.get("model"), dict):
-        raise ClotsegError(f"{path}: not a clotseg checkpoint (no 'model' weights in it)")
-    return ck

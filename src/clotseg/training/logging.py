@@ -6,59 +6,28 @@ leaves complete files that match its last checkpoint.
 
 from __future__ import annotations
 
-import csv
 import io
 import time
 from pathlib import Path
 
 from clotseg.io.atomic import write_bytes, write_text
-
-COLUMNS = ["epoch", "train_loss", "val_dice", "lr", "seconds", "slices_per_s", "data_share",
-           "best"]
+from clotseg.runs import COLUMNS, read_metrics, write_metrics  # noqa: F401  (re-exported)
 
 
-def write_metrics(path: Path, rows: list[dict]) -> None:
-    """One row per epoch: ``epoch`` (1-based), mean training loss, mean 3D validation Dice
-    per patient, learning rate at the end of the epoch, wall seconds (training and
-    validation), training slices per second (all processes), the share of the training
-    time spent waiting for batches (``data_share``), whether it was the best."""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, COLUMNS, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in r.items()})
-    write_text(path, buf.getvalue())
+def curves_png(rows: list[dict]) -> bytes:
+    """Training loss and validation Dice against epoch as PNG bytes (matplotlib, Agg).
 
+    Why one function: ``train`` writes it as ``curves.png`` after every epoch and the
+    report draws the same figure from ``metrics.csv`` when ``curves.png`` is missing.
 
-def read_metrics(path: Path) -> list[dict]:
-    """Rows of ``metrics.csv`` (none when the file does not exist). A file that exists but
-    cannot be read is an error, never an empty history: resuming would otherwise drop
-    every earlier epoch from the log and the curves without a word."""
-    from clotseg.errors import ClotsegError
+    Args:
+        rows: ``metrics.csv`` rows (:func:`read_metrics`); missing values are gaps.
 
-    if not path.exists():
-        return []
-    rows = []
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if reader.fieldnames is None or "epoch" not in reader.fieldnames:
-                raise ValueError(f"no 'epoch' column (header {reader.fieldnames})")
-            for r in reader:
-                if None in r or any(v is None for v in r.values()):
-                    raise ValueError(f"line {reader.line_num} has the wrong number of cells")
-                rows.append({k: (int(v) if k == "epoch" else (v == "True" if k == "best" else
-                                                               float(v) if v else float("nan")))
-                             for k, v in r.items() if k in COLUMNS})
-    except (OSError, UnicodeDecodeError, csv.Error, ValueError, TypeError) as exc:
-        raise ClotsegError(f"{path}: cannot read the training history ({exc}); resuming "
-                           "would lose it. Repair the file, or move it away to resume "
-                           "without the earlier epochs' log") from None
-    return rows
-
-
-def plot_curves(path: Path, rows: list[dict]) -> None:
-    """Training loss and validation Dice against epoch (matplotlib, Agg backend)."""
+    Examples:
+        >>> png = curves_png([{"epoch": 1, "train_loss": 0.9, "val_dice": 0.2, "best": True}])
+        >>> png[:4]
+        b'\\x89PNG'
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -66,12 +35,12 @@ def plot_curves(path: Path, rows: list[dict]) -> None:
 
     ep = [r["epoch"] for r in rows]
     fig, ax1 = plt.subplots(figsize=(6, 3.5))
-    ax1.plot(ep, [r["train_loss"] for r in rows], "o-", color="tab:blue", ms=3,
+    ax1.plot(ep, [_value(r, "train_loss") for r in rows], "o-", color="tab:blue", ms=3,
              label="training loss")
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("training loss", color="tab:blue")
     ax2 = ax1.twinx()
-    ax2.plot(ep, [r["val_dice"] for r in rows], "s-", color="tab:red", ms=3,
+    ax2.plot(ep, [_value(r, "val_dice") for r in rows], "s-", color="tab:red", ms=3,
              label="validation Dice")
     ax2.set_ylabel("validation Dice (3D, per patient)", color="tab:red")
     ax2.set_ylim(0, 1)
@@ -82,7 +51,22 @@ def plot_curves(path: Path, rows: list[dict]) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
-    write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def _value(row: dict, key: str) -> float:
+    value = row.get(key)
+    return float("nan") if value is None else value
+
+
+def plot_curves(path: Path, rows: list[dict]) -> None:
+    """Write :func:`curves_png` of ``rows`` to ``path`` atomically (``RUN/curves.png``).
+
+    Args:
+        path: target PNG file.
+        rows: ``metrics.csv`` rows, one per epoch.
+    """
+    write_bytes(path, curves_png(rows))
 
 
 class RunLog:

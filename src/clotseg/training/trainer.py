@@ -10,7 +10,6 @@ limit with ``train.schedule_by_time``: then the schedule follows the clock.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -32,17 +31,17 @@ from clotseg.data.dataset import (
     canvas_size,
     resident_bytes,
 )
-from clotseg.data.splits import load_splits, make_splits, save_splits
+from clotseg.data.splits import load_splits, make_splits
+from clotseg.devices import resolve_device
 from clotseg.errors import ClotsegError, ConfigError
 from clotseg.inference.engine import autocast_context, predict_probabilities, prepare_model
 from clotseg.inference.postprocess import postprocess
-from clotseg.io.atomic import write_text
 from clotseg.io.layouts import discover
 from clotseg.metrics.overlap import dice as overlap_dice
-from clotseg.runs import CHECKPOINTS, SPLITS_JSON, ModelSpec, save_model_spec
+from clotseg.runs import ModelSpec, Run, TrainSummary
 from clotseg.training import distributed as D
-from clotseg.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from clotseg.training.logging import RunLog, plot_curves, read_metrics, write_metrics
+from clotseg.training.checkpoint import rng_state, set_rng_state
+from clotseg.training.logging import RunLog, plot_curves
 
 
 @dataclass
@@ -53,18 +52,6 @@ class TrainResult:
     epochs_done: int
     seconds: float
     stopped: str  # "epochs", "early-stopping", "time-limit"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r} (auto, cpu, cuda, cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ClotsegError("--device cuda requested but no CUDA device is available")
-    return dev
 
 
 def model_spec(cfg: Config) -> ModelSpec:
@@ -169,10 +156,11 @@ def validate(model, cases: list[CachedCase], cfg: Config, device, info: D.DistIn
     return float(total / max(count, 1.0))
 
 
-def _splits(run: Path, cfg: Config, ids: list[str], resume: bool) -> dict:
-    existing = run / SPLITS_JSON
-    if resume and existing.is_file():
-        return load_splits(existing, ids)
+def _splits(run: Run, cfg: Config, ids: list[str], resume: bool) -> dict:
+    """The run's own splits when resuming, else ``data.splits`` or new ones."""
+    existing = run.read_splits(ids) if resume else None
+    if existing is not None:
+        return existing
     if cfg.data.splits:
         return load_splits(cfg.data.splits, ids)
     d = cfg.data
@@ -219,15 +207,6 @@ class _State:
     bad: int = 0
 
 
-def _payload(model, optim, sched: LRSchedule, st: _State, spec: ModelSpec, cfg: Config,
-             epoch: int, dice: float) -> dict:
-    return {"model": model.state_dict(), "model_name": spec.model_name,
-            "model_kwargs": spec.model_kwargs, "epoch": epoch, "val_dice": dice,
-            "best_dice": st.best, "best_epoch": st.best_epoch, "bad_epochs": st.bad,
-            "optimizer": optim.state_dict(), "scheduler": sched.state_dict(),
-            "rng": rng_state(), "config": cfg.to_dict()}
-
-
 class _Clock:
     """Time budget of a ``--time-limit`` run: when to stop and how far the schedule is."""
 
@@ -254,213 +233,400 @@ class _Clock:
         used = (time.perf_counter() - self.t_loop) / max(budget, 1e-3)
         return self.p0 + (1 - self.p0) * min(used, 1.0)
 
-
 def train(data: str | Path, run: str | Path, cfg: Config, *, resume: bool = False,
           npy_spacing=None, progress: bool = True) -> TrainResult:
-    """Train a model on ``data`` into the RUN folder ``run`` (see the module docstring)."""
+    """Train a model on ``data`` into the RUN folder ``run`` (see the module docstring).
+
+    Args:
+        data: training dataset (any supported layout, with masks).
+        run: RUN folder to create, or to continue with ``resume``.
+        cfg: resolved settings (checked here again).
+        resume: continue from ``checkpoints/last.pt`` of ``run``.
+        npy_spacing: voxel size for ``.npy`` datasets, which carry none.
+        progress: progress bars and per-epoch lines on stdout (rank 0 only).
+
+    Examples:
+        >>> res = train("data/phantom", "runs/a", preset("default"))  # doctest: +SKIP
+        >>> res.best_epoch, res.stopped  # doctest: +SKIP
+        (27, 'epochs')
+    """
     t_start = time.perf_counter()
     check(cfg)
-    run = Path(run)
     device = resolve_device(cfg.train.device)
     info, device = D.init_distributed(device)
     try:
-        return _train(data, run, cfg, resume, npy_spacing, progress and info.main, device, info,
-                      t_start)
+        return Trainer(data, run, cfg, device=device, info=info, resume=resume,
+                       npy_spacing=npy_spacing, progress=progress, t_start=t_start).fit()
     finally:
         D.cleanup(info)
 
 
-def _train(data, run: Path, cfg: Config, resume: bool, npy_spacing, progress: bool,
-           device: torch.device, info: D.DistInfo, t_start: float) -> TrainResult:
-    _setup_torch(cfg, device)
-    last_path = run / CHECKPOINTS / "last.pt"
-    if resume and not last_path.is_file():
-        raise ClotsegError(f"{last_path}: nothing to resume (no checkpoint in {run})")
-    if not resume and last_path.is_file():
-        raise ClotsegError(f"{run} already holds a trained run; use --resume to continue it or "
-                           "choose another --out")
-    spec = model_spec(cfg)
-    model = build_model(spec)  # fails early on bad model settings
-    index = discover(data, spacing=npy_spacing)
-    # trained on `clotseg preprocess` output: predict repeats that preprocessing on raw
-    # scans and maps the mask back onto the original CTA grid
-    from clotseg.preprocess.pipeline import inference_settings_of
+@dataclass
+class _EpochStats:
+    """What :meth:`Trainer.train_epoch` measured."""
 
-    spec.preprocess = inference_settings_of(data)
-    splits = _splits(run, cfg, index.case_ids, resume)
-    if not splits["val"]:
-        raise ClotsegError("the split has no validation cases; use more cases or another split")
-    resample = None  # one voxel size for all cases (data.target_spacing), repeated by predict
-    if spec.preprocess is None:
+    started: float  # perf_counter at the start of the epoch
+    loss: float  # mean over steps and ranks
+    slices: int  # training slices, all ranks
+    timed_out: bool  # the time limit stopped the epoch early
+    data_s: float  # seconds waiting for batches
+    train_s: float  # seconds of the optimisation part
+
+
+class Trainer:
+    """One training session into a RUN folder, as named steps with state on the instance.
+
+    Why: :meth:`fit` reads as the recipe (``setup`` → ``build_data`` → ``build_or_resume``
+    → per epoch ``train_epoch``, ``validate``, ``save`` → ``finish``) and each step is a
+    short method; the network is built once, right after seeding, so its initial weights
+    depend on ``train.seed`` only. Use :func:`train`, which also joins and leaves the
+    torchrun process group.
+
+    Args:
+        data: training dataset.
+        run: the RUN folder.
+        cfg: checked settings.
+        device: this process's device (after :func:`~clotseg.training.distributed.init_distributed`).
+        info: rank and world size.
+        resume: continue from ``checkpoints/last.pt``.
+        npy_spacing: voxel size for ``.npy`` datasets.
+        progress: progress output (only rank 0 shows it).
+        t_start: when the session started (``time.perf_counter``), for the time limit.
+
+    Examples:
+        >>> info, device = D.init_distributed(resolve_device("cpu"))  # doctest: +SKIP
+        >>> Trainer("data", "runs/a", cfg, device=device, info=info).fit()  # doctest: +SKIP
+    """
+
+    def __init__(self, data: str | Path, run: str | Path, cfg: Config, *, device: torch.device,
+                 info: D.DistInfo, resume: bool = False, npy_spacing=None,
+                 progress: bool = True, t_start: float | None = None):
+        self.data, self.run, self.cfg = data, Run(run), cfg
+        self.device, self.info = device, info
+        self.resume, self.npy_spacing = resume, npy_spacing
+        self.progress = progress and info.main
+        self.t_start = time.perf_counter() if t_start is None else t_start
+        self.state, self.rows = _State(), []
+        self.stopped = "epochs"
+        self.total_train_s = self.total_data_s = 0.0  # this session's training time, data wait
+        self.total_slices = 0
+
+    # ------------------------------------------------------------------------- the recipe
+    def fit(self) -> TrainResult:
+        """Run every step and return the result (rank 0 also writes ``train.json``)."""
+        self.setup()
+        self.build_data()
+        self.build_or_resume()
+        for epoch in range(self.state.epoch, self.cfg.train.epochs):
+            stats = self.train_epoch(epoch)
+            dice = self.validate()
+            improved = self._record(epoch, stats, dice)
+            self.save(epoch, dice, improved)
+            reason = self._stop_reason(stats.timed_out)
+            if reason:
+                self.stopped = reason
+                break
+        return self.finish()
+
+    # ------------------------------------------------------------------------- steps
+    def setup(self) -> None:
+        """Check the RUN folder against ``--resume``, build the network (bad model settings
+        fail before any data is read), read the dataset index and the splits, and write
+        ``config.yaml``, ``splits.json`` and ``model.json``."""
+        cfg, run = self.cfg, self.run
+        _setup_torch(cfg, self.device)
+        last = run.checkpoint_file("last")
+        if self.resume and not last.is_file():
+            raise ClotsegError(f"{last}: nothing to resume (no checkpoint in {run.path})")
+        if not self.resume and last.is_file():
+            raise ClotsegError(f"{run.path} already holds a trained run; use --resume to "
+                               "continue it or choose another --out")
+        self.spec = model_spec(cfg)
+        torch.manual_seed(cfg.train.seed)
+        self.model = build_model(self.spec)  # initial weights depend on the seed only
+        self.index = discover(self.data, spacing=self.npy_spacing)
+        self.splits = _splits(run, cfg, self.index.case_ids, self.resume)
+        if not self.splits["val"]:
+            raise ClotsegError("the split has no validation cases; use more cases or another "
+                               "split")
+        self.resample = self._preprocessing()
+        self.log = RunLog(run.log_path, self.info.main, self.resume)
+        if self.info.main:
+            run.path.mkdir(parents=True, exist_ok=True)
+            run.write_config(cfg)
+            run.write_splits(self.splits)
+            run.write_spec(self.spec)
+
+    def _preprocessing(self) -> dict | None:
+        """Set ``spec.preprocess``; return the resampling the cache applies (or None).
+
+        Trained on ``clotseg preprocess`` output, predict repeats that preprocessing on
+        raw scans and maps the mask back onto the original CTA grid; otherwise every case
+        is resampled to one voxel size (``data.target_spacing``), repeated by predict."""
+        from clotseg.preprocess.pipeline import inference_settings_of
+
+        self.spec.preprocess = inference_settings_of(self.data)
+        if self.spec.preprocess is not None:
+            return None
         from clotseg.data.spacing import resample_settings
 
-        resample = resample_settings(cfg.data.target_spacing,
-                                     index.subset(splits["train"]).cases)
-        spec.preprocess = resample
-    log = RunLog(run / "train.log", info.main, resume)
-    if info.main:
-        run.mkdir(parents=True, exist_ok=True)
-        write_text(run / "config.yaml", cfg.to_yaml())
-        save_splits(run / SPLITS_JSON, splits)
-        save_model_spec(run, spec)
-    cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else run / "cache"
-    if info.main:  # rank 0 builds the cache; the others then open it
-        build_cache(index.subset(splits["train"] + splits["val"]).cases, cache_dir,
-                    cfg.data.windows, progress, resample)
-    D.barrier(info)
-    train_cases = build_cache(index.subset(splits["train"]).cases, cache_dir, cfg.data.windows,
-                              False, resample)
-    val_cases = build_cache(index.subset(splits["val"]).cases, cache_dir, cfg.data.windows,
-                            False, resample)
+        resample = resample_settings(self.cfg.data.target_spacing,
+                                     self.index.subset(self.splits["train"]).cases)
+        self.spec.preprocess = resample
+        return resample
 
-    from clotseg.training.losses import make_loss
+    def build_data(self) -> None:
+        """Cache the training and validation cases (rank 0 builds, the others open) and
+        make the batch source and factory."""
+        cfg, info, splits = self.cfg, self.info, self.splits
+        cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else self.run.cache_dir
 
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(spec).to(device)  # initial weights depend on the seed only
-    if cfg.train.channels_last:  # also on CPU: oneDNN trains 1.4x faster (see README)
-        model = model.to(memory_format=torch.channels_last)
-    optim = make_optimizer(cfg, model.parameters(), device)
-    sched = LRSchedule(cfg, cfg.train.epochs * cfg.train.steps_per_epoch)
-    st, rows = _State(), []
-    for group in optim.param_groups:  # the schedule's first value (warm-up starts low)
-        group["lr"] = cfg.optim.lr * sched.factor(0.0)
-    if resume:
-        ck = load_checkpoint(last_path, device)
-        model.load_state_dict(ck["model"])
-        optim.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
+        def cached(ids: list[str], progress: bool = False) -> list[CachedCase]:
+            return build_cache(self.index.subset(ids).cases, cache_dir, cfg.data.windows,
+                               progress, self.resample)
+
+        if info.main:
+            cached(splits["train"] + splits["val"], self.progress)
+        D.barrier(info)
+        self.train_cases, self.val_cases = cached(splits["train"]), cached(splits["val"])
+        self.source, self.batch_mode = make_source(self.train_cases, cfg, self.device)
+        sampler = SliceSampler(self.train_cases, cfg.data.clot_fraction, cfg.data.patch)
+        self.factory = BatchFactory(self.source, sampler, cfg.train.batch_size, cfg.data.patch,
+                                    cfg.augment, cfg.data.windows)
+
+    def build_or_resume(self) -> None:
+        """Move the network to the device, make optimiser, schedule, loss and clock, and on
+        ``--resume`` restore all of them (and the RNG states and history) from ``last.pt``."""
+        cfg, device = self.cfg, self.device
+        self.model = self.model.to(device)
+        if cfg.train.channels_last:  # also on CPU: oneDNN trains faster (see README)
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optim = make_optimizer(cfg, self.model.parameters(), device)
+        self.sched = LRSchedule(cfg, cfg.train.epochs * cfg.train.steps_per_epoch)
+        for group in self.optim.param_groups:  # the schedule's first value (warm-up starts low)
+            group["lr"] = cfg.optim.lr * self.sched.factor(0.0)
+        if self.resume:
+            self._restore()
+        net = self.model
+        if self.info.enabled:
+            net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.step_net = torch.compile(net) if cfg.train.compile else net
+        self._log_start()
+        from clotseg.training.losses import make_loss
+
+        self.loss_fn = make_loss(cfg.train.loss)
+        self.clock = _Clock(cfg.train.time_limit_min, self.t_start, self.sched.progress,
+                            2 if cfg.train.tune_postprocess else 1)  # tuning + filter: one pass
+
+    def _restore(self) -> None:
+        ck = self.run.load_checkpoint("last", self.device)
+        self.model.load_state_dict(ck["model"])
+        self.optim.load_state_dict(ck["optimizer"])
+        self.sched.load_state_dict(ck["scheduler"])
         set_rng_state(ck["rng"])
-        st = _State(ck["epoch"] + 1, ck["best_dice"], ck["best_epoch"], ck["bad_epochs"])
-        rows = [r for r in read_metrics(run / "metrics.csv") if r["epoch"] <= ck["epoch"] + 1]
-    net = model
-    if info.enabled:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    step_net = torch.compile(net) if cfg.train.compile else net
+        self.state = _State(ck["epoch"] + 1, ck["best_dice"], ck["best_epoch"], ck["bad_epochs"])
+        self.rows = [r for r in self.run.read_metrics() if r["epoch"] <= ck["epoch"] + 1]
 
-    source, mode = make_source(train_cases, cfg, device)
-    factory = BatchFactory(source, SliceSampler(train_cases, cfg.data.clot_fraction,
-                                                cfg.data.patch),
-                           cfg.train.batch_size, cfg.data.patch, cfg.augment,
-                           cfg.data.windows)
-    log.write(f"{'resumed' if resume else 'started'}: {len(train_cases)} training, "
-              f"{len(val_cases)} validation, {len(splits['test'])} test cases; model "
-              f"{spec.model_name} {spec.model_kwargs}; device {device} x {info.world}; "
-              f"batches: {mode}, canvas {source.canvas}, patch {cfg.data.patch or 'full'}; "
-              f"spacing {resample['spacing'] if resample else 'as stored'}")
-    loss_fn = make_loss(cfg.train.loss)
-    clock = _Clock(cfg.train.time_limit_min, t_start, sched.progress,
-                   2 if cfg.train.tune_postprocess else 1)  # tuning + filter: one more pass
-    stopped = "epochs"
-    total_train_s = total_data_s = 0.0  # this session's training time and data wait
-    total_slices = 0
-    for epoch in range(st.epoch, cfg.train.epochs):
+    def _log_start(self) -> None:
+        spec, splits, r = self.spec, self.splits, self.resample
+        self.log.write(
+            f"{'resumed' if self.resume else 'started'}: {len(self.train_cases)} training, "
+            f"{len(self.val_cases)} validation, {len(splits['test'])} test cases; model "
+            f"{spec.model_name} {spec.model_kwargs}; device {self.device} x {self.info.world}; "
+            f"batches: {self.batch_mode}, canvas {self.source.canvas}, patch "
+            f"{self.cfg.data.patch or 'full'}; spacing {r['spacing'] if r else 'as stored'}")
+
+    def train_epoch(self, epoch: int) -> _EpochStats:
+        """One epoch of optimisation (0-based ``epoch``).
+
+        ``data_s`` is the data path's share of the epoch as far as the host sees it: on a
+        GPU steps run asynchronously, so a slow data path shows there while a fast one hides
+        behind queued steps."""
+        t, info, device = self.cfg.train, self.info, self.device
+        seeds = [batch_seed(t.seed, epoch, info.rank, s) for s in range(t.steps_per_epoch)]
+        torch.manual_seed(batch_seed(t.seed, epoch, info.rank, t.steps_per_epoch))  # dropout
+        self.model.train()
+        batches = batch_iterator(self.factory, seeds, self.cfg.data.workers,
+                                 pin_memory=device.type == "cuda")
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = batches = tqdm(batches, total=len(seeds), desc=f"epoch {epoch + 1}/{t.epochs}",
+                                 leave=False, unit="batch")
         t0 = time.perf_counter()
-        train_loss, n_slices, timed_out, data_s = _train_epoch(
-            step_net, model, factory, optim, sched, loss_fn, cfg, device, info, epoch, clock,
-            progress)
-        t_train = time.perf_counter() - t0
-        total_train_s, total_data_s, total_slices = (total_train_s + t_train,
-                                                     total_data_s + data_s, total_slices + n_slices)
+        # Losses are summed on the device and read back only for the progress bar, so that
+        # a GPU is not synchronised after every step.
+        loss_sum, n_steps, n_slices, timed_out = torch.zeros((), device=device), 0, 0, False
+        data_s, t_ready = 0.0, time.perf_counter()
+        for x, y in batches:
+            t_step = time.perf_counter()
+            data_s += t_step - t_ready
+            loss_sum += train_step(self.step_net, self.model, x, y, self.optim, self.loss_fn,
+                                   self.cfg, device)
+            n_steps += 1
+            n_slices += x.shape[0] * info.world
+            self.clock.step_s = time.perf_counter() - t_step
+            stop = self._advance_schedule(n_steps)
+            if bar is not None and (n_steps % (25 if device.type == "cuda" else 5) == 1 or stop):
+                bar.set_postfix(loss=f"{float(loss_sum) / n_steps:.3f}",
+                                slices_s=f"{n_slices / (time.perf_counter() - t0):.0f}")
+            if stop:
+                timed_out = True
+                break
+            t_ready = time.perf_counter()
+        if bar is not None:
+            bar.close()
+        loss_sum, loss_n = D.all_sum([float(loss_sum), float(n_steps)], info)
+        return _EpochStats(t0, loss_sum / max(loss_n, 1.0), n_slices, timed_out, data_s,
+                           time.perf_counter() - t0)
+
+    def _advance_schedule(self, n_steps: int) -> bool:
+        """Set the learning rate for the next step; True when the time limit is reached.
+        Rank 0's clock decides for everyone (same stop step, same learning rate)."""
+        clock, time_p, stop = self.clock, None, False
+        if clock.limit is not None and (not self.info.enabled or n_steps % 10 == 1):
+            flag, p = D.broadcast([float(clock.should_stop()), clock.progress()], self.info)
+            stop, time_p = flag > 0, (p if self.cfg.train.schedule_by_time else None)
+        p_step = self.sched.advance(time_p)
+        for group in self.optim.param_groups:
+            group["lr"] = self.cfg.optim.lr * self.sched.factor(p_step)
+        return stop
+
+    def validate(self) -> float:
+        """Mean 3D validation Dice per patient (the module-level :func:`validate`); its
+        duration tells the clock how long the last validation will take."""
         t_val = time.perf_counter()
-        dice = validate(model, val_cases, cfg, device, info)
-        clock.val_s = time.perf_counter() - t_val
+        dice = validate(self.model, self.val_cases, self.cfg, self.device, self.info)
+        self.clock.val_s = time.perf_counter() - t_val
+        return dice
+
+    def _record(self, epoch: int, stats: _EpochStats, dice: float) -> bool:
+        """Update the best-so-far state and append the epoch's metrics row."""
+        st = self.state
+        self.total_train_s += stats.train_s
+        self.total_data_s += stats.data_s
+        self.total_slices += stats.slices
         improved = dice > st.best
         st.bad = 0 if improved else st.bad + 1
         if improved:
             st.best, st.best_epoch = dice, epoch
-        secs = time.perf_counter() - t0
-        rows.append({"epoch": epoch + 1, "train_loss": train_loss, "val_dice": dice,
-                     "lr": optim.param_groups[0]["lr"], "seconds": secs,
-                     "slices_per_s": n_slices / max(t_train, 1e-9),
-                     "data_share": data_s / max(t_train, 1e-9), "best": improved})
-        if info.main:
-            payload = _payload(model, optim, sched, st, spec, cfg, epoch, dice)
-            save_checkpoint(run / CHECKPOINTS / "last.pt", payload)
-            if improved:
-                save_checkpoint(run / CHECKPOINTS / "best.pt", payload)
-            write_metrics(run / "metrics.csv", rows)
-            plot_curves(run / "curves.png", rows)
-            line = (f"epoch {epoch + 1}/{cfg.train.epochs}: loss {train_loss:.4f}  val Dice "
-                    f"{dice:.3f}{'  (best)' if improved else ''}  lr {rows[-1]['lr']:.2e}  "
-                    f"{rows[-1]['slices_per_s']:.0f} slices/s ("
-                    f"{100 * rows[-1]['data_share']:.0f} % waiting for data)  {secs:.0f} s")
-            log.write(line)
-            if progress:
-                print(line, flush=True)
+        self.rows.append({"epoch": epoch + 1, "train_loss": stats.loss, "val_dice": dice,
+                          "lr": self.optim.param_groups[0]["lr"],
+                          "seconds": time.perf_counter() - stats.started,
+                          "slices_per_s": stats.slices / max(stats.train_s, 1e-9),
+                          "data_share": stats.data_s / max(stats.train_s, 1e-9),
+                          "best": improved})
+        return improved
+
+    def save(self, epoch: int, dice: float, improved: bool) -> None:
+        """Rank 0: checkpoints (``last``, and ``best`` when improved), ``metrics.csv``,
+        ``curves.png`` and the epoch's log line."""
+        if not self.info.main:
+            return
+        payload = self._payload(epoch, dice)
+        self.run.write_checkpoint("last", payload)
+        if improved:
+            self.run.write_checkpoint("best", payload)
+        self.run.write_metrics(self.rows)
+        plot_curves(self.run.curves_path, self.rows)
+        r = self.rows[-1]
+        self._say(f"epoch {epoch + 1}/{self.cfg.train.epochs}: loss {r['train_loss']:.4f}  val "
+                  f"Dice {dice:.3f}{'  (best)' if improved else ''}  lr {r['lr']:.2e}  "
+                  f"{r['slices_per_s']:.0f} slices/s ({100 * r['data_share']:.0f} % waiting "
+                  f"for data)  {r['seconds']:.0f} s")
+
+    def _payload(self, epoch: int, dice: float) -> dict:
+        st, spec = self.state, self.spec
+        return {"model": self.model.state_dict(), "model_name": spec.model_name,
+                "model_kwargs": spec.model_kwargs, "epoch": epoch, "val_dice": dice,
+                "best_dice": st.best, "best_epoch": st.best_epoch, "bad_epochs": st.bad,
+                "optimizer": self.optim.state_dict(), "scheduler": self.sched.state_dict(),
+                "rng": rng_state(), "config": self.cfg.to_dict()}
+
+    def _stop_reason(self, timed_out: bool) -> str | None:
         if timed_out:
-            stopped = "time-limit"
-            break
-        if st.bad >= cfg.train.patience:
-            stopped = "early-stopping"
-            break
-    tuned = None
-    if info.main and cfg.train.tune_postprocess and st.best_epoch >= 0:
-        tuned = _tune(model, run, val_cases, cfg, spec, device, log, progress)
-    elapsed = time.perf_counter() - t_start
-    result = TrainResult(run, st.best, st.best_epoch + 1, len(rows), elapsed, stopped)
-    if info.main:
-        log.write(f"stopped ({stopped}) after {len(rows)} epoch(s), {elapsed / 60:.1f} min; "
-                  f"best validation Dice {st.best:.3f} at epoch {st.best_epoch + 1}")
-        write_text(run / "train.json", json.dumps({
-            "best_val_dice": st.best, "best_epoch": st.best_epoch + 1, "epochs_done": len(rows),
-            "seconds": elapsed, "stopped": stopped, "device": str(device),
-            "world_size": info.world, "batches": mode,
-            "slices_per_s": round(total_slices / max(total_train_s, 1e-9), 2),
-            "data_share": round(total_data_s / max(total_train_s, 1e-9), 4),
-            "n_train": len(train_cases),
-            "n_val": len(val_cases), "n_test": len(splits["test"]),
-            "data": str(Path(data).resolve()),
-            "postprocess": tuned.to_dict() if tuned else None,
-            "component_filter": spec.component_filter}, indent=2))
-    D.barrier(info)
-    return result
+            return "time-limit"
+        if self.state.bad >= self.cfg.train.patience:
+            return "early-stopping"
+        return None
 
+    def finish(self) -> TrainResult:
+        """Tune post-processing (and fit the component filter) on validation, then write
+        ``train.json`` and the closing log line (rank 0); every rank returns the result."""
+        st, info = self.state, self.info
+        tuned = None
+        if info.main and self.cfg.train.tune_postprocess and st.best_epoch >= 0:
+            tuned = self.tune()
+        elapsed = time.perf_counter() - self.t_start
+        result = TrainResult(self.run.path, st.best, st.best_epoch + 1, len(self.rows), elapsed,
+                             self.stopped)
+        if info.main:
+            self.log.write(f"stopped ({self.stopped}) after {len(self.rows)} epoch(s), "
+                           f"{elapsed / 60:.1f} min; best validation Dice {st.best:.3f} at "
+                           f"epoch {st.best_epoch + 1}")
+            self.run.write_summary(self._summary(elapsed, tuned))
+        D.barrier(info)
+        return result
 
-def _tune(model, run: Path, val_cases: list[CachedCase], cfg: Config, spec: ModelSpec,
-          device: torch.device, log: RunLog, progress: bool):
-    """Pick threshold and smallest component on validation with the best weights and write
-    them into ``model.json`` (see :mod:`clotseg.training.tuning`)."""
-    import copy
+    def _summary(self, elapsed: float, tuned) -> TrainSummary:
+        st, train_s = self.state, max(self.total_train_s, 1e-9)
+        return TrainSummary(
+            best_val_dice=st.best, best_epoch=st.best_epoch + 1, epochs_done=len(self.rows),
+            seconds=elapsed, stopped=self.stopped, device=str(self.device),
+            world_size=self.info.world, batches=self.batch_mode,
+            slices_per_s=round(self.total_slices / train_s, 2),
+            data_share=round(self.total_data_s / train_s, 4),
+            n_train=len(self.train_cases), n_val=len(self.val_cases),
+            n_test=len(self.splits["test"]), data=str(Path(self.data).resolve()),
+            postprocess=tuned.to_dict() if tuned else None,
+            component_filter=self.spec.component_filter)
 
-    from clotseg.training.tuning import tune_postprocess, validation_probabilities
+    def tune(self):
+        """Pick threshold and smallest component on validation with the best weights,
+        learn the false-positive filter, and write them into ``model.json`` (see
+        :mod:`clotseg.training.tuning`)."""
+        import copy
 
-    best = copy.deepcopy(model)
-    best.load_state_dict(load_checkpoint(run / CHECKPOINTS / "best.pt", device)["model"])
-    probs = validation_probabilities(best, val_cases, cfg, device)
-    tuned = tune_postprocess(best, val_cases, cfg, device, probs=probs)
-    spec.threshold, spec.min_component_mm3 = tuned.threshold, tuned.min_component_mm3
-    if cfg.train.fp_filter:
-        spec.component_filter = _fit_filter(val_cases, probs, spec, log, progress)
-    save_model_spec(run, spec)
-    line = (f"post-processing chosen on validation: threshold {tuned.threshold:g}, components "
-            f"< {tuned.min_component_mm3:g} mm³ dropped (val Dice {tuned.val_dice:.3f}; "
-            f"configured {cfg.train.threshold:g} / {cfg.train.min_component_mm3:g} mm³: "
-            f"{tuned.configured_val_dice:.3f})")
-    log.write(line)
-    if progress:
-        print(line, flush=True)
-    return tuned
+        from clotseg.training.tuning import tune_postprocess, validation_probabilities
 
+        cfg, spec = self.cfg, self.spec
+        best = copy.deepcopy(self.model)
+        best.load_state_dict(self.run.load_checkpoint("best", self.device)["model"])
+        probs = validation_probabilities(best, self.val_cases, cfg, self.device)
+        tuned = tune_postprocess(best, self.val_cases, cfg, self.device, probs=probs)
+        spec.threshold, spec.min_component_mm3 = tuned.threshold, tuned.min_component_mm3
+        if cfg.train.fp_filter:
+            spec.component_filter = self._fit_filter(probs)
+        self.run.write_spec(spec)
+        self._say(f"post-processing chosen on validation: threshold {tuned.threshold:g}, "
+                  f"components < {tuned.min_component_mm3:g} mm³ dropped (val Dice "
+                  f"{tuned.val_dice:.3f}; configured {cfg.train.threshold:g} / "
+                  f"{cfg.train.min_component_mm3:g} mm³: {tuned.configured_val_dice:.3f})")
+        return tuned
 
-def _fit_filter(val_cases: list[CachedCase], probs: list[np.ndarray], spec: ModelSpec,
-                log: RunLog, progress: bool) -> dict | None:
-    """Learn the false-positive component filter on the validation predictions
-    post-processed with the tuned settings (:mod:`clotseg.inference.fp_filter`)."""
-    from clotseg.inference.fp_filter import fit_component_filter
+    def _fit_filter(self, probs: list[np.ndarray]) -> dict | None:
+        """Learn the false-positive component filter on the validation predictions
+        post-processed with the tuned settings (:mod:`clotseg.inference.fp_filter`)."""
+        from clotseg.inference.fp_filter import fit_component_filter
 
-    data = [(postprocess(p, c.spacing, threshold=spec.threshold,
-                         min_component_mm3=spec.min_component_mm3), p, np.asarray(c.mask),
-             c.spacing) for c, p in zip(val_cases, probs)]
-    filt, why = fit_component_filter(data)
-    line = (f"false-positive filter: {why}" if filt is None else
-            f"false-positive filter learned on {filt.fitted_on['components']} validation "
-            f"components ({filt.fitted_on['not_clot']} not clot): score threshold "
-            f"{filt.threshold:g}, val Dice {filt.fitted_on['val_dice']:.3f}")
-    log.write(line)
-    if progress:
-        print(line, flush=True)
-    return filt.to_dict() if filt else None
+        spec = self.spec
+        data = [(postprocess(p, c.spacing, threshold=spec.threshold,
+                             min_component_mm3=spec.min_component_mm3), p, np.asarray(c.mask),
+                 c.spacing) for c, p in zip(self.val_cases, probs)]
+        filt, why = fit_component_filter(data)
+        self._say(f"false-positive filter: {why}" if filt is None else
+                  f"false-positive filter learned on {filt.fitted_on['components']} validation "
+                  f"components ({filt.fitted_on['not_clot']} not clot): score threshold "
+                  f"{filt.threshold:g}, val Dice {filt.fitted_on['val_dice']:.3f}")
+        return filt.to_dict() if filt else None
+
+    def _say(self, line: str) -> None:
+        """Write ``line`` to ``train.log`` and, with progress on, to stdout."""
+        self.log.write(line)
+        if self.progress:
+            print(line, flush=True)
 
 
 def train_step(step_net, model, x: torch.Tensor, y: torch.Tensor, optim, loss_fn, cfg: Config,
@@ -480,54 +646,3 @@ def train_step(step_net, model, x: torch.Tensor, y: torch.Tensor, optim, loss_fn
     optim.step()
     return loss.detach()
 
-
-def _train_epoch(step_net, model, factory: BatchFactory, optim, sched: LRSchedule, loss_fn,
-                 cfg: Config, device, info: D.DistInfo, epoch: int, clock: _Clock,
-                 progress: bool) -> tuple[float, int, bool, float]:
-    """One epoch of optimisation; returns (mean loss over ranks, slices, stopped early,
-    seconds spent waiting for batches: the data path's share of the epoch, as far as the
-    host sees it; on a GPU steps run asynchronously, so a slow data path shows here
-    while a fast one hides behind queued steps)."""
-    t = cfg.train
-    seeds = [batch_seed(t.seed, epoch, info.rank, s) for s in range(t.steps_per_epoch)]
-    torch.manual_seed(batch_seed(t.seed, epoch, info.rank, t.steps_per_epoch))  # dropout
-    model.train()
-    batches = batch_iterator(factory, seeds, cfg.data.workers, pin_memory=device.type == "cuda")
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = batches = tqdm(batches, total=len(seeds), desc=f"epoch {epoch + 1}/{t.epochs}",
-                             leave=False, unit="batch")
-    t0 = time.perf_counter()
-    # Losses are summed on the device and read back only for the progress bar, so that a
-    # GPU is not synchronised after every step.
-    loss_sum, n_steps, n_slices, timed_out = torch.zeros((), device=device), 0, 0, False
-    time_p = None
-    data_s, t_ready = 0.0, time.perf_counter()
-    for x, y in batches:
-        t_step = time.perf_counter()
-        data_s += t_step - t_ready
-        loss_sum += train_step(step_net, model, x, y, optim, loss_fn, cfg, device)
-        n_steps += 1
-        n_slices += x.shape[0] * info.world
-        clock.step_s = time.perf_counter() - t_step
-        stop = False
-        if clock.limit is not None and (not info.enabled or n_steps % 10 == 1):
-            # rank 0's clock decides for everyone (same stop step, same learning rate)
-            flag, p = D.broadcast([float(clock.should_stop()), clock.progress()], info)
-            stop, time_p = flag > 0, (p if t.schedule_by_time else None)
-        p_step = sched.advance(time_p)
-        for group in optim.param_groups:
-            group["lr"] = cfg.optim.lr * sched.factor(p_step)
-        if bar is not None and (n_steps % (25 if device.type == "cuda" else 5) == 1 or stop):
-            bar.set_postfix(loss=f"{float(loss_sum) / n_steps:.3f}",
-                            slices_s=f"{n_slices / (time.perf_counter() - t0):.0f}")
-        if stop:
-            timed_out = True
-            break
-        t_ready = time.perf_counter()
-    if bar is not None:
-        bar.close()
-    loss_sum, loss_n = D.all_sum([float(loss_sum), float(n_steps)], info)
-    return loss_sum / max(loss_n, 1.0), n_slices, timed_out, data_s
