@@ -26,6 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "scanner and protocol would (noise, blur, contrast timing, HU "
                              "offsets, spacing 0.4–1.0 × 0.5–2.5 mm, vessel radii ±20 %%, "
                              "rotations), for testing generalisation (default standard)")
+    parser.add_argument("--thick-ncct", type=float, default=None, metavar="SHARE",
+                        help="share of cases (0..1) whose NCCT is reconstructed at 2.5 or "
+                             "5 mm slices (slab-averaged, on its own grid), as clinical "
+                             "NCCTs often are (default 0 for --shift standard, 0.3 for "
+                             "shifted; --size clinical always has a 2.5-5 mm NCCT)")
     parser.add_argument("--format", choices=["nii.gz", "nrrd", "mha"], default="nii.gz",
                         help="file format of the written volumes (default nii.gz)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -43,6 +48,12 @@ def run(args: argparse.Namespace) -> int:
                          "--size clinical")
     from clotseg.io.outputs import ensure_out_dir
     from clotseg.synth import write_cohort
+    from clotseg.synth.cohort import check_thick_ncct
+
+    try:
+        check_thick_ncct(args.thick_ncct, args.size)
+    except ValueError as exc:
+        raise UsageError(f"--thick-ncct: {exc}") from None
 
     ensure_out_dir(args.out)
 
@@ -51,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     registered = not args.unregistered and args.size != "clinical"
     truth = write_cohort(args.out, args.cases, args.seed, args.size,
                          registered=registered, progress=not args.no_progress,
-                         shift=args.shift, suffix=f".{args.format}")
+                         shift=args.shift, suffix=f".{args.format}",
+                         thick_ncct=args.thick_ncct)
     print(f"wrote {args.cases} case(s) to {args.out}; ground truth in {truth}")
     return 0

@@ -19,6 +19,9 @@ Everything is measured on the original CTA grid: mask, CTA and NCCT must share i
   mean): see :func:`contralateral_ncct_mean`; NaN when the head's midline cannot be
   found (head not wholly inside the field of view), or the mirror image falls outside
   the scan or onto the clot itself (a midline clot, e.g. basilar).
+* ``side``: ``left`` / ``right`` / ``midline`` (within 4 mm) from the centroid and the
+  head's midline estimated on the CTA (:mod:`clotseg.measure.side`); empty when the
+  midline cannot be found. Last column, so readers by position keep working.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from clotseg.io.tables import csv_text, write_csv
 from clotseg.io.volume import Volume
 from clotseg.masks import bounding_box, component_labels
 from clotseg.measure.centreline import centreline_length_mm
+from clotseg.measure.side import side_of
 
 #: Perviousness threshold: pervious when CTA − NCCT ≥ 10.9 HU (Santos 2016, Stroke).
 PERVIOUS_HU = 10.9
@@ -45,7 +49,7 @@ CONTRA_SEARCH_MM = 3.0
 CLOTS_CSV_COLUMNS = ["case_id", "component", "n_components", "volume_mm3", "length_mm",
                      "ncct_mean_hu", "ncct_median_hu", "cta_mean_hu", "perviousness_hu",
                      "pervious", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
-                     "max_prob", "contralateral_ncct_mean_hu", "relative_density"]
+                     "max_prob", "contralateral_ncct_mean_hu", "relative_density", "side"]
 
 NAN = float("nan")
 
@@ -64,6 +68,7 @@ def measure_case(case_id: str, mask: Volume, cta: Volume, ncct: Volume,
     offset = np.array([s.start for s in bbox])
     labels, n = component_labels(any_clot[bbox])  # numbered largest first
     midline = head_midline_x(ncct)
+    side_midline = head_midline_x(cta)  # the CTA always fills its own grid
     rows = []
     for k, local_box in enumerate(ndimage.find_objects(labels), start=1):
         local = labels[local_box] == k
@@ -80,6 +85,7 @@ def measure_case(case_id: str, mask: Volume, cta: Volume, ncct: Volume,
         row["contralateral_ncct_mean_hu"] = contra
         row["relative_density"] = (row["ncct_mean_hu"] / contra
                                    if math.isfinite(contra) and contra > 0 else NAN)
+        row["side"] = side_of(float(centroid[0]), side_midline)
         rows.append(row)
     rows.sort(key=lambda r: -r["volume_mm3"])
     for k, row in enumerate(rows, start=1):
@@ -115,7 +121,7 @@ def _measure_component(local: np.ndarray, cta_hu: np.ndarray, ncct_hu: np.ndarra
 def _empty_row(case_id: str, prob: np.ndarray | None) -> dict:
     row = dict.fromkeys(CLOTS_CSV_COLUMNS, NAN)
     row.update(case_id=case_id, component=0, n_components=0, volume_mm3=0.0, length_mm=0.0,
-               pervious=None,
+               pervious=None, side=None,
                max_prob=float(np.max(prob)) if prob is not None and np.size(prob) else NAN)
     return row
 

@@ -3,6 +3,12 @@
 ``OUT/<case_id>/cta.nii.gz``, ``ncct.nii.gz``, ``clot.nii.gz`` (uint8 mask on the CTA grid)
 and, for unregistered cohorts, ``motion.json`` (the NCCT's true rigid motion). Case ``k``
 depends only on ``(seed, k)``, so cohorts of different sizes share their first cases.
+
+Thick-slice NCCT: in the clinic the NCCT is often reconstructed at 5 mm (sometimes
+2.5 mm) slices while the CTA has sub-millimetre slices. A share of the cases
+(``thick_ncct``) gets such an NCCT, slab-averaged on its own grid
+(:func:`clotseg.synth.phantom.render_case`); ``truth.csv`` records every case's NCCT
+slice thickness (``ncct_thickness_mm``).
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
+
 from clotseg.io.atomic import write_text
 from clotseg.io.readers import write_volume
 from clotseg.synth.phantom import SIZES, case_seed, make_case
@@ -20,7 +28,12 @@ from clotseg.synth.phantom import SIZES, case_seed, make_case
 TRUTH_COLUMNS = ["case_id", "has_clot", "location", "segment", "n_fragments", "faint",
                  "volume_mm3", "length_mm", "ncct_mean_hu", "cta_mean_hu", "perviousness_hu",
                  "spacing_x", "spacing_y", "spacing_z", "size", "registered", "seed",
-                 "shift"]
+                 "shift", "ncct_thickness_mm"]
+
+#: Thick NCCT reconstructions and how often each is chosen when a case gets one: 5 mm is
+#: the usual clinical NCCT, 2.5 mm the less common one (an assumed 70 / 30 split).
+THICK_NCCT_MM = (2.5, 5.0)
+THICK_NCCT_P = (0.3, 0.7)
 
 
 def case_id(index: int) -> str:
@@ -28,15 +41,45 @@ def case_id(index: int) -> str:
     return f"synth_{index:03d}"
 
 
+def ncct_thickness_for(seed: int, share: float) -> float | None:
+    """NCCT slice thickness (mm) of the case with ``seed`` when a ``share`` of the cohort
+    has thick-slice NCCTs, or None (NCCT at the CTA's resolution).
+
+    Drawn from the case's own stream, apart from the phantom's, so the patient and the
+    CTA stay those of the thin-slice case; the cases thick at one share are also thick at
+    any larger share (one uniform draw against the share).
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x7C1D]))
+    u, which = rng.random(2)
+    thickness = THICK_NCCT_MM[0] if which < THICK_NCCT_P[0] else THICK_NCCT_MM[1]
+    return thickness if u < share else None
+
+
+def check_thick_ncct(share: float | None, size: str) -> None:
+    """Refuse a thick-NCCT share outside 0..1, or any share for the ``clinical`` size
+    (whose NCCT is always 2.5–5 mm, :data:`clotseg.synth.phantom.SIZES`)."""
+    if share is None:
+        return
+    if not 0.0 <= share <= 1.0:  # also refuses NaN
+        raise ValueError(f"the thick-NCCT share must be between 0 and 1 (got {share})")
+    if "ncct_thickness_mm" in SIZES.get(size, {}):
+        raise ValueError(f"--size {size} always has a thick (2.5-5 mm) NCCT; the thick-NCCT "
+                         "share is for the other sizes")
+
+
 def write_cohort(out: str | Path, cases: int, seed: int = 0, size: str = "small",
                  registered: bool = True, progress: bool = True, *,
-                 shift: str = "standard", suffix: str = ".nii.gz") -> Path:
+                 shift: str = "standard", suffix: str = ".nii.gz",
+                 thick_ncct: float | None = None) -> Path:
     """Write ``cases`` phantoms under ``out`` and return the path of ``truth.csv``.
 
     ``shift`` names imaging settings of :mod:`clotseg.synth.shift` (``shifted``: another
     scanner and protocol, for generalisation tests; registered pairs only); ``suffix`` is
-    the file format (``.nii.gz``, ``.nrrd``, ...). Every file is written atomically;
-    ``truth.csv`` is written last, so its presence means the cohort is complete.
+    the file format (``.nii.gz``, ``.nrrd``, ...). ``thick_ncct`` is the share of cases
+    (0..1) whose NCCT is reconstructed at 2.5 or 5 mm slices on its own grid; None takes
+    the shift's default (standard 0: the training cohort stays as it always was; shifted
+    0.3). Every file is written atomically; ``truth.csv`` is written last, so its presence
+    means the cohort is complete.
     """
     from clotseg.synth.shift import SHIFTS, make_shifted_case
 
@@ -48,6 +91,10 @@ def write_cohort(out: str | Path, cases: int, seed: int = 0, size: str = "small"
         raise ValueError("cases must be at least 1")
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
+    check_thick_ncct(thick_ncct, size)
+    share = SHIFTS[shift].thick_ncct_share if thick_ncct is None else float(thick_ncct)
+    if "ncct_thickness_mm" in SIZES[size]:
+        share = 0.0  # the plan draws its own thick NCCT
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     indices = range(cases)
@@ -58,10 +105,11 @@ def write_cohort(out: str | Path, cases: int, seed: int = 0, size: str = "small"
     rows = []
     for k in indices:
         s = case_seed(seed, k)
+        thickness = ncct_thickness_for(s, share)
         if shift == "standard":
-            case = make_case(s, size, registered=registered)
+            case = make_case(s, size, registered=registered, ncct_thickness_mm=thickness)
         else:
-            case = make_shifted_case(s, size, SHIFTS[shift])
+            case = make_shifted_case(s, size, SHIFTS[shift], ncct_thickness_mm=thickness)
         folder = out / case_id(k)
         write_volume(case.cta, folder / f"cta{suffix}")
         write_volume(case.ncct, folder / f"ncct{suffix}")

@@ -456,7 +456,6 @@ def render_case(plan: CasePlan, *, registered: bool = True,
             g = large.thick_grid(g, float(thickness))
             thin, k = large.subslice_grid(g)
             _, moved, _, _ = _render_on(plan, thin, to_cta, streaks, ncct_only=True, k=k)
-            truth["ncct_thickness_mm"] = float(thickness)
         else:
             _, moved, _, _ = _render(plan, g, to_cta, streaks, ncct_only=True)
         ncct_vol = Volume.on_grid(_finish(moved, g, img["psf_mm"],
@@ -464,6 +463,8 @@ def render_case(plan: CasePlan, *, registered: bool = True,
                                           slab_averaged=thickness is not None), g)
         if not registered:
             truth["ncct_motion"] = plan.motion
+    # Every case records its NCCT's slice thickness (truth.csv ``ncct_thickness_mm``).
+    truth["ncct_thickness_mm"] = float(ncct_vol.grid.spacing[ncct_vol.grid.axial_axis()])
     truth["registered"] = registered
     return SynthCase(Volume.on_grid(cta, grid), ncct_vol,
                      Volume.on_grid(mask.astype(np.uint8), grid), truth,

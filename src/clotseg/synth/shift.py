@@ -17,7 +17,9 @@ Knobs (defaults reproduce the standard phantom; :data:`SHIFTED` is the held-out 
 * in-plane spacing 0.4–1.0 mm and slice thickness 0.5–2.5 mm (the grid keeps its
   physical field of view, so the voxel count changes);
 * vessel radii ±20 %;
-* head rotation in the scan (oblique storage directions up to ``rotate_deg``).
+* head rotation in the scan (oblique storage directions up to ``rotate_deg``);
+* the share of cases whose NCCT is reconstructed at thick slices (2.5 or 5 mm) on its own
+  grid (``thick_ncct_share``; drawn by :func:`clotseg.synth.cohort.ncct_thickness_for`).
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class ImagingShift:
     slice_mm: tuple[float, float] | None = None
     radius_scale: tuple[float, float] | None = None
     rotate_deg: float = 0.0
+    #: Probability that a case's NCCT is thick-slice (a cohort default; see cohort.py).
+    thick_ncct_share: float = 0.0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -66,6 +70,7 @@ SHIFTED = ImagingShift(
     slice_mm=(0.5, 2.5),
     radius_scale=(0.8, 1.2),
     rotate_deg=20.0,
+    thick_ncct_share=0.3,
 )
 
 SHIFTS = {"standard": ImagingShift(), "shifted": SHIFTED}
@@ -75,12 +80,15 @@ MAX_EDGE = 200
 
 
 def make_shifted_case(seed: int, size: str = "small", shift: ImagingShift = SHIFTED, *,
-                      clot: bool | None = None) -> SynthCase:
-    """The case ``make_case(seed, size)`` imaged under ``shift`` (registered pair)."""
+                      clot: bool | None = None, ncct_thickness_mm: float | None = None
+                      ) -> SynthCase:
+    """The case ``make_case(seed, size)`` imaged under ``shift`` (registered pair);
+    ``ncct_thickness_mm`` reconstructs the NCCT at thick slices on its own grid (same
+    direction as the CTA), as :func:`clotseg.synth.phantom.render_case` does."""
     plan = phantom.plan_case(seed, size, clot=clot)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5A1F7]))
     drawn = apply_shift(plan, shift, rng)
-    case = phantom.render_case(plan, registered=True)
+    case = phantom.render_case(plan, registered=True, ncct_thickness_mm=ncct_thickness_mm)
     offsets = drawn.get("hu_offset", (0.0, 0.0))
     cta = _offset(case.cta, offsets[0])
     ncct = _offset(case.ncct, offsets[1])
@@ -88,7 +96,10 @@ def make_shifted_case(seed: int, size: str = "small", shift: ImagingShift = SHIF
         m = case.clot.array.astype(bool)
         if m.any():
             case.truth["cta_mean_hu"] = float(cta.array[m].mean())
-            case.truth["ncct_mean_hu"] = float(ncct.array[m].mean())
+            if ncct.grid.same_as(case.clot.grid):
+                case.truth["ncct_mean_hu"] = float(ncct.array[m].mean())
+            else:  # a thick NCCT: the truth was read on the thin NCCT at the clot
+                case.truth["ncct_mean_hu"] += int(round(offsets[1]))
             case.truth["perviousness_hu"] = case.truth["cta_mean_hu"] - case.truth["ncct_mean_hu"]
     case.truth["shift"] = shift.name
     case.truth["shift_values"] = drawn
