@@ -23,7 +23,8 @@ from scipy import ndimage
 from clotseg.io.volume import Volume
 from clotseg.masks import FRAGMENT_GAP_MM, bounding_box, components, fragments_of, primary_component
 from clotseg.measure.centreline import centreline_length_mm
-from clotseg.measure.clots import NAN, PERVIOUS_HU
+from clotseg.measure.clots import NAN, PERVIOUS_HU, head_midline_x
+from clotseg.measure.side import side_of
 
 __all__ = ["FRAGMENT_GAP_MM", "PATIENT_CSV_COLUMNS", "summarise_patient"]
 
@@ -31,7 +32,7 @@ PATIENT_CSV_COLUMNS = ["case_id", "has_clot", "n_components", "clot_fragments",
                        "volume_mm3", "length_mm", "ncct_mean_hu", "ncct_median_hu",
                        "cta_mean_hu", "perviousness_hu", "pervious", "max_prob",
                        "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
-                       "other_components", "other_volume_mm3"]
+                       "other_components", "other_volume_mm3", "side"]
 
 
 def summarise_patient(case_id: str, mask: Volume, cta: Volume, ncct: Volume,
@@ -44,7 +45,7 @@ def summarise_patient(case_id: str, mask: Volume, cta: Volume, ncct: Volume,
     row = dict.fromkeys(PATIENT_CSV_COLUMNS, NAN)
     row.update(case_id=case_id, has_clot=n > 0, n_components=n)
     if n == 0:
-        row.update(clot_fragments=0, volume_mm3=0.0, length_mm=0.0, pervious=None,
+        row.update(clot_fragments=0, volume_mm3=0.0, length_mm=0.0, pervious=None, side=None,
                    other_components=0, other_volume_mm3=0.0,
                    max_prob=float(np.max(prob)) if prob is not None and np.size(prob) else NAN)
         return row
@@ -73,6 +74,7 @@ def summarise_patient(case_id: str, mask: Volume, cta: Volume, ncct: Volume,
                else NAN,
                centroid_x_mm=float(centroid[0]), centroid_y_mm=float(centroid[1]),
                centroid_z_mm=float(centroid[2]), other_components=len(others),
-               other_volume_mm3=float(sum(sizes[k - 1] for k in others) * mask.voxel_volume))
+               other_volume_mm3=float(sum(sizes[k - 1] for k in others) * mask.voxel_volume),
+               side=side_of(float(centroid[0]), head_midline_x(cta)))
     return row
 
