@@ -284,7 +284,7 @@ def _train(data, run: Path, cfg: Config, resume: bool, npy_spacing, progress: bo
     index = discover(data, spacing=npy_spacing)
     # trained on `clotseg preprocess` output: predict repeats that preprocessing on raw
     # scans and maps the mask back onto the original CTA grid
-    from clotseg.preprocess.pipeline import inference_settings_of
+    from clotseg.preprocess.pipeline import PreprocessSettings, inference_settings_of
 
     spec.preprocess = inference_settings_of(data)
     splits = _splits(run, cfg, index.case_ids, resume)
@@ -296,7 +296,7 @@ def _train(data, run: Path, cfg: Config, resume: bool, npy_spacing, progress: bo
 
         resample = resample_settings(cfg.data.target_spacing,
                                      index.subset(splits["train"]).cases)
-        spec.preprocess = resample
+        spec.preprocess = None if resample is None else PreprocessSettings.from_dict(resample)
     log = RunLog(run / "train.log", info.main, resume)
     if info.main:
         run.mkdir(parents=True, exist_ok=True)
