@@ -33,7 +33,7 @@ def default_run(folder: Path) -> Path:
     model = create_model(DEFAULT_MODEL["name"], **DEFAULT_MODEL["kwargs"])
     save_model_spec(folder, ModelSpec(DEFAULT_MODEL["name"], DEFAULT_MODEL["kwargs"],
                                       slab=DEFAULT_MODEL["slab"],
-                                      preprocess=PreprocessSettings().to_dict()))
+                                      preprocess=PreprocessSettings()))
     (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.state_dict(), "model_name": DEFAULT_MODEL["name"],
                 "model_kwargs": DEFAULT_MODEL["kwargs"], "epoch": 0},
@@ -81,7 +81,8 @@ def _threads(n: int) -> None:
 
 def optimised(run: str, case_dir: str, out: str, device: str, threads: int) -> dict:
     """``clotseg predict`` on the case (files in, mask + clots.csv out), in this process."""
-    from clotseg.inference.predictor import Predictor, predict_cases
+    from clotseg.api import predict_cases
+    from clotseg.inference.predictor import Predictor
     from clotseg.io.layouts import discover
 
     _threads(threads)

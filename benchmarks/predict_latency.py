@@ -141,7 +141,8 @@ def baseline_case(run: Path, case_dir: Path, out: Path, device: str) -> dict:
 def optimised_case(run: Path, case_dir: Path, out: Path, device: str, precision: str,
                    batch_size: int) -> dict:
     """Files → mask with the ``clotseg predict`` path (model loaded beforehand)."""
-    from clotseg.inference.predictor import Predictor, predict_case
+    from clotseg.api import predict_case
+    from clotseg.inference.predictor import Predictor
     from clotseg.io.layouts import discover
     from clotseg.io.readers import read_volume
 

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clotseg.config import default_windows
-from clotseg.errors import ClotsegError
+from clotseg.errors import ClotsegError, UsageError
 from clotseg.io.atomic import atomic_path, write_text
+from clotseg.preprocess.settings import PreprocessSettings
 
 if TYPE_CHECKING:
     import torch
@@ -99,12 +100,14 @@ class ModelSpec:
     pad_multiple: int = 16  # slices are zero-padded to a multiple of this
     threshold: float = 0.5  # on the sigmoid probability
     min_component_mm3: float = 5.0  # predicted components smaller than this are dropped
-    preprocess: dict[str, Any] | None = None  # PreprocessSettings as dict, None = native grid
+    preprocess: PreprocessSettings | None = None  # None = native grid
     component_filter: dict[str, Any] | None = None  # learned false-positive filter, or None
     format: int = SPEC_FORMAT
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        data = asdict(self)
+        data["preprocess"] = None if self.preprocess is None else self.preprocess.to_dict()
+        return json.dumps(data, indent=2)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
@@ -114,7 +117,14 @@ class ModelSpec:
         if not isinstance(data, dict):
             raise ValueError(f"expected a JSON object, found {type(data).__name__}")
         known = {f for f in cls.__dataclass_fields__}
-        spec = cls(**{k: v for k, v in data.items() if k in known})
+        kw = {k: v for k, v in data.items() if k in known}
+        if isinstance(kw.get("preprocess"), dict):  # {} (falsy) meant the native grid
+            try:
+                kw["preprocess"] = (PreprocessSettings.from_dict(kw["preprocess"])
+                                    if kw["preprocess"] else None)
+            except (TypeError, UsageError) as exc:
+                raise ValueError(f"'preprocess' is not valid preprocessing ({exc})") from None
+        spec = cls(**kw)
         _validate_spec(spec)
         return spec
 
@@ -142,8 +152,8 @@ def _validate_spec(spec: ModelSpec) -> None:
          "a number in (0, 1]"),
         ("min_component_mm3", _number(spec.min_component_mm3) and spec.min_component_mm3 >= 0,
          "a number >= 0"),
-        ("preprocess", spec.preprocess is None or isinstance(spec.preprocess, dict),
-         "an object or null"),
+        ("preprocess", spec.preprocess is None
+         or isinstance(spec.preprocess, PreprocessSettings), "an object or null"),
     ]
     for name, ok, expected in checks:
         if not ok:

@@ -244,7 +244,7 @@ def test_onnx_engine_matches_torch_on_the_phantom(tmp_path, phantom_cohort):
     threshold = float(np.quantile(ref, 0.9995))
     out = tmp_path / "out"
     assert main(["predict", str(onnx_file), str(case.cta.parent), str(out), "--threshold",
-                 f"{threshold:.6f}", "--tta"]) == 0
+                 f"{threshold:.6f}", "--tta", "--all-components"]) == 0
     mask = read_volume(out / f"{case.case_id}.nii.gz").array
     assert dice(mask > 0, ref >= threshold) >= 0.999 and mask.sum() > 50
     summary = json.loads((out / "predict.json").read_text())

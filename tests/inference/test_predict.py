@@ -202,7 +202,7 @@ def test_run_trained_on_preprocessed_data_maps_back_to_cta_grid(tmp_path, spacin
 
     painted = paint_mask(SHAPE)
     cta, ncct = case_volumes(painted, DIRECTIONS["oblique"])
-    settings = PreprocessSettings(register=False, roi="none", spacing=spacing).to_dict()
+    settings = PreprocessSettings(register=False, roi="none", spacing=spacing)
     run = write_run(tmp_path / "run", "test-paint", {"in_channels": 2}, preprocess=settings)
     mask, prob, _ = segment_volumes(run, cta, ncct, device="cpu")
     assert mask.grid.same_as(cta.grid) and prob.shape == cta.shape

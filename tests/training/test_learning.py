@@ -40,7 +40,7 @@ def test_short_training_learns_the_phantom(learn_cohort, tmp_path):
     cfg = load_yaml(run / "config.yaml")
     splits = json.loads((run / "splits.json").read_text())
     model, spec = load_model(run)
-    assert spec.preprocess and spec.preprocess["spacing"]  # one voxel size, as trained
+    assert spec.preprocess and spec.preprocess.spacing  # one voxel size, as trained
     cases = build_cache(discover(learn_cohort).subset(splits["val"]).cases, run / "cache",
                         cfg.data.windows, progress=False, resample=spec.preprocess)
     assert validate(model, cases, cfg, "cpu", DistInfo()) == pytest.approx(max(dice), abs=1e-6)

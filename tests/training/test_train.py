@@ -187,8 +187,8 @@ def test_preprocess_train_predict_on_the_raw_scans(phantom_cohort, tmp_path):
                  "0.8", "0.8", "1.0", "--no-progress"]) == 0
     assert main(["train", str(prep), "--out", str(run), "--epochs", "1", *TINY]) == 0
     spec = load_model_spec(run)
-    assert spec.preprocess["spacing"] == [0.8, 0.8, 1.0] and spec.preprocess["roi"] == "auto"
-    assert spec.preprocess["register"] is False
+    assert spec.preprocess.spacing == (0.8, 0.8, 1.0) and spec.preprocess.roi == "auto"
+    assert spec.preprocess.register is False
     case = sorted(p for p in phantom_cohort.iterdir() if p.is_dir())[0]
     assert main(["predict", str(run), str(case), str(out)]) == 0
     written = out / f"{case.name}.nii.gz"
@@ -205,7 +205,7 @@ def test_mask_roi_is_not_repeated_at_inference(tmp_path):
     settings = PreprocessSettings(register=True, spacing=(1.0, 1.0, 1.0), roi="mask")
     (tmp_path / "preprocess.json").write_text(json.dumps({"settings": settings.to_dict()}))
     got = inference_settings_of(tmp_path)
-    assert got["roi"] == "none" and got["register"] is True and got["spacing"] == [1, 1, 1]
+    assert got.roi == "none" and got.register is True and got.spacing == (1, 1, 1)
     (tmp_path / "preprocess.json").write_text("{not json")
     with pytest.raises(ClotsegError, match="preprocess.json"):
         inference_settings_of(tmp_path)

@@ -55,6 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: the run's)")
     parser.add_argument("--keep-largest", action="store_true",
                         help="keep only the largest predicted clot")
+    parser.add_argument("--all-components", action="store_true",
+                        help="keep every predicted component; by default only the primary "
+                             "clot (the most probable component) and its fragments within "
+                             "10 mm are kept, and the others are listed in predict.json")
     parser.add_argument("--no-fp-filter", action="store_true",
                         help="skip the run's learned false-positive component filter")
     parser.add_argument("--batch-size", type=int, default=16, metavar="B",
@@ -96,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         num_threads=args.threads or available_cpus(), progress=args.progress,
         formats=args.formats, labels=args.labels, resume=args.resume,
         num_parts=args.num_parts, part_id=args.part_id, engine=args.engine,
-        fp_filter=not args.no_fp_filter)
+        fp_filter=not args.no_fp_filter, primary_only=not args.all_components)
     ok = [r for r in results if r.ok]
     failed = [r for r in results if not r.ok]
     n_clots = sum(1 for r in ok for row in r.rows if str(row.get("component")) not in ("0", ""))

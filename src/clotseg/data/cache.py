@@ -20,6 +20,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -83,6 +84,12 @@ def clot_boxes(mask_slices: np.ndarray) -> np.ndarray:
     return np.asarray(rows, dtype=np.int64).reshape(-1, 5)
 
 
+def _settings_dict(resample: Any) -> dict | None:
+    """Preprocessing settings as their JSON dict (the cache key hashes that form), from a
+    dict or a :class:`~clotseg.preprocess.settings.PreprocessSettings`."""
+    return resample.to_dict() if hasattr(resample, "to_dict") else resample
+
+
 def _prepare(case: CaseRef, windows: dict, resample: dict | None = None):
     vols = case.load()
     files = ", ".join(f"{k}: {v}" for k, v in case.files.items())
@@ -105,10 +112,12 @@ def _prepare(case: CaseRef, windows: dict, resample: dict | None = None):
     return prep
 
 
-def cache_case(case: CaseRef, cache_dir: Path, windows: dict, resample: dict | None = None
+def cache_case(case: CaseRef, cache_dir: Path, windows: dict, resample: Any = None
                ) -> CachedCase:
     """Prepare one case into the cache (skipped when an up-to-date entry exists);
-    ``resample``: preprocessing settings applied first (see ``data.target_spacing``)."""
+    ``resample``: preprocessing settings applied first (see ``data.target_spacing``), as
+    a dict or typed (``ModelSpec.preprocess``)."""
+    resample = _settings_dict(resample)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     base = cache_dir / case.case_id
@@ -140,7 +149,7 @@ def _open(case_id: str, base: Path, meta: dict) -> CachedCase:
 
 
 def build_cache(cases: list[CaseRef], cache_dir: Path, windows: dict,
-                progress: bool = True, resample: dict | None = None) -> list[CachedCase]:
+                progress: bool = True, resample: Any = None) -> list[CachedCase]:
     """Cache every case (reading each source file at most once) and map them."""
     it = cases
     if progress:

@@ -18,6 +18,7 @@ import numpy as np
 from clotseg.errors import ClotsegError
 from clotseg.inference.engine import predict_probabilities, prepare_model
 from clotseg.io.volume import Volume
+from clotseg.preprocess.ncct import CtaGridNcct, NcctAlignment
 from clotseg.runs import ModelSpec
 from clotseg.timing import stage
 
@@ -34,7 +35,8 @@ class Member:
     def input_key(self) -> tuple:
         """Runs with equal keys see identical input."""
         windows = tuple(sorted((k, tuple(v)) for k, v in self.spec.windows.items()))
-        pre = None if not self.spec.preprocess else repr(sorted(self.spec.preprocess.items()))
+        pre = (None if self.spec.preprocess is None
+               else repr(sorted(self.spec.preprocess.to_dict().items())))
         return windows, pre
 
 
@@ -77,36 +79,42 @@ class InferenceOptions:
 
 @dataclass
 class EnsembleOutput:
-    """Mean probability on the CTA grid, and the NCCT→CTA registration a preprocessing
-    step found (None without one), so measurements can use the same alignment."""
+    """Mean probability on the CTA grid, and the NCCT→CTA alignment a preprocessing step
+    found (None without registration), so measurements can use the same alignment."""
 
     prob: np.ndarray
-    ncct_transform: dict | None = None
+    alignment: NcctAlignment | None = None
+
+    @property
+    def ncct_transform(self) -> dict | None:
+        """The registration's transform in its JSON form (None without one)."""
+        reg = None if self.alignment is None else self.alignment.registration
+        return None if reg is None else reg.get("transform")
 
 
-def ensemble_probability(members: list[Member], cta: Volume, ncct_on_cta: Volume | None,
-                         ncct: Volume, opts: InferenceOptions, case_id: str = "case"
+def ensemble_probability(members: list[Member], cta: Volume, ncct: Volume,
+                         on_cta: CtaGridNcct, opts: InferenceOptions, case_id: str = "case"
                          ) -> EnsembleOutput:
     """Mean clot probability of ``members`` on the CTA grid (stored array order).
 
-    ``ncct_on_cta`` is the NCCT on the CTA grid (needed by runs without preprocessing
-    only); ``ncct`` the original one (given to the preprocessing, which may register it).
+    ``ncct`` is the original NCCT (given to the preprocessing, which may register it);
+    ``on_cta`` makes the NCCT on the CTA grid once per alignment, for runs without
+    preprocessing and for preprocessing that only crops. Runs whose preprocessing registers
+    share one registration (it is deterministic).
     """
     total = np.zeros(cta.shape, dtype=np.float32)
-    transform = None
+    alignment = None
     groups: dict[tuple, list[Member]] = {}
     for m in members:
         groups.setdefault(m.input_key, []).append(m)
     for group in groups.values():
-        if group[0].spec.preprocess:
-            info = _add_preprocessed(total, group, cta, ncct, opts, case_id)
-            transform = transform or (info.get("registration") or {}).get("transform")
+        if group[0].spec.preprocess is not None:
+            found = _add_preprocessed(total, group, cta, ncct, on_cta, opts, case_id, alignment)
+            alignment = alignment or (found if found.transform is not None else None)
         else:
-            if ncct_on_cta is None:
-                raise ValueError("runs without preprocessing need the NCCT on the CTA grid")
-            total += _sum_on_grid(group, cta, ncct_on_cta, opts, case_id)
+            total += _sum_on_grid(group, cta, on_cta.get(), opts, case_id)
     total /= len(members)
-    return EnsembleOutput(total, transform)
+    return EnsembleOutput(total, alignment)
 
 
 def _sum_on_grid(group: list[Member], cta: Volume, ncct: Volume, opts: InferenceOptions,
@@ -130,41 +138,38 @@ def _sum_on_grid(group: list[Member], cta: Volume, ncct: Volume, opts: Inference
 
 
 def _add_preprocessed(total: np.ndarray, group: list[Member], cta: Volume, ncct: Volume,
-                      opts: InferenceOptions, case_id: str) -> dict:
+                      on_cta: CtaGridNcct, opts: InferenceOptions, case_id: str,
+                      alignment: NcctAlignment | None) -> NcctAlignment:
     """Add the group's probabilities, computed on the preprocessed grid the runs were
-    trained on, into ``total`` on the CTA grid; returns the preprocessing record.
+    trained on, into ``total`` on the CTA grid; returns the NCCT alignment used.
 
     When the preprocessing only crops (no new spacing), the ROI's probabilities are added
     into their box of the CTA grid by index arithmetic, with no full-size copy; otherwise
-    they are resampled back (:func:`restore_probability`)."""
-    from clotseg.preprocess.pipeline import (
-        PreprocessSettings,
-        preprocess_case,
-        restore_probability,
-    )
-    from clotseg.preprocess.roi import Box, crop_grid
+    they are resampled back (:meth:`PreprocessRecord.restore_prob`)."""
+    from clotseg.preprocess.pipeline import preprocess_case
+    from clotseg.preprocess.roi import crop_grid
 
-    settings = PreprocessSettings.from_dict(group[0].spec.preprocess)
-    pre = preprocess_case(cta, ncct, None, settings)
-    roi_cta, roi_ncct, info = pre.cta, pre.ncct, pre.info
+    pre = preprocess_case(cta, ncct, None, group[0].spec.preprocess, alignment=alignment,
+                          ncct_on_cta=on_cta.get)
+    roi_cta, roi_ncct, record, used = pre.cta, pre.ncct, pre.record, pre.alignment
     del pre
     # Mapped back as a mean (a probability in [0, 1], whatever the restore does at the
     # edges), then weighted by the group size again.
     mean = _sum_on_grid(group, roi_cta, roi_ncct, opts, case_id) / len(group)
     del roi_ncct
-    if not info.get("resampled", True):
-        box = Box.from_dict(info["crop_box"])
+    if record.is_exact_crop:
+        box = record.crop_box
         if not crop_grid(cta.grid, box).same_as(roi_cta.grid, atol_mm=1e-6):
             raise ClotsegError(f"case {case_id}: the preprocessed grid is not the crop box "
                                "of the CTA grid")
         with stage("restore"):
             total[box.slices] += mean * len(group)
-        return info
+        return used
     with stage("restore"):
-        back = restore_probability(roi_cta.with_array(mean), info)
+        back = record.restore_prob(roi_cta.with_array(mean))
     if not back.grid.same_as(cta.grid):
         raise ClotsegError(f"case {case_id}: probability mapped back from the preprocessed "
                            f"grid is not on the CTA grid "
                            f"({'; '.join(back.grid.differences(cta.grid))})")
     total += np.asarray(back.array, dtype=np.float32) * len(group)
-    return info
+    return used

@@ -1,20 +1,28 @@
 """The preprocessing pipeline: register NCCT to CTA, resample, crop an ROI — reversibly.
 
 The original research code did these steps by hand in 3D Slicer and kept no record, so its
-masks could not be put back onto the patient's scan. Here every case's ``info`` (written
-as ``preprocess.json`` next to the outputs) holds the original CTA grid, the resampled
-grid, the crop box and the NCCT transform, and :func:`restore_prediction` maps a mask from
-the processed grid back onto *exactly* the original CTA grid.
+masks could not be put back onto the patient's scan. Here every case gets a
+:class:`~clotseg.preprocess.record.PreprocessRecord` (written as ``preprocess.json`` next
+to the outputs): the original CTA grid, the resampled grid, the crop box and the NCCT
+transform, and its :meth:`~clotseg.preprocess.record.PreprocessRecord.restore_mask` maps a
+mask from the processed grid back onto *exactly* the original CTA grid.
 
 Order of operations for one case (CTA is the reference; nothing moves the CTA):
 
-1. NCCT → CTA rigid registration (optional; otherwise the identity), giving transform T.
+1. NCCT → CTA rigid registration (optional; otherwise the identity), giving transform T
+   (:func:`align_ncct`).
 2. Target grid G1: the CTA grid, or the same box at the requested spacing.
 3. ROI box on the CTA (:func:`clotseg.preprocess.roi.roi_box`), expressed on G1; the final
    grid is that sub-box of G1.
 4. CTA, NCCT (through T) and mask are sampled once, directly onto the final grid (one
    interpolation per image; no resampling at all when the spacing is unchanged and the
    NCCT already lies on the CTA grid — then it is an exact crop).
+
+``predict`` also needs the NCCT on the *whole* CTA grid (measurements, previews): it keeps
+one :class:`CtaGridNcct` per case, which resamples the NCCT onto the CTA grid once per
+alignment and gives the same volume to the networks, to an exact-crop preprocessing and to
+the measurements. :func:`ncct_on_cta_grid` is that volume for any caller (e.g. the HTML
+report, so that its NCCT panels show what ``predict`` used).
 """
 
 from __future__ import annotations
@@ -24,86 +32,51 @@ import shutil
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from clotseg.errors import ClotsegError, UsageError
 from clotseg.io.volume import Grid, Volume
-from clotseg.preprocess.resample import (
-    grid_from_dict,
-    grid_to_dict,
-    grid_with_spacing,
-    resample_to_grid,
+from clotseg.preprocess.ncct import (
+    AIR_HU,
+    CtaGridNcct,
+    NcctAlignment,
+    align_ncct,
+    ncct_on_cta_grid,
+    resample_ncct,
 )
-from clotseg.preprocess.roi import Box, crop, crop_grid, roi_box, uncrop
+from clotseg.preprocess.record import INFO_FORMAT, PreprocessRecord, box_on_grid
+from clotseg.preprocess.resample import grid_with_spacing, resample_to_grid
+from clotseg.preprocess.roi import Box, crop, crop_grid, roi_box
+from clotseg.preprocess.settings import ROI_MODES, PreprocessSettings
 from clotseg.timing import stage
 
-INFO_FORMAT = 1
-AIR_HU = -1000.0
-ROI_MODES = ("auto", "mask", "none")
-
-
-@dataclass
-class PreprocessSettings:
-    """What ``clotseg preprocess`` does to each case.
-
-    ``spacing`` (mm) is given for the patient's x (left-right), y (front-back) and z
-    (up-down) axes and applied to the array axis closest to each, so every case gets the
-    same physical resolution whatever its stored orientation; None keeps the CTA's spacing.
-    ``roi_size_mm`` is a cube edge or (x, y, z) lengths; ``roi_margin_mm`` is added on
-    every side.
-    """
-
-    register: bool = True
-    spacing: tuple[float, float, float] | None = None
-    roi: str = "auto"
-    roi_size_mm: float | tuple[float, float, float] = 120.0
-    roi_margin_mm: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.roi not in ROI_MODES:
-            raise UsageError(f"--roi must be one of {', '.join(ROI_MODES)}, got {self.roi!r}")
-        if self.spacing is not None:
-            sp = tuple(float(s) for s in self.spacing)
-            if len(sp) != 3 or any(not np.isfinite(s) or s <= 0 for s in sp):
-                raise UsageError(f"--spacing needs three positive numbers (mm), got {sp}")
-            self.spacing = sp
-        size = np.atleast_1d(np.asarray(self.roi_size_mm, dtype=float))
-        if size.size not in (1, 3) or np.any(~np.isfinite(size)) or np.any(size <= 0):
-            raise UsageError(f"--roi-size needs one or three positive lengths (mm), got "
-                             f"{self.roi_size_mm}")
-        self.roi_size_mm = float(size[0]) if size.size == 1 else tuple(float(s) for s in size)
-        if not np.isfinite(self.roi_margin_mm) or self.roi_margin_mm < 0:
-            raise UsageError(f"--roi-margin must be >= 0 mm, got {self.roi_margin_mm}")
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["spacing"] = list(self.spacing) if self.spacing else None
-        if isinstance(self.roi_size_mm, tuple):
-            d["roi_size_mm"] = list(self.roi_size_mm)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: dict) -> PreprocessSettings:
-        known = set(cls.__dataclass_fields__)
-        kw = {k: v for k, v in data.items() if k in known}
-        if kw.get("spacing") is not None:
-            kw["spacing"] = tuple(kw["spacing"])
-        if isinstance(kw.get("roi_size_mm"), list):
-            kw["roi_size_mm"] = tuple(kw["roi_size_mm"])
-        return cls(**kw)
+__all__ = ["AIR_HU", "INFO_FORMAT", "ROI_MODES", "CtaGridNcct", "NcctAlignment",
+           "PreprocessRecord", "PreprocessSettings", "PreprocessedCase", "align_ncct",
+           "box_on_grid", "inference_settings_of", "ncct_on_cta_grid", "preprocess_case",
+           "preprocess_dataset", "resample_ncct", "restore_prediction", "restore_probability",
+           "spacing_for_grid"]
 
 
 @dataclass
 class PreprocessedCase:
-    """Volumes on the processed grid and the record needed to map results back."""
+    """Volumes on the processed grid, the record needed to map results back, and the NCCT
+    alignment used (to share it with other preprocessings of the same case)."""
 
     cta: Volume
     ncct: Volume
     mask: Volume | None
-    info: dict = field(default_factory=dict)
+    record: PreprocessRecord
+    alignment: NcctAlignment = NcctAlignment()
+
+    @property
+    def info(self) -> dict:
+        """The record as the JSON object ``preprocess.json`` holds (a fresh dict)."""
+        return self.record.to_dict()
 
 
 def spacing_for_grid(grid: Grid, xyz) -> tuple[float, float, float]:
@@ -113,27 +86,22 @@ def spacing_for_grid(grid: Grid, xyz) -> tuple[float, float, float]:
     return tuple(float(xyz[a]) for a in patient_axis)
 
 
-def box_on_grid(box: Box, grid: Grid, target: Grid) -> Box:
-    """The smallest box of ``target`` covering ``box`` of ``grid`` (voxel edges included)."""
-    lo = np.asarray(box.start, float) - 0.5
-    hi = np.asarray(box.stop, float) - 0.5
-    corners = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1])
-                        for c in (lo[2], hi[2])])
-    idx = target.physical_to_index(grid.index_to_physical(corners))
-    start = np.floor(idx.min(0) + 0.5 + 1e-6).astype(int)
-    stop = np.ceil(idx.max(0) + 0.5 - 1e-6).astype(int)
-    shape = np.asarray(target.shape)
-    start = np.clip(start, 0, shape - 1)
-    stop = np.clip(np.maximum(stop, start + 1), 1, shape)
-    return Box(tuple(start), tuple(stop))
-
-
+# --- one case -------------------------------------------------------------------------------
 def preprocess_case(cta: Volume, ncct: Volume, mask: Volume | None,
-                    settings: PreprocessSettings | None = None) -> PreprocessedCase:
+                    settings: PreprocessSettings | None = None, *,
+                    alignment: NcctAlignment | None = None,
+                    ncct_on_cta: Callable[[NcctAlignment], Volume] | None = None
+                    ) -> PreprocessedCase:
     """Register, resample and crop one case (module docstring); see :class:`PreprocessedCase`.
 
     Problems the user must know about (poor alignment, partial NCCT coverage, an ROI that
-    cuts the clot) are both warned (``UserWarning``) and listed in ``info["warnings"]``.
+    cuts the clot) are both warned (``UserWarning``) and listed in the record's
+    ``warnings``. ``alignment``: the registration of this case found before (e.g. by
+    another model's preprocessing; registration is deterministic), used instead of
+    registering again when ``settings.register``. ``ncct_on_cta``: gives the NCCT on the
+    whole CTA grid for an alignment (:meth:`CtaGridNcct.get`); when the processed grid is
+    an exact crop, the processed NCCT is then cut from that volume instead of being
+    resampled a second time.
     """
     settings = settings or PreprocessSettings()
     notes: list[str] = []
@@ -146,25 +114,21 @@ def preprocess_case(cta: Volume, ncct: Volume, mask: Volume | None,
                        margin_mm=settings.roi_margin_mm)
     box1 = box_on_grid(box0, cta.grid, g1) if resampled else box0
     final = crop_grid(g1, box1)
+    with stage("register"):
+        if not settings.register:
+            alignment = NcctAlignment()
+        elif alignment is None:
+            alignment = align_ncct(cta, ncct, settings)
+    notes.extend(alignment.notes)
     # The NCCT is resampled straight onto what is kept (the ROI), never onto the whole
-    # CTA grid first: at clinical size that would be a second full-resolution volume.
-    with stage("register"):
-        transform, reg_info, moved = _register(cta, ncct, settings, notes,
-                                               crop_grid(cta.grid, box0))
+    # CTA grid first (at clinical size that would be a second full-resolution volume),
+    # unless the caller has that volume anyway (``ncct_on_cta``).
+    full = ncct_on_cta(alignment) if ncct_on_cta is not None and not resampled else None
     with stage("resample"):
-        if resampled:
-            out_cta = resample_to_grid(cta, final, interpolation="linear", default_value=AIR_HU)
-            out_ncct = resample_to_grid(ncct, final, transform=transform, interpolation="linear",
-                                        default_value=AIR_HU)
-            out_mask = None if mask is None else resample_to_grid(mask, final,
-                                                                  interpolation="label")
-        else:
-            out_cta = crop(cta, box0)
-            out_ncct = moved if moved.grid.same_as(out_cta.grid) else crop(moved, box0)
-            out_mask = None if mask is None else crop(mask.with_array(
-                (np.asarray(mask.array) > 0).astype(np.uint8)), box0)
+        out_cta, out_ncct, out_mask = _sample(cta, ncct, mask, final, box0, resampled,
+                                              alignment.transform, full)
     with stage("register"):
-        coverage = _coverage(ncct, final, transform)
+        coverage = _coverage(ncct, final, alignment.transform)
     if coverage < 0.95:
         notes.append(f"NCCT covers only {100 * coverage:.0f} % of the processed CTA region "
                      f"(the rest is filled with {AIR_HU:g} HU)")
@@ -174,24 +138,39 @@ def preprocess_case(cta: Volume, ncct: Volume, mask: Volume | None,
                      "voxel(s) lie outside it (enlarge --roi-size or use --roi mask)")
     for n in notes:
         warnings.warn(n, UserWarning, stacklevel=2)
-    info = {
-        "format": INFO_FORMAT,
-        "settings": settings.to_dict(),
-        "original_grid": grid_to_dict(cta.grid),
-        "ncct_original_grid": grid_to_dict(ncct.grid),
-        "resampled_grid": grid_to_dict(g1),
-        "resampled": bool(resampled),
-        "crop_box": box1.to_dict(),
-        "crop_box_original": box0.to_dict(),
-        "grid": grid_to_dict(final),
-        "roi_centre_mm": [round(float(v), 3) for v in final.index_to_physical(
-            (np.asarray(final.shape) - 1) / 2.0)[0]],
-        "registration": reg_info,
-        "ncct_coverage": round(float(coverage), 4),
-        "mask": mask_info,
-        "warnings": notes,
-    }
-    return PreprocessedCase(out_cta, out_ncct, out_mask, info)
+    record = PreprocessRecord(
+        original_grid=cta.grid, grid=final, settings=replace(settings),
+        ncct_original_grid=ncct.grid, resampled_grid=g1, resampled=bool(resampled),
+        crop_box=box1, crop_box_original=box0,
+        roi_centre_mm=tuple(round(float(v), 3) for v in final.index_to_physical(
+            (np.asarray(final.shape) - 1) / 2.0)[0]),
+        registration=alignment.registration, ncct_coverage=round(float(coverage), 4),
+        mask=mask_info, warnings=tuple(notes))
+    return PreprocessedCase(out_cta, out_ncct, out_mask, record, alignment)
+
+
+def _sample(cta: Volume, ncct: Volume, mask: Volume | None, final: Grid, box0: Box,
+            resampled: bool, transform: Any, ncct_full: Volume | None
+            ) -> tuple[Volume, Volume, Volume | None]:
+    """CTA, NCCT (through ``transform``) and mask on the final grid."""
+    if resampled:
+        out_cta = resample_to_grid(cta, final, interpolation="linear", default_value=AIR_HU)
+        out_ncct = resample_to_grid(ncct, final, transform=transform, interpolation="linear",
+                                    default_value=AIR_HU)
+        out_mask = None if mask is None else resample_to_grid(mask, final,
+                                                              interpolation="label")
+        return out_cta, out_ncct, out_mask
+    out_cta = crop(cta, box0)
+    if ncct_full is not None:
+        out_ncct = crop(ncct_full, box0)
+    elif transform is None and ncct.grid.same_as(cta.grid):
+        out_ncct = crop(ncct, box0)
+    else:
+        out_ncct = resample_to_grid(ncct, out_cta.grid, transform=transform,
+                                    interpolation="linear", default_value=AIR_HU)
+    out_mask = None if mask is None else crop(mask.with_array(
+        (np.asarray(mask.array) > 0).astype(np.uint8)), box0)
+    return out_cta, out_ncct, out_mask
 
 
 def _check_inputs(cta: Volume, ncct: Volume, mask: Volume | None) -> None:
@@ -202,27 +181,6 @@ def _check_inputs(cta: Volume, ncct: Volume, mask: Volume | None) -> None:
         raise ClotsegError("clot mask grid differs from the CTA grid ("
                            + "; ".join(mask.grid.differences(cta.grid))
                            + "); the mask must be drawn on the CTA")
-
-
-def _register(cta: Volume, ncct: Volume, settings: PreprocessSettings, notes: list[str],
-              target: Grid | None = None):
-    """(transform or None, registration info or None, NCCT on ``target``: a part of the
-    CTA grid, default all of it)."""
-    target = target or cta.grid
-    if not settings.register:
-        if ncct.grid.same_as(cta.grid):
-            return None, None, ncct
-        moved = resample_to_grid(ncct, target, interpolation="linear", default_value=AIR_HU)
-        return None, None, moved
-    from clotseg.preprocess.register import register_rigid
-
-    try:
-        res = register_rigid(cta, ncct, warn=False, moved_grid=target)
-    except ValueError as exc:
-        raise ClotsegError(str(exc)) from None
-    if not res.alignment_ok:
-        notes.append(f"NCCT-to-CTA registration: {res.message}")
-    return res.transform, res.info(), res.moved
 
 
 def _coverage(ncct: Volume, grid: Grid, transform) -> float:
@@ -246,61 +204,29 @@ def _mask_info(mask: Volume | None, out_mask: Volume | None, box0: Box) -> dict:
 
 
 # --- mapping results back ----------------------------------------------------------------
-def _processed_and_original(vol: Volume, info: dict) -> tuple[Grid, Grid]:
-    if int(info.get("format", 0)) != INFO_FORMAT:
-        raise ClotsegError(f"unsupported preprocess info format {info.get('format')!r}")
-    processed = grid_from_dict(info["grid"])
-    if not vol.grid.same_as(processed):
-        raise ClotsegError("volume is not on the processed grid of this case ("
-                           + "; ".join(vol.grid.differences(processed)) + ")")
-    return processed, grid_from_dict(info["original_grid"])
+def _record(info: PreprocessRecord | dict) -> PreprocessRecord:
+    return info if isinstance(info, PreprocessRecord) else PreprocessRecord.from_dict(info)
 
 
-def _covering_box(grid: Grid, target: Grid) -> Box:
-    """Box of ``target`` holding every voxel of ``target`` that ``grid`` reaches."""
-    return box_on_grid(Box.full(grid.shape), grid, target)
+def restore_prediction(mask_on_processed_grid: Volume, info: PreprocessRecord | dict
+                       ) -> Volume:
+    """A uint8 mask on exactly the original CTA grid; ``info``: the case's record or its
+    JSON object (:meth:`PreprocessRecord.restore_mask`)."""
+    return _record(info).restore_mask(mask_on_processed_grid)
 
 
-def _restore(vol: Volume, info: dict, interpolation: str, fill) -> Volume:
-    processed, original = _processed_and_original(vol, info)
-    if not info.get("resampled", True):
-        box = Box.from_dict(info["crop_box"])
-        out = uncrop(Volume.on_grid(np.asarray(vol.array), crop_grid(original, box)), box,
-                     original, fill=fill)
-    else:
-        # Resample only onto the part of the original grid that the processed box covers,
-        # then place it (the rest is outside the ROI: ``fill``). Equivalent to uncropping
-        # onto the resampled grid and resampling the whole of it, at a fraction of the cost.
-        box = _covering_box(processed, original)
-        part = resample_to_grid(vol, crop_grid(original, box), interpolation=interpolation,
-                                default_value=fill)
-        out = uncrop(part, box, original, fill=fill)
-    if not out.grid.same_as(original, atol_mm=1e-6):  # geometry is the contract
-        raise ClotsegError("internal error: restored volume is not on the original CTA grid")
-    return Volume.on_grid(np.asarray(out.array), original)
-
-
-def restore_prediction(mask_on_processed_grid: Volume, info: dict) -> Volume:
-    """A uint8 mask on exactly the original CTA grid (uncrop, then label-aware resample)."""
-    binary = mask_on_processed_grid.with_array(
-        (np.asarray(mask_on_processed_grid.array) > 0).astype(np.uint8))
-    out = _restore(binary, info, "label", 0)
-    return out.with_array(np.asarray(out.array).astype(np.uint8))
-
-
-def restore_probability(prob_on_processed_grid: Volume, info: dict, fill: float = 0.0
-                        ) -> Volume:
-    """A float32 map (e.g. clot probability) on exactly the original CTA grid (linear)."""
-    vol = prob_on_processed_grid.with_array(
-        np.asarray(prob_on_processed_grid.array, dtype=np.float32))
-    return _restore(vol, info, "linear", float(fill))
+def restore_probability(prob_on_processed_grid: Volume, info: PreprocessRecord | dict,
+                        fill: float = 0.0) -> Volume:
+    """A float32 map on exactly the original CTA grid; ``info``: the case's record or its
+    JSON object (:meth:`PreprocessRecord.restore_prob`)."""
+    return _record(info).restore_prob(prob_on_processed_grid, fill)
 
 
 # --- whole datasets ------------------------------------------------------------------------
-def inference_settings_of(data: str | Path) -> dict | None:
+def inference_settings_of(data: str | Path) -> PreprocessSettings | None:
     """The preprocessing that ``predict`` must repeat on raw scans for a model trained on
     ``data``: the settings in ``DATA/preprocess.json`` when ``data`` was written by
-    ``clotseg preprocess``, else None (the model works on the scans' own grid).
+    ``clotseg preprocess`` (typed, as ``ModelSpec.preprocess`` holds them), else None (the model works on the scans' own grid).
 
     ``roi: mask`` (crops around the reference clot, for training) cannot be repeated
     without a mask; inference then keeps the registration and spacing and uses the whole
@@ -317,7 +243,7 @@ def inference_settings_of(data: str | Path) -> dict | None:
         raise ClotsegError(f"{path}: not a valid preprocessing record ({exc})") from None
     if parsed.roi == "mask":
         parsed.roi = "none"
-    return parsed.to_dict()
+    return parsed
 
 
 def preprocess_dataset(data: str | Path, out: str | Path,
@@ -327,7 +253,7 @@ def preprocess_dataset(data: str | Path, out: str | Path,
     """Preprocess every case of ``data`` (any layout) into a case-folder dataset ``out``.
 
     Writes ``OUT/<case>/{cta,ncct}.nii.gz``, ``clot.nii.gz`` when the case has a mask,
-    ``OUT/<case>/preprocess.json`` (the case's ``info``), and ``OUT/preprocess.json`` (the
+    ``OUT/<case>/preprocess.json`` (the case's :class:`PreprocessRecord`), and ``OUT/preprocess.json`` (the
     settings, per-case alignment and warnings, failures). A case that fails is reported
     (file and reason) and skipped; the exit code is 1 when any case failed, else 0.
     """
@@ -372,9 +298,9 @@ def preprocess_dataset(data: str | Path, out: str | Path,
                     write_volume(pc.mask, folder / "clot.nii.gz", mask=True)
                 else:
                     (folder / "clot.nii.gz").unlink(missing_ok=True)  # stale from a re-run
-                pc.info["case_id"] = case.case_id
-                pc.info["source"] = {k: str(v) for k, v in case.files.items()}
-                write_text(folder / "preprocess.json", json.dumps(pc.info, indent=2))
+                record = pc.record.with_source(
+                    case.case_id, {k: str(v) for k, v in case.files.items()})
+                write_text(folder / "preprocess.json", record.to_json())
             except Exception as exc:  # noqa: BLE001 - one broken case must not stop the rest
                 reason = _reason(exc, case)
                 summary["failed"][case.case_id] = reason
@@ -384,14 +310,15 @@ def preprocess_dataset(data: str | Path, out: str | Path,
         notes = sorted({str(w.message) for w in caught})
         for n in notes:
             say(f"warning: case {case.case_id}: {n}")
-        reg = pc.info.get("registration") or {}
+        info = record.to_dict()
+        reg = info.get("registration") or {}
         summary["cases"][case.case_id] = {
-            "shape": pc.info["grid"]["shape"], "spacing": pc.info["grid"]["spacing"],
+            "shape": info["grid"]["shape"], "spacing": info["grid"]["spacing"],
             "alignment_before": reg.get("alignment_before"),
             "alignment_after": reg.get("alignment_after"),
             "alignment_ok": reg.get("alignment_ok"),
             "transform": reg.get("transform"),
-            "ncct_coverage": pc.info["ncct_coverage"],
+            "ncct_coverage": info["ncct_coverage"],
             "warnings": notes, "seconds": round(time.perf_counter() - t0, 2)}
         write_text(out / "preprocess.json", json.dumps(summary, indent=2))
     write_text(out / "preprocess.json", json.dumps(summary, indent=2))

@@ -1,4 +1,4 @@
-"""Rigid NCCT→CTA registration (SimpleITK) and a check that the result is aligned.
+"""Rigid NCCT→CTA registration (SimpleITK), checked for alignment before and after.
 
 Method
 ------
@@ -34,14 +34,8 @@ centre of mass (``moments``) or centre (``geometry``). Scans of one session shar
 scanner's patient coordinates, so ``auto`` compares the metric of "no translation" with
 "centres of mass aligned" and starts from the better one.
 
-Alignment check
----------------
-:func:`alignment_check` measures, on the CTA grid, the normalised mutual information
-(Studholme, (H(A) + H(B)) / H(A, B), 1 = independent, 2 = identical) and the mean symmetric
-distance between the bone surfaces (> 700 HU, above the brightest contrast lumen so vessels
-do not count as bone) and between the head/air outlines (> -300 HU) of both images. A pair
-counts as aligned when that surface distance is at most ``max(1.5 mm, 0.75 × the coarsest
-voxel spacing)``; otherwise a warning names the distance.
+The alignment check is :mod:`clotseg.preprocess.alignment`; the transform's JSON form is
+:mod:`clotseg.preprocess.transforms` (both re-exported here for existing imports).
 """
 
 from __future__ import annotations
@@ -49,27 +43,41 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from clotseg.io.volume import Grid, Volume
+from clotseg.preprocess.alignment import (
+    CLAMP_HU,
+    alignment_check,
+    check_on_work_grid,
+    verdict,
+)
+from clotseg.preprocess.resample import (
+    block_mean,
+    grid_with_spacing,
+    reference_image,
+    resample_to_grid,
+)
+from clotseg.preprocess.transforms import transform_from_dict, transform_to_dict
 
-CLAMP_HU = (-100.0, 1500.0)
+__all__ = ["RegistrationResult", "alignment_check", "register_rigid", "resample_moving",
+           "transform_from_dict", "transform_to_dict", "work_spacing_mm"]
+
 SOFT_HU = 100.0
 REFINE_SAMPLES = 2
 REFINE_TOLERANCE = 1e5  # L-BFGS-B cost convergence factor (1e7 "moderate", 10 "extreme")
 BONE_COMPRESSION = 0.15
 VESSEL_HU = (120.0, 700.0)
 BONE_HU = 700.0
-OUTLINE_HU = -300.0
 WORK_SPACING_MM = 1.0
 #: A working image holds at most about this many voxels: a whole-head field of view
 #: (≈ 10 litres at 1 mm) is registered at a correspondingly coarser spacing (≈ 1.5 mm),
 #: which keeps registration to seconds with no loss that matters for a 2.5–5 mm NCCT.
 WORK_MAX_VOXELS = 4_000_000
-MIN_SURFACE_TOL_MM = 1.5
 
 
 @dataclass
@@ -79,18 +87,31 @@ class RegistrationResult:
     ``transform`` maps CTA points to NCCT points (use it with
     :func:`clotseg.preprocess.resample.resample_to_grid`); :meth:`transform_dict` is its
     JSON form. Metric values are Mattes mutual information (more negative = better).
+    :attr:`moved` (the NCCT through ``transform`` on ``moved_grid``) is resampled on first
+    use only: the preprocessing pipeline resamples the NCCT itself, once, onto the grid it
+    keeps, so a copy made here would be thrown away.
     """
 
     transform: Any  # SimpleITK.Euler3DTransform
     metric_before: float
     metric_after: float
-    moved: Volume  # NCCT resampled with ``transform`` onto the CTA grid (or ``moved_grid``)
     alignment_ok: bool
     message: str
     alignment_before: dict = field(default_factory=dict)
     alignment_after: dict = field(default_factory=dict)
     seconds: float = 0.0
     iterations: int = 0
+    moving: Volume | None = field(default=None, repr=False)  # the NCCT as given
+    moved_grid: Grid | None = field(default=None, repr=False)  # default: the CTA grid
+    default_value: float = -1000.0
+
+    @cached_property
+    def moved(self) -> Volume:
+        """The NCCT resampled with ``transform`` onto ``moved_grid`` (linear)."""
+        if self.moving is None or self.moved_grid is None:
+            raise ValueError("this registration result holds no NCCT to resample")
+        return resample_moving(self.moving, self.moved_grid, self.transform,
+                               self.default_value)
 
     def transform_dict(self) -> dict:
         return transform_to_dict(self.transform)
@@ -106,41 +127,6 @@ class RegistrationResult:
                 "seconds": round(float(self.seconds), 3), "iterations": int(self.iterations)}
 
 
-# --- transform (de)serialisation ---------------------------------------------------------
-def transform_to_dict(transform) -> dict:
-    """JSON form of an Euler3D transform: 6 parameters (rotations about x, y, z in radians,
-    then translation in mm), the centre of rotation, and the matrix/translation it means."""
-    import SimpleITK as sitk
-
-    tx = sitk.Euler3DTransform(transform)
-    params = [float(v) for v in tx.GetParameters()]
-    return {"type": "Euler3DTransform", "maps": "CTA point -> NCCT point (LPS, mm)",
-            "parameters": params, "center": [float(c) for c in tx.GetCenter()],
-            "compute_zyx": bool(tx.GetComputeZYX()),
-            "matrix": [float(v) for v in tx.GetMatrix()],
-            "translation": [float(v) for v in tx.GetTranslation()],
-            "rotation_deg": float(np.degrees(_rotation_angle(tx.GetMatrix()))),
-            "translation_mm": float(np.linalg.norm(params[3:]))}
-
-
-def transform_from_dict(data: dict):
-    """Rebuild the SimpleITK transform saved by :func:`transform_to_dict`."""
-    import SimpleITK as sitk
-
-    if data.get("type", "Euler3DTransform") != "Euler3DTransform":
-        raise ValueError(f"unsupported transform type {data.get('type')!r}")
-    tx = sitk.Euler3DTransform()
-    tx.SetCenter([float(c) for c in data.get("center", (0.0, 0.0, 0.0))])
-    tx.SetComputeZYX(bool(data.get("compute_zyx", False)))
-    tx.SetParameters([float(p) for p in data["parameters"]])
-    return tx
-
-
-def _rotation_angle(matrix) -> float:
-    m = np.asarray(matrix, dtype=float).reshape(3, 3)
-    return float(np.arccos(np.clip((np.trace(m) - 1) / 2, -1.0, 1.0)))
-
-
 # --- registration ------------------------------------------------------------------------
 def register_rigid(fixed_cta: Volume, moving_ncct: Volume, *, init: str = "auto",
                    iterations: int = 200, bins: int = 32, max_samples: int = 25_000,
@@ -149,9 +135,9 @@ def register_rigid(fixed_cta: Volume, moving_ncct: Volume, *, init: str = "auto"
                    warn: bool = True, moved_grid: Grid | None = None) -> RegistrationResult:
     """Rigidly register the NCCT (moving) to the CTA (fixed); see the module docstring.
 
-    Returns the transform, Mattes MI before/after, the NCCT resampled onto the CTA grid
-    (or onto ``moved_grid``, e.g. the part of it that is kept) and the alignment check;
-    warns (``UserWarning``) when the result does not look aligned.
+    Returns the transform, Mattes MI before/after, the alignment check and (on first use
+    of :attr:`RegistrationResult.moved`) the NCCT resampled onto the CTA grid or onto
+    ``moved_grid``; warns (``UserWarning``) when the result does not look aligned.
     """
     import SimpleITK as sitk
 
@@ -186,22 +172,22 @@ def register_rigid(fixed_cta: Volume, moving_ncct: Volume, *, init: str = "auto"
     work_grid = Volume.from_sitk(fixed).grid
     fixed_work = fixed_cta if fixed_cta.grid.same_as(work_grid) else _downsample_hu(
         fixed_cta, work_grid, default_value)
-    check_before = _check_on(work_grid, fixed_work, moving_ncct, identity, default_value)
-    check_after = _check_on(work_grid, fixed_work, moving_ncct, tx, default_value)
+    check_before = check_on_work_grid(work_grid, fixed_work, moving_ncct, identity,
+                                      default_value)
+    check_after = check_on_work_grid(work_grid, fixed_work, moving_ncct, tx, default_value)
     del fixed_work
-    moved = resample_moving(moving_ncct, moved_grid or fixed_cta.grid, tx, default_value)
-    ok, message = _verdict(check_after, tx, fixed_cta, moving_ncct)
+    ok, message = verdict(check_after, tx)
     if warn and not ok:
         warnings.warn(f"NCCT-to-CTA registration: {message}", UserWarning, stacklevel=2)
-    return RegistrationResult(tx, before, after, moved, ok, message, check_before, check_after,
-                              time.perf_counter() - t0, int(method.GetOptimizerIteration()))
+    return RegistrationResult(tx, before, after, ok, message, check_before, check_after,
+                              time.perf_counter() - t0, int(method.GetOptimizerIteration()),
+                              moving=moving_ncct, moved_grid=moved_grid or fixed_cta.grid,
+                              default_value=default_value)
 
 
 def resample_moving(moving: Volume, grid: Grid, transform, default_value: float = -1000.0
                     ) -> Volume:
     """NCCT on the CTA grid through ``transform`` (linear interpolation)."""
-    from clotseg.preprocess.resample import resample_to_grid
-
     return resample_to_grid(moving, grid, transform=transform, interpolation="linear",
                             default_value=default_value)
 
@@ -216,8 +202,6 @@ def work_spacing_mm(grid: Grid) -> float:
 def _downsample_hu(vol: Volume, grid: Grid, default_value: float) -> Volume:
     """``vol`` (HU) on a coarser ``grid``: block-averaged first when much finer, then
     linearly resampled."""
-    from clotseg.preprocess.resample import block_mean, resample_to_grid
-
     return resample_to_grid(block_mean(vol, grid.spacing), grid, default_value=default_value)
 
 
@@ -225,8 +209,6 @@ def _working_image(vol: Volume):
     """Float32 HU image clamped to CLAMP_HU at ≥ the working spacing (block averaging and
     Gaussian anti-aliasing where downsampled)."""
     import SimpleITK as sitk
-
-    from clotseg.preprocess.resample import block_mean, grid_with_spacing, reference_image
 
     target = np.maximum(np.asarray(vol.spacing), work_spacing_mm(vol.grid))
     src = block_mean(vol, target)
@@ -365,116 +347,3 @@ def _initial_transform(fixed, moving, init, metric) -> tuple[Any, float, float]:
     return still, m_still, m_still
 
 
-def _check_on(work_grid: Grid, fixed: Volume, moving_ncct: Volume, transform,
-              default_value) -> dict:
-    """Alignment check on the working CTA grid (≥ 1 mm, cheap), in HU; ``fixed`` is the
-    CTA already on that grid."""
-    import SimpleITK as sitk
-
-    moved = resample_moving(moving_ncct, work_grid, transform, default_value)
-    ones = moving_ncct.with_array(np.ones(moving_ncct.shape, np.uint8)).to_sitk()
-    from clotseg.preprocess.resample import reference_image
-
-    valid = sitk.Resample(ones, reference_image(work_grid), transform,
-                          sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-    return alignment_check(fixed, moved, valid=Volume.from_sitk(valid).array > 0,
-                           spacing_hint=max(moving_ncct.spacing))
-
-
-def _verdict(check: dict, tx, fixed: Volume, moving: Volume) -> tuple[bool, str]:
-    info = transform_to_dict(tx)
-    motion = (f"rotation {info['rotation_deg']:.2f} deg, translation "
-              f"{info['translation_mm']:.2f} mm")
-    if check.get("surface_mm") is None:
-        return False, (f"{motion}; alignment could not be verified (no bone or head outline "
-                       "found in both images)")
-    if not check["ok"]:
-        return False, (f"{motion}; poor alignment: bone/outline surfaces "
-                       f"{check['surface_mm']:.2f} mm apart on average (tolerance "
-                       f"{check['tolerance_mm']:.2f} mm)")
-    if info["rotation_deg"] > 20 or info["translation_mm"] > 50:
-        return False, f"{motion}: implausibly large motion between two scans of one session"
-    return True, f"{motion}; surfaces {check['surface_mm']:.2f} mm apart on average"
-
-
-# --- alignment check ---------------------------------------------------------------------
-def alignment_check(fixed: Volume, moving_on_fixed_grid: Volume, *,
-                    valid: np.ndarray | None = None, spacing_hint: float | None = None,
-                    tolerance_mm: float | None = None) -> dict:
-    """How well two CT volumes on one grid line up (see module docstring).
-
-    ``valid`` (bool array) limits the check to voxels where the moving image has data (its
-    resampled field of view); ``spacing_hint`` is the moving image's coarsest spacing before
-    resampling (a 5 mm NCCT cannot be judged to the millimetre). Returns a dict with
-    ``nmi``, ``bone_surface_mm``, ``outline_surface_mm``, ``surface_mm`` (None when no
-    surface was found), ``tolerance_mm`` and ``ok``.
-    """
-    if not moving_on_fixed_grid.grid.same_as(fixed.grid):
-        raise ValueError("alignment_check needs both volumes on the same grid")
-    a = np.asarray(fixed.array, dtype=np.float32)
-    b = np.asarray(moving_on_fixed_grid.array, dtype=np.float32)
-    valid = np.ones(a.shape, bool) if valid is None else np.asarray(valid, bool)
-    # Off the array border and two voxels inside the moving image's field of view, where
-    # interpolation with the fill value would draw false surfaces.
-    valid = ndimage.binary_erosion(valid, iterations=2, border_value=0)
-    spacing = np.asarray(fixed.spacing)
-    coarse = max(float(spacing.max()), float(spacing_hint or 0.0))
-    tol = tolerance_mm if tolerance_mm is not None else max(MIN_SURFACE_TOL_MM, 0.75 * coarse)
-    bone = _surface_distance(a > BONE_HU, b > BONE_HU, valid, spacing)
-    outline = _surface_distance(a > OUTLINE_HU, b > OUTLINE_HU, valid, spacing)
-    parts = [d for d in (bone, outline) if d is not None]
-    if parts:
-        n = sum(w for _, w in parts)
-        surface = float(sum(d * w for d, w in parts) / n)
-    else:
-        surface = None
-    return {"nmi": _nmi(a[valid], b[valid]),
-            "bone_surface_mm": None if bone is None else round(bone[0], 4),
-            "outline_surface_mm": None if outline is None else round(outline[0], 4),
-            "surface_mm": None if surface is None else round(surface, 4),
-            "tolerance_mm": round(float(tol), 4),
-            "ok": bool(surface is not None and surface <= tol)}
-
-
-def _surface(mask: np.ndarray) -> np.ndarray:
-    """Boundary voxels of a mask (the array border does not count as boundary)."""
-    return mask & ~ndimage.binary_erosion(mask, border_value=1)
-
-
-def _surface_distance(ma: np.ndarray, mb: np.ndarray, valid: np.ndarray, spacing,
-                      min_voxels: int = 50, max_queries: int = 8000) -> tuple[float, int] | None:
-    """Mean symmetric distance (mm) between the surfaces of two masks, inside ``valid``;
-    returns (distance, number of surface voxels) or None when a surface is too small.
-    Nearest-neighbour search between surface voxel centres (a k-d tree is much cheaper than
-    distance maps of the whole volume; an evenly spread subset of at most
-    ``max_queries`` surface voxels per side is enough for a mean)."""
-    from scipy.spatial import cKDTree
-
-    full_a, full_b = _surface(ma), _surface(mb)
-    sa, sb = full_a & valid, full_b & valid
-    na, nb = int(sa.sum()), int(sb.sum())
-    if na < min_voxels or nb < min_voxels:
-        return None
-    sp = np.asarray(spacing, dtype=float)
-    qa, qb = np.argwhere(sa)[:: 1 + na // max_queries], np.argwhere(sb)[:: 1 + nb // max_queries]
-    da, _ = cKDTree(np.argwhere(full_b) * sp).query(qa * sp)
-    db, _ = cKDTree(np.argwhere(full_a) * sp).query(qb * sp)
-    return float((da.mean() * na + db.mean() * nb) / (na + nb)), na + nb
-
-
-def _nmi(a: np.ndarray, b: np.ndarray, bins: int = 64) -> float | None:
-    """Normalised mutual information (H(A) + H(B)) / H(A, B) of clamped intensities."""
-    if a.size < 100:
-        return None
-    rng = [CLAMP_HU, CLAMP_HU]
-    joint, _, _ = np.histogram2d(np.clip(a, *CLAMP_HU), np.clip(b, *CLAMP_HU), bins=bins,
-                                 range=rng)
-    p = joint / joint.sum()
-    pa, pb = p.sum(1), p.sum(0)
-
-    def h(q):
-        q = q[q > 0]
-        return float(-(q * np.log(q)).sum())
-
-    hab = h(p.ravel())
-    return round((h(pa) + h(pb)) / hab, 5) if hab > 0 else None

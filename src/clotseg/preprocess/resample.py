@@ -16,11 +16,10 @@ Interpolation choices
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from clotseg.io.volume import Grid, Volume
+from clotseg.preprocess.transforms import as_sitk_transform
 
 INTERPOLATIONS = ("linear", "bspline", "nearest", "label")
 
@@ -36,28 +35,13 @@ def reference_image(grid: Grid):
     return ref
 
 
-def as_sitk_transform(transform: Any):
-    """A SimpleITK transform from ``None`` (identity), a transform, or its JSON dict."""
-    import SimpleITK as sitk
-
-    if transform is None:
-        return sitk.Transform()
-    if isinstance(transform, sitk.Transform):
-        return transform
-    if isinstance(transform, dict):
-        from clotseg.preprocess.register import transform_from_dict
-
-        return transform_from_dict(transform)
-    raise TypeError(f"unsupported transform {type(transform).__name__}")
-
-
 def resample_to_grid(vol: Volume, grid: Grid, *, transform=None, interpolation: str = "linear",
                      default_value: float = 0.0) -> Volume:
     """Resample ``vol`` onto ``grid``.
 
     ``transform`` maps points of ``grid`` (the fixed space) into ``vol``'s physical space, as
     returned by :func:`clotseg.preprocess.register.register_rigid` (a SimpleITK transform or
-    its dictionary); ``None`` means identity. Points outside ``vol`` get ``default_value``.
+    its dictionary, :mod:`clotseg.preprocess.transforms`); ``None`` means identity. Points outside ``vol`` get ``default_value``.
     """
     import SimpleITK as sitk
 

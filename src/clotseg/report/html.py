@@ -83,7 +83,8 @@ def build_report(run: str | Path, out: str | Path | None = None, *,
         from tqdm import tqdm
 
         it = tqdm(shown, desc="report", unit="case")
-    cards = [case_card(cid, i, by_case.get(cid), clots, index, pred_dir)
+    settings = info.spec.preprocess if info.spec is not None else None
+    cards = [case_card(cid, i, by_case.get(cid), clots, index, pred_dir, settings)
              for i, cid in enumerate(it, start=1)]
     html = render({
         "title": info.path.resolve().name, "run_path": str(info.path),

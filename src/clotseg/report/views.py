@@ -173,31 +173,32 @@ def clot_rows(pred: Path | None) -> dict[str, list[dict[str, str]]] | None:
     return grouped
 
 
-def ncct_on_cta_grid(ncct, cta):
-    """The NCCT on the CTA's voxel grid for drawing beside it (air, -1000 HU, outside).
-
-    Kept as its own small step so that the way the NCCT is brought onto the CTA grid
-    (today a plain resampling in patient coordinates) can change in one place.
+def ncct_on_cta_grid(ncct, cta, settings=None, case_id: str = "case"):
+    """The NCCT on the CTA's voxel grid for drawing beside it (air, -1000 HU, outside),
+    brought there exactly as ``predict`` brings it for the run's model: registered when
+    the model was trained on registered data, else resampled in patient coordinates. So
+    the NCCT panels show what the measurements used.
 
     Args:
         ncct: the case's NCCT :class:`~clotseg.io.volume.Volume`.
         cta: the case's CTA volume, whose grid the figures use.
+        settings: the run's preprocessing (``ModelSpec.preprocess``), or None.
+        case_id: named in an error when the scans do not overlap.
     """
-    if ncct.grid.same_as(cta.grid):
-        return ncct
-    from clotseg.preprocess.resample import resample_to_grid
+    from clotseg.preprocess.pipeline import ncct_on_cta_grid as predict_ncct
 
-    return resample_to_grid(ncct, cta.grid, default_value=-1000.0)
+    return predict_ncct(cta, ncct, settings, case_id=case_id)
 
 
-def _figures(case, pred: Path | None, messages: list[str]) -> tuple[str | None, str | None]:
+def _figures(case, pred: Path | None, messages: list[str], settings=None
+             ) -> tuple[str | None, str | None]:
     """Slices and MIP of one case as data URIs (reference green, prediction red)."""
     from clotseg.metrics.evaluate import find_prediction
     from clotseg.report.figures import clot_slices_png, mip_png
 
     vols = case.load()
     cta = vols.cta
-    ncct = ncct_on_cta_grid(vols.ncct, cta)
+    ncct = ncct_on_cta_grid(vols.ncct, cta, settings, case.case_id)
     ref = vols.mask
     if ref is not None and not ref.grid.same_as(cta.grid):
         messages.append("reference mask is not on the CTA grid; its outline is not drawn")
@@ -218,13 +219,14 @@ def _figures(case, pred: Path | None, messages: list[str]) -> tuple[str | None, 
 
 
 def case_card(cid: str, number: int, row: dict | None, clots: dict | None, index,
-              pred: Path | None) -> dict:
-    """Everything the template shows for one case."""
+              pred: Path | None, settings=None) -> dict:
+    """Everything the template shows for one case (``settings``: the run's preprocessing,
+    so that the NCCT is aligned as ``predict`` aligned it)."""
     messages: list[str] = []
     slices = mip = None
     if index is not None:
         try:
-            slices, mip = _figures(index[cid], pred, messages)
+            slices, mip = _figures(index[cid], pred, messages, settings)
         except KeyError:
             messages.append("case not found in the data folder; no images")
         except ClotsegError as exc:

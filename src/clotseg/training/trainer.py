@@ -363,7 +363,7 @@ class Trainer:
         Trained on ``clotseg preprocess`` output, predict repeats that preprocessing on
         raw scans and maps the mask back onto the original CTA grid; otherwise every case
         is resampled to one voxel size (``data.target_spacing``), repeated by predict."""
-        from clotseg.preprocess.pipeline import inference_settings_of
+        from clotseg.preprocess.pipeline import PreprocessSettings, inference_settings_of
 
         self.spec.preprocess = inference_settings_of(self.data)
         if self.spec.preprocess is not None:
@@ -372,7 +372,8 @@ class Trainer:
 
         resample = resample_settings(self.cfg.data.target_spacing,
                                      self.index.subset(self.splits["train"]).cases)
-        self.spec.preprocess = resample
+        self.spec.preprocess = (None if resample is None
+                                else PreprocessSettings.from_dict(resample))
         return resample
 
     def build_data(self) -> None:
