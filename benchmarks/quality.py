@@ -139,6 +139,11 @@ def score(pred: Path, data: Path) -> dict:
         by_loc.setdefault(truth[c]["location"], []).append(c)
     by_len = {name: [c for c in clot_ids if lo <= num(truth[c]["length_mm"]) < hi]
               for name, lo, hi in LENGTH_BINS}
+    by_ncct: dict[str, list[str]] = {}  # thin vs thick-slice NCCT (truth.csv, when recorded)
+    for c in clot_ids:
+        mm = num(truth[c].get("ncct_thickness_mm"))
+        if math.isfinite(mm):
+            by_ncct.setdefault("thick (>= 2.5 mm)" if mm >= 2.5 else "thin", []).append(c)
     fp_free = [c for c in free_ids if ev[c]["detection"] == "FP"]
     return {
         "n_patients": len(truth), "n_clot": len(clot_ids), "n_clot_free": len(free_ids),
@@ -158,6 +163,7 @@ def score(pred: Path, data: Path) -> dict:
                                                     for c in truth])),
         "by_location": {k: group(v) for k, v in sorted(by_loc.items())},
         "by_length": {k: group(v) for k, v in by_len.items()},
+        "by_ncct_thickness": {k: group(v) for k, v in sorted(by_ncct.items())},
         "per_patient": [{"case_id": c, "dice": round(dice[c], 4),
                          "detection": ev[c]["detection"], "location": truth[c]["location"],
                          "true_length_mm": num(truth[c]["length_mm"]),

@@ -49,26 +49,11 @@ LAYERS: list[set[str]] = [
 #: API only when called, so that ``import clotseg`` stays light.
 FACADE_EDGES: set[tuple[str, str]] = {("clotseg", "clotseg.api")}
 
-#: Imports that break the layers today and are being removed by other changes. The list
-#: may only shrink: the test fails when one of these no longer occurs, so that it is
-#: deleted here, and when any import outside it points up the layers or closes a cycle.
+#: Imports that break the layers or close a cycle and are accepted for now: none are left.
+#: The set may only shrink: the test fails when one of these no longer occurs, so that it
+#: is deleted here, and when any import outside it points up the layers or closes a cycle.
 #: Entries are (importing module, imported module).
-KNOWN_VIOLATIONS: set[tuple[str, str]] = {
-    # inference/predictor.py is being rewritten by its owner: the preview figure moves out
-    # of inference, and predictor <-> outputs stops being a cycle.
-    ("clotseg.inference.predictor", "clotseg.report.figures"),
-    ("clotseg.inference.predictor", "clotseg.inference.outputs"),
-    ("clotseg.inference.outputs", "clotseg.inference.predictor"),
-    # Case loading and grid helpers (load_case, ncct_on_cta_grid, write_on_grid,
-    # file_grid) still live in inference/predictor.py; these lower modules import them
-    # lazily until they move below inference with the same rewrite.
-    ("clotseg.data.spacing", "clotseg.inference.predictor"),
-    ("clotseg.io.nnunet", "clotseg.inference.predictor"),
-    ("clotseg.measure.masks", "clotseg.inference.predictor"),
-    # preprocess/ is being reworked by its owner: resample and register import each other.
-    ("clotseg.preprocess.register", "clotseg.preprocess.resample"),
-    ("clotseg.preprocess.resample", "clotseg.preprocess.register"),
-}
+KNOWN_VIOLATIONS: set[tuple[str, str]] = set()
 
 
 def _module_name(path: Path) -> str:

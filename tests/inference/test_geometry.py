@@ -15,7 +15,7 @@ import pytest
 
 from clotseg.cli import main
 from clotseg.errors import ClotsegError
-from clotseg.inference.predictor import file_grid, write_on_grid
+from clotseg.io.ongrid import file_grid, write_on_grid
 from clotseg.io.readers import read_volume
 from clotseg.io.volume import Volume
 from tests.helpers import DIRECTIONS

@@ -93,6 +93,32 @@ def test_post_processing_options_in_mm3(tmp_path, paint_run):
     assert [r["component"] for r in _rows(out)] == ["1"]
 
 
+def test_primary_clot_rule_drops_a_distant_speck_and_says_so(tmp_path, paint_run):
+    shape = (80, 16, 10)
+    painted = paint_mask(shape)  # L-shaped clot at the centre, an 8-voxel blob at a corner
+    spacing = (0.5, 0.5, 2.0)  # blob 4 mm³, about 16 mm from the clot along axis 0
+    write_case(tmp_path / "d" / "c", *case_volumes(painted, DIRECTIONS["identity"], spacing))
+    out, out_all = tmp_path / "out", tmp_path / "out_all"
+    assert main(["predict", str(paint_run), str(tmp_path / "d"), str(out), "--quiet"]) == 0
+    mask = read_volume(out / "c.nii.gz").array
+    assert mask.sum() == painted.sum() - 8 and not mask[1:3, 1:3, 1:3].any()
+    summary = json.loads((out / "predict.json").read_text())
+    assert summary["primary_clot_only"] is True
+    (speck,) = summary["dropped_components"]["c"]
+    assert speck["volume_mm3"] == pytest.approx(4.0)
+    assert 10.0 < speck["distance_mm"] < 20.0
+    with open(out / "cases.csv") as fh:
+        (patient,) = list(csv.DictReader(fh))
+    assert patient["other_components"] == "1"
+    assert float(patient["other_volume_mm3"]) == pytest.approx(4.0)
+    assert len(_rows(out)) == 1
+    assert main(["predict", str(paint_run), str(tmp_path / "d"), str(out_all), "--quiet",
+                 "--all-components"]) == 0
+    assert (read_volume(out_all / "c.nii.gz").array == painted).all()
+    assert json.loads((out_all / "predict.json").read_text())["dropped_components"] == {}
+    assert len(_rows(out_all)) == 2
+
+
 def test_original_npy_layout_with_spacing(tmp_path, paint_run):
     painted = paint_mask(SHAPE)
     cta, ncct = case_volumes(painted, np.eye(3))

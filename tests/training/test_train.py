@@ -180,7 +180,7 @@ def test_torchrun_two_processes_gloo(phantom_cohort, tmp_path):
 def test_preprocess_train_predict_on_the_raw_scans(phantom_cohort, tmp_path):
     """preprocess → train → predict on the original scans: model.json carries the
     preprocessing, predict repeats it and writes each mask on the original CTA grid."""
-    from clotseg.inference.predictor import file_grid
+    from clotseg.io.ongrid import file_grid
 
     prep, run, out = tmp_path / "prep", tmp_path / "run", tmp_path / "pred"
     assert main(["preprocess", str(phantom_cohort), str(prep), "--no-register", "--target-spacing",

@@ -31,7 +31,7 @@ def patient_spacing(grid: Grid) -> np.ndarray:
 
 def case_grid(case: CaseRef) -> Grid:
     """The CTA grid of a case, from the file header where there is one."""
-    from clotseg.inference.predictor import file_grid
+    from clotseg.io.ongrid import file_grid
     from clotseg.io.readers import volume_suffix
 
     if case.cta is not None and Path(case.cta).is_file() and volume_suffix(case.cta):

@@ -17,14 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from clotseg.errors import ClotsegError, VolumeReadError
-from clotseg.inference.outputs import (
-    MASK_SUFFIX,
-    case_formats,
-    check_grid,
-    cta_grid_on_disk,
-    write_masks,
-    write_on_grid,
-)
+from clotseg.inference.outputs import MASK_SUFFIX, case_formats, write_masks
+from clotseg.io.cases import load_case  # also importable from here, as before
+from clotseg.io.ongrid import check_grid, cta_grid_on_disk, write_on_grid
 from clotseg.io.volume import Grid, Volume
 
 
@@ -51,37 +46,6 @@ class CaseResult:
     warnings: list[str] = field(default_factory=list)
     paths: dict[str, Path] = field(default_factory=dict)  # mask format -> file written
     skipped: bool = False  # outputs already complete (``--continue``)
-
-
-def load_case(case, series: dict[str, str] | None = None):
-    """Read a case's CTA and NCCT (no mask), values checked as
-    :meth:`clotseg.io.layouts.CaseRef.load` checks them.
-
-    Mostly ``case.load(with_mask=False)``, with two differences kept on purpose: a DICOM
-    series can be chosen by its SeriesInstanceUID (``series``: modality → UID, the
-    ``--cta-series``/``--ncct-series`` options, which ``CaseRef`` does not know), and a
-    case with problems found at discovery fails with those problems alone (no ``case
-    <id>:`` prefix), the message ``measure`` and ``nnunet`` callers have always shown.
-    """
-    from clotseg.io.dicom import read_dicom_series
-    from clotseg.io.layouts import CaseVolumes
-    from clotseg.io.values import finite_ct
-
-    series = series or {}
-    if case.problems:
-        raise ClotsegError("; ".join(case.problems))
-    if not any(series.get(name) for name in ("cta", "ncct")):
-        return case.load(with_mask=False)
-    vols = {}
-    for name in ("cta", "ncct"):
-        path = getattr(case, name)
-        if path is not None and Path(path).is_dir():
-            # A DICOM folder: the series by UID, else the one that is this modality.
-            vols[name] = read_dicom_series(path, series.get(name), kind=name)
-        else:
-            vols[name] = case.read(name)
-    return CaseVolumes(case.case_id, finite_ct(vols["cta"], case.cta, "CTA"),
-                       finite_ct(vols["ncct"], case.ncct, "NCCT"), None)
 
 
 def read_case(case, series: dict[str, str] | None = None):

@@ -10,8 +10,9 @@ Mask formats (``predict --format``):
   DICOM and highdicom is installed.
 
 Every file is checked to lie on the CTA grid before it gets its final name (volume
-formats: read back from the header, :func:`write_on_grid`; DICOM-SEG: frames placed on the
-CTA slices).
+formats: read back from the header, :func:`clotseg.io.ongrid.write_on_grid`; DICOM-SEG:
+frames placed on the CTA slices). The grid helpers live in :mod:`clotseg.io.ongrid`; their
+names are re-exported here for existing imports.
 """
 
 from __future__ import annotations
@@ -24,55 +25,17 @@ import numpy as np
 
 from clotseg.errors import ClotsegError
 from clotseg.io.atomic import atomic_path
+from clotseg.io.ongrid import check_grid, cta_grid_on_disk, file_grid, write_on_grid
 from clotseg.io.volume import Grid, Volume
+
+__all__ = ["DEFAULT_FORMAT", "FORMATS", "MASK_SUFFIX", "case_formats", "check_grid",
+           "component_labels", "cta_grid_on_disk", "expected_files", "file_grid", "part_of",
+           "previous_rows", "write_masks", "write_on_grid"]
 
 #: Format name -> file name ending of ``<case><ending>``.
 FORMATS = {"nii.gz": ".nii.gz", "seg.nrrd": ".seg.nrrd", "dicom-seg": ".seg.dcm"}
 DEFAULT_FORMAT = "nii.gz"
 MASK_SUFFIX = ".nii.gz"
-
-
-def file_grid(path: str | Path) -> Grid:
-    """Geometry stored in a volume file's header (nothing else is read)."""
-    import SimpleITK as sitk
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    reader.ReadImageInformation()
-    dim = reader.GetDimension()
-    size, spacing, origin = reader.GetSize(), reader.GetSpacing(), reader.GetOrigin()
-    direction = np.asarray(reader.GetDirection(), dtype=float).reshape(dim, dim)[:3, :3]
-    return Grid(tuple(int(s) for s in size[:3]), tuple(spacing[:3]), tuple(origin[:3]),
-                tuple(direction.ravel()))
-
-
-def cta_grid_on_disk(path: Path | None, loaded: Volume) -> Grid:
-    """The CTA's grid as stored: from the file header for volume files, else (DICOM
-    series, ``.npy``) the grid it was read with."""
-    from clotseg.io.readers import volume_suffix
-
-    if path is not None and path.is_file() and volume_suffix(path):
-        return file_grid(path)
-    return loaded.grid
-
-
-def check_grid(grid: Grid, cta: Grid, what: str) -> None:
-    """Refuse anything that would not overlay the CTA voxel for voxel."""
-    if not grid.same_as(cta):
-        raise ClotsegError(f"{what}: grid differs from the CTA's "
-                           f"({'; '.join(grid.differences(cta))}); not written")
-
-
-def write_on_grid(vol: Volume, path: Path, cta: Grid, *, mask: bool) -> Path:
-    """Write ``vol`` atomically, after checking that the file as written has exactly the
-    CTA's geometry (catches a wrong grid in memory and writer round-off alike)."""
-    from clotseg.io.readers import write_volume
-
-    check_grid(vol.grid, cta, str(path))
-    with atomic_path(path) as tmp:
-        write_volume(vol, tmp, mask=mask)
-        check_grid(file_grid(tmp), cta, str(path))
-    return path
 
 
 def case_formats(requested: list[str] | tuple[str, ...] | None, case) -> list[str]:

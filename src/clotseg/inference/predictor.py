@@ -22,14 +22,9 @@ from clotseg.errors import ClotsegError
 from clotseg.inference.cases import CaseResult, load_case, ncct_on_cta_grid
 from clotseg.inference.engine import cpu_has_native_bf16, resolve_precision
 from clotseg.inference.ensemble import InferenceOptions, Member, ensemble_probability, load_member
-from clotseg.inference.outputs import (
-    MASK_SUFFIX,
-    check_grid,
-    cta_grid_on_disk,
-    file_grid,
-    write_on_grid,
-)
+from clotseg.inference.outputs import MASK_SUFFIX
 from clotseg.inference.postprocess import postprocess
+from clotseg.io.ongrid import check_grid, cta_grid_on_disk, file_grid, write_on_grid
 from clotseg.io.volume import Volume
 from clotseg.masks import FRAGMENT_GAP_MM, bounding_box, keep_primary
 from clotseg.timing import stage

@@ -1,4 +1,4 @@
-"""Writing a dataset as an nnU-Net v2 raw dataset (``clotseg export-nnunet``).
+"""The nnU-Net v2 raw dataset layout, as ``clotseg export-nnunet`` writes it.
 
 ``OUT/Dataset<NNN>_<name>/``: ``imagesTr/<case>_0000.nii.gz`` (CTA, as read),
 ``imagesTr/<case>_0001.nii.gz`` (NCCT on the CTA grid: nnU-Net needs every channel of a
@@ -7,26 +7,35 @@ case on one grid), ``labelsTr/<case>.nii.gz`` (0/1 clot mask), cases without a m
 clotseg reads the dataset back, :func:`clotseg.io.layouts.nnunet_channels`).
 
 Every file is read back and checked to have the CTA's exact grid before it gets its
-name; the dataset is assembled under a temporary folder name and renamed when complete,
-so a failure leaves no half dataset behind.
+name (:func:`clotseg.io.ongrid.write_on_grid`); :func:`assembling` builds the dataset
+under a temporary folder name and renames it when complete, so a failure leaves no half
+dataset behind. This module is the layout only: putting the NCCT on the CTA grid is
+preprocessing, so the export itself (which cases, in which order, resampled how) is
+:func:`clotseg.commands.export_nnunet.export_nnunet`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from clotseg.errors import ClotsegError, DatasetError
 from clotseg.io.atomic import write_text
+from clotseg.io.layouts import CaseRef
+from clotseg.io.ongrid import write_on_grid
+from clotseg.io.volume import Volume
 
 CHANNELS = {"0": "CTA", "1": "NCCT"}
 
 
 def dataset_folder(out: str | Path, dataset_id: int, name: str) -> Path:
+    """``out/Dataset<NNN>_<name>``, after checking the id and name nnU-Net accepts."""
     if not 1 <= dataset_id <= 999:
         raise DatasetError(f"nnU-Net dataset ids are 1..999, got {dataset_id}")
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
@@ -34,59 +43,47 @@ def dataset_folder(out: str | Path, dataset_id: int, name: str) -> Path:
     return Path(out) / f"Dataset{dataset_id:03d}_{name}"
 
 
-def export_nnunet(data: str | Path, out: str | Path, dataset_id: int, *, name: str = "Clot",
-                  spacing: tuple[float, float, float] | None = None,
-                  progress: bool = False) -> tuple[Path, int, int]:
-    """Write ``data`` (any layout) as an nnU-Net raw dataset; returns (folder, number of
-    training cases, number of test cases)."""
-    from clotseg.io.layouts import discover
-
-    target = dataset_folder(out, dataset_id, name)
-    if target.exists():
-        raise DatasetError(f"{target}: already exists; remove it or choose another --id")
-    index = discover(data, spacing=spacing)
-    if not index.cases:
-        raise DatasetError(f"{data}: no cases found")
+@contextlib.contextmanager
+def assembling(target: Path) -> Iterator[Path]:
+    """A fresh temporary folder next to ``target`` to write the dataset into; renamed to
+    ``target`` when the block completes, removed when it fails."""
     work = target.with_name(f".{target.name}.partial")
     shutil.rmtree(work, ignore_errors=True)
-    cases = index.cases
-    if progress:
-        from tqdm import tqdm
-
-        cases = tqdm(cases, desc="export-nnunet", unit="case")
-    n_train = n_test = 0
     try:
-        for case in cases:
-            labelled = _write_case(case, work)
-            n_train += labelled
-            n_test += not labelled
-        write_text(work / "dataset.json", json.dumps({
-            "name": name, "description": f"clot segmentation, exported by clotseg from {data}",
-            "channel_names": CHANNELS, "labels": {"background": 0, "clot": 1},
-            "numTraining": n_train, "file_ending": ".nii.gz",
-            "overwrite_image_reader_writer": "SimpleITKIO"}, indent=2))
+        yield work
         work.rename(target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return target, n_train, n_test
 
 
-def _write_case(case, folder: Path) -> bool:
-    """Write one case; True when it has a mask (a training case)."""
-    from clotseg.inference.predictor import load_case, ncct_on_cta_grid, write_on_grid
-
-    vols = load_case(case)
-    cta = vols.cta
-    mask = case.read("mask") if case.mask is not None else None
-    if mask is not None and not mask.grid.same_as(cta.grid):
+def case_label(case: CaseRef, cta: Volume) -> Volume | None:
+    """The case's clot mask as an nnU-Net label (uint8 0/1), None when it has no mask;
+    refused when it does not lie on the CTA grid (nnU-Net pairs them voxel for voxel)."""
+    if case.mask is None:
+        return None
+    mask = case.read("mask")
+    if not mask.grid.same_as(cta.grid):
         raise ClotsegError(f"{case.mask}: mask grid differs from the CTA grid "
                            f"({'; '.join(mask.grid.differences(cta.grid))})")
-    images = folder / ("imagesTr" if mask is not None else "imagesTs")
-    ncct = ncct_on_cta_grid(cta, vols.ncct, case.case_id)
-    write_on_grid(cta, images / f"{case.case_id}_0000.nii.gz", cta.grid, mask=False)
-    write_on_grid(ncct, images / f"{case.case_id}_0001.nii.gz", cta.grid, mask=False)
-    if mask is not None:
-        binary = mask.with_array((np.asarray(mask.array) > 0).astype(np.uint8))
-        write_on_grid(binary, folder / "labelsTr" / f"{case.case_id}.nii.gz", cta.grid,
-                      mask=True)
-    return mask is not None
+    return mask.with_array((np.asarray(mask.array) > 0).astype(np.uint8))
+
+
+def write_case(folder: Path, case_id: str, cta: Volume, ncct: Volume,
+               label: Volume | None) -> bool:
+    """Write one case's channels (``ncct`` already on the CTA grid) and, when it has one,
+    its label, each checked against the CTA grid; True when it is a training case."""
+    images = folder / ("imagesTr" if label is not None else "imagesTs")
+    write_on_grid(cta, images / f"{case_id}_0000.nii.gz", cta.grid, mask=False)
+    write_on_grid(ncct, images / f"{case_id}_0001.nii.gz", cta.grid, mask=False)
+    if label is not None:
+        write_on_grid(label, folder / "labelsTr" / f"{case_id}.nii.gz", cta.grid, mask=True)
+    return label is not None
+
+
+def write_dataset_json(folder: Path, name: str, description: str, n_train: int) -> None:
+    """``dataset.json``: channels CTA and NCCT, labels background/clot, NIfTI files."""
+    write_text(folder / "dataset.json", json.dumps({
+        "name": name, "description": description,
+        "channel_names": CHANNELS, "labels": {"background": 0, "clot": 1},
+        "numTraining": n_train, "file_ending": ".nii.gz",
+        "overwrite_image_reader_writer": "SimpleITKIO"}, indent=2))

@@ -60,8 +60,9 @@ class MeasureResult:
 
 def measure_one(case, mask_path: Path) -> list[dict]:
     """The ``clots.csv`` rows of one case's mask."""
-    from clotseg.inference.predictor import load_case, ncct_on_cta_grid
+    from clotseg.io.cases import load_case
     from clotseg.measure.clots import measure_case
+    from clotseg.preprocess.ncct import resample_ncct
 
     vols = load_case(case)
     mask = read_mask(mask_path)
@@ -73,8 +74,8 @@ def measure_one(case, mask_path: Path) -> list[dict]:
     if arr.dtype.kind == "f" and np.any(arr != np.round(arr)):
         raise ClotsegError(f"{mask_path}: not a mask (fractional values; a probability map?)")
     binary = mask.with_array((arr > 0).astype(np.uint8))
-    return measure_case(case.case_id, binary, vols.cta, ncct_on_cta_grid(vols.cta, vols.ncct,
-                                                                         case.case_id))
+    ncct = resample_ncct(vols.cta, vols.ncct, None, case.case_id)  # as is when on the CTA grid
+    return measure_case(case.case_id, binary, vols.cta, ncct)
 
 
 def measure_masks(masks: str | Path, data: str | Path, *,
