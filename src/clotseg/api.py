@@ -47,24 +47,39 @@ def segment(run: str | Path | Sequence[str | Path], inputs: str | Path,
             fp_filter: bool = True, primary_only: bool = True,
             formats: Sequence[str] | None = None, labels: bool = False, resume: bool = False,
             num_parts: int = 1, part_id: int = 0, engine: str = "torch") -> list[CaseResult]:
-    """Segment the clots of every case under ``inputs``.
+    """Segment the clots of every case under ``inputs``; a case that fails is returned
+    with ``ok=False`` and the reason, and the others are still done.
 
-    ``run``: a trained run folder, or several (fold ensemble: probabilities averaged).
-    ``inputs``: one case folder (``cta.*`` + ``ncct.*`` files or ``cta/`` + ``ncct/``
-    DICOM folders), a dataset in any supported layout (nnU-Net: ``imagesTs`` when present),
-    or one DICOM folder holding both series (told apart by ``cta_series``/``ncct_series``
-    UIDs, else by their descriptions).
-    ``out``: where ``<case>.nii.gz`` masks, ``clots.csv`` and ``predict.json`` go; ``None``
-    keeps masks and probabilities in memory (``CaseResult.mask``/``.prob``) instead.
-    ``threshold``/``min_component_mm3`` default to the run's own values; ``fp_filter=False``
-    skips the run's learned false-positive component filter; ``primary_only=False`` keeps
-    every component instead of the primary clot and its fragments; ``spacing`` is
-    for the original ``.npy`` layout, which stores none. A case that fails is returned
-    with ``ok=False`` and the reason; the others are still done.
-    ``run`` may also be a model exported with ``clotseg export`` (``model.zip``, or
-    ``model.onnx``, which implies ``engine="onnx"``). ``formats`` (``nii.gz``,
-    ``seg.nrrd``, ``dicom-seg``), ``labels``, ``resume``, ``num_parts``/``part_id``: see
-    :func:`predict_cases` and :mod:`clotseg.inference.outputs`.
+    Args:
+        run: a trained run folder, several (a fold ensemble: probabilities averaged), or a
+            model exported with ``clotseg export`` (``model.zip``; ``model.onnx`` implies
+            ``engine="onnx"``).
+        inputs: one case folder (``cta.*`` + ``ncct.*`` files or ``cta/`` + ``ncct/``
+            DICOM folders), a dataset in any supported layout (nnU-Net: ``imagesTs`` when
+            present), or one DICOM folder holding both series.
+        out: where ``<case>.nii.gz`` masks, ``clots.csv``, ``cases.csv`` and
+            ``predict.json`` go; None keeps masks and probabilities in memory
+            (``CaseResult.mask`` / ``.prob``).
+        device, tta, precision, batch_size, num_threads, engine: how the network runs.
+        save_prob, preview: also write ``<case>_prob.nii.gz`` / ``<case>.png``.
+        threshold, min_component_mm3: override the run's own post-processing values.
+        keep_largest: keep only the largest component.
+        fp_filter: apply the run's learned false-positive filter, if it has one.
+        primary_only: keep the primary clot and its fragments (default); False keeps
+            every component. What is dropped is listed in ``predict.json``.
+        spacing: voxel size for the original ``.npy`` layout, which stores none.
+        cta_series, ncct_series: DICOM SeriesInstanceUIDs when one folder holds both.
+        formats, labels, resume, num_parts, part_id: see :func:`predict_cases` and
+            :mod:`clotseg.inference.outputs`.
+        progress: show a progress bar.
+
+    Returns:
+        One :class:`~clotseg.inference.cases.CaseResult` per case.
+
+    Examples:
+        >>> results = segment("runs/fold0", "new_patients/", "predictions/")  # doctest: +SKIP
+        >>> [(r.case_id, r.ok, len(r.rows)) for r in results]  # doctest: +SKIP
+        [('patient7', True, 1)]
     """
     from clotseg.io.outputs import OutLock
 
@@ -88,9 +103,25 @@ def segment(run: str | Path | Sequence[str | Path], inputs: str | Path,
 def segment_volumes(run: str | Path | Sequence[str | Path] | Predictor, cta: Volume,
                     ncct: Volume, *, case_id: str = "case", device: str = "auto",
                     tta: bool = False, **settings) -> tuple[Volume, np.ndarray, list[dict]]:
-    """Segment in-memory volumes: (uint8 mask on the CTA grid, float32 probability on the
-    CTA grid, ``clots.csv`` rows). ``run`` may also be a ready :class:`Predictor`
-    (load once, segment many)."""
+    """Segment in-memory volumes.
+
+    Args:
+        run: run folder(s) or exported model, or a ready :class:`Predictor` (load once,
+            segment many).
+        cta, ncct: the scans, each on its own grid (the NCCT is brought onto the CTA's).
+        case_id: the name used in messages and in the rows.
+        device, tta: how the network runs; ``settings``: as for :func:`segment`
+            (``threshold``, ``min_component_mm3``, ``keep_largest``, ``primary_only``, ...).
+
+    Returns:
+        ``(mask, prob, rows)``: the uint8 mask on the CTA grid, the float32 probability on
+        the CTA grid, and the ``clots.csv`` rows.
+
+    Examples:
+        >>> from clotseg.io.readers import read_volume
+        >>> mask, prob, rows = segment_volumes(  # doctest: +SKIP
+        ...     "runs/fold0", read_volume("cta.nii.gz"), read_volume("ncct.nii.gz"))
+    """
     from clotseg.measure.clots import measure_case
 
     predictor = run if isinstance(run, Predictor) else Predictor.from_runs(

@@ -27,10 +27,9 @@ loop that feeds one slice at a time):
   full-slice result up to rounding; only the air at the box's edge sees zero padding
   instead of the network's response to air;
 * bf16 autocast on CUDA; fp32 on the CPU by default, so that a CPU gives the same masks
-  as the plain fp32 loop (identical on six trained-model phantom cases). On CPUs with
-  bf16 matrix units (AMX), ``precision="bf16"`` is another 2.5–3× faster; there masks
-  agreed with fp32 at Dice 0.991–0.999 and Dice against the truth moved by ≤ 0.003 —
-  close, but not the same masks on every machine, hence opt-in.
+  as the plain fp32 loop. On CPUs with bf16 matrix units (AMX), ``precision="bf16"``
+  is faster, but its masks are close to, not the same as, fp32's on every machine, hence
+  opt-in (measurements: ``benchmarks/predict_latency.py`` and the README).
 """
 
 from __future__ import annotations

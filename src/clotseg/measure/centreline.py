@@ -28,11 +28,9 @@ Method of :func:`centreline_length_mm`, for each 26-connected object of the mask
 
 A mask with several objects gets the sum of their lengths (the fragments of one clot).
 
-Accuracy on digitised tubes with flat ends (radius 1–2.2 mm, 9–42 mm long; straight,
-oblique, quarter circles, helix, S-curve; spacings 0.5 mm isotropic, 0.45 × 0.6 × 1.5 and
-0.7 × 0.7 × 0.6 mm): mean error −0.1 %, mean absolute error 2.5 %, within 5 % for every
-tube at least 20 mm long except a 2 mm-wide one across 1.5 mm slices (−12 %). Short bent
-clots (under ~2.5 diameters, whose length is ambiguous) reach ±13 %. Written by hand
+Accuracy on digitised straight, oblique, curved and helical tubes at several spacings
+is checked in ``tests/measure/test_centreline.py``; short bent clots (under ~2.5
+diameters) have an ambiguous length and are the least accurate. Written by hand
 because none of the libraries used here measures a skeleton's geodesic length.
 """
 
