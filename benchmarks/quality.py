@@ -81,11 +81,25 @@ def make_cohorts(work: Path, n_train: int, n_test: int) -> dict[str, Path]:
     for name, (seed, shift, fmt) in COHORTS.items():
         n = n_train if name == "train" else n_test
         d = work / "data" / f"{name}_{n}"
-        if not (d / "truth.csv").is_file():
+        if (d / "truth.csv").is_file():
+            _check_cohort_version(d)
+        else:
             clotseg("synth", str(d), "--cases", str(n), "--seed", str(seed), "--shift", shift,
                     "--format", fmt, "--no-progress")
         dirs[name] = d
     return dirs
+
+
+def _check_cohort_version(folder: Path) -> None:
+    """A cohort written by another version of the phantom is not the benchmark's cohort:
+    its scores would be compared with others' as if it were."""
+    from clotseg.synth.cohort import TRUTH_COLUMNS
+
+    with open(folder / "truth.csv", newline="") as fh:
+        header = next(csv.reader(fh), [])
+    if header != TRUTH_COLUMNS:
+        raise SystemExit(f"{folder} was made by another version of the phantom "
+                         f"(truth.csv columns differ); remove it or choose another --work")
 
 
 def read_csv(path: Path) -> list[dict]:
