@@ -174,20 +174,45 @@ def clot_rows(pred: Path | None) -> dict[str, list[dict[str, str]]] | None:
 
 
 def patient_rows(pred: Path | None) -> dict[str, dict[str, str]]:
-    """cases.csv rows by case (empty without a cases.csv): the QC score and review flag."""
+    """cases.csv rows by case (empty without a cases.csv): the QC score and review flag.
+
+    Args:
+        pred: prediction folder of ``clotseg predict``, or None.
+
+    Examples:
+        >>> patient_rows(None)
+        {}
+    """
     if pred is None or not (pred / "cases.csv").is_file():
         return {}
     return {r.get("case_id", ""): r for r in read_csv(pred / "cases.csv")}
 
 
 def review_recommended(patient: dict | None) -> bool:
-    """Whether ``predict`` flagged this case for review (cases.csv ``review``)."""
+    """Whether ``predict`` flagged this case for review (cases.csv ``review``).
+
+    Args:
+        patient: the case's cases.csv row (text), or None.
+
+    Examples:
+        >>> review_recommended({"review": "True"}), review_recommended(None)
+        (True, False)
+    """
     return str((patient or {}).get("review", "")).strip().lower() == "true"
 
 
 def review_summary(patients: dict[str, dict], case_ids: list[str]) -> str:
     """One line counting the cases flagged "review recommended" among ``case_ids``;
-    empty when cases.csv has no QC columns (predicted before QC existed)."""
+    empty when cases.csv has no QC columns (predicted before QC existed).
+
+    Args:
+        patients: cases.csv rows by case (:func:`patient_rows`).
+        case_ids: the cases of the report.
+
+    Examples:
+        >>> review_summary({"a": {"review": "True"}, "b": {"review": "False"}}, ["a", "b"])[:17]
+        '1 of 2 case(s) fl'
+    """
     rows = [patients[c] for c in case_ids if c in patients]
     if not rows or not any("review" in r for r in rows):
         return ""
