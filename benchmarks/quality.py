@@ -127,6 +127,27 @@ def median(values) -> float | None:
     return float(np.median(v)) if v.size else None
 
 
+def qc_agreement(cases: dict[str, dict], dice: dict[str, float]) -> dict:
+    """How well predict's QC score (cases.csv ``qc_score``) tells bad masks: Spearman rho
+    with Dice over all patients, clot-free ones too (negative is good), and the share of
+    the patients with Dice < 0.5 and with Dice >= 0.8 that predict flagged (``review``)."""
+    from scipy.stats import spearmanr
+
+    qc = {c: num(cases.get(c, {}).get("qc_score")) for c in dice}
+    ids = [c for c in dice if math.isfinite(qc[c]) and math.isfinite(dice[c])]
+    flag = {c: cases[c].get("review") == "True" for c in ids}
+
+    def share(sel: list[str]) -> dict:
+        n = len(sel)
+        return {"fraction": sum(flag[c] for c in sel) / n if n else None,
+                "flagged": sum(flag[c] for c in sel), "of": n}
+
+    rho = spearmanr([qc[c] for c in ids], [dice[c] for c in ids])[0] if len(ids) > 2 else None
+    return {"qc_spearman_rho": None if rho is None or not math.isfinite(rho) else float(rho),
+            "flagged_of_dice_below_0_5": share([c for c in ids if dice[c] < 0.5]),
+            "flagged_of_dice_at_least_0_8": share([c for c in ids if dice[c] >= 0.8])}
+
+
 def score(pred: Path, data: Path) -> dict:
     """Every number of the quality table for one predicted cohort."""
     clotseg("evaluate", str(pred), str(data), "--out", str(pred / "evaluation.csv"))
@@ -178,13 +199,15 @@ def score(pred: Path, data: Path) -> dict:
         "by_location": {k: group(v) for k, v in sorted(by_loc.items())},
         "by_length": {k: group(v) for k, v in by_len.items()},
         "by_ncct_thickness": {k: group(v) for k, v in sorted(by_ncct.items())},
+        **qc_agreement(cases, dice),
         "per_patient": [{"case_id": c, "dice": round(dice[c], 4),
                          "detection": ev[c]["detection"], "location": truth[c]["location"],
                          "true_length_mm": num(truth[c]["length_mm"]),
                          "pred_length_mm": num(cases.get(c, {}).get("length_mm")),
                          "true_volume_mm3": num(truth[c]["volume_mm3"]),
                          "pred_volume_mm3": num(cases.get(c, {}).get("volume_mm3")),
-                         "fp_components": int(num(ev[c]["fp_components"]))}
+                         "fp_components": int(num(ev[c]["fp_components"])),
+                         "qc_score": num(cases.get(c, {}).get("qc_score"))}
                         for c in truth],
     }
 

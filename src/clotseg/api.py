@@ -127,7 +127,11 @@ def segment_volumes(run: str | Path | Sequence[str | Path] | Predictor, cta: Vol
     predictor = run if isinstance(run, Predictor) else Predictor.from_runs(
         run, device=device, tta=tta, **settings)
     seg = predictor.segment(cta, ncct, case_id)
-    return seg.mask, seg.prob, measure_case(case_id, seg.mask, cta, seg.ncct, seg.prob)
+    res = CaseResult(case_id, ok=True)
+    res.rows = measure_case(case_id, seg.mask, cta, seg.ncct, seg.prob)
+    res.patient = {}
+    _add_qc(res, seg)
+    return seg.mask, seg.prob, res.rows
 
 
 def predict_case(predictor: Predictor, case, out: Path | None, *, save_prob: bool = False,
@@ -202,6 +206,19 @@ def _measure(res: CaseResult, case_id: str, seg: Segmentation, cta: Volume) -> N
     if seg.dropped:  # what the primary-clot rule removed still counts as lying elsewhere
         res.patient["other_components"] += len(seg.dropped)
         res.patient["other_volume_mm3"] += sum(d["volume_mm3"] for d in seg.dropped)
+    _add_qc(res, seg)
+
+
+def _add_qc(res: CaseResult, seg: Segmentation) -> None:
+    """The QC score (computed by inference) into the rows: per component in clots.csv
+    (both number components largest first), per case in cases.csv and predict.json."""
+    for row in res.rows:
+        k = int(row["component"])
+        row["qc_score"] = (seg.component_qc[k - 1] if 0 < k <= len(seg.component_qc)
+                           else seg.qc_score)  # component 0: the case without a clot
+    res.patient.update(qc_score=seg.qc_score, review=seg.review)
+    res.qc = {"qc_score": seg.qc_score, "review_recommended": seg.review,
+              "signals": seg.qc_signals}
 
 
 def predict_cases(predictor: Predictor, cases, out: Path | None, *, save_prob: bool = False,
@@ -243,6 +260,7 @@ def predict_cases(predictor: Predictor, cases, out: Path | None, *, save_prob: b
                 out, case, formats, save_prob=save_prob, preview=preview)):
             res = CaseResult(case.case_id, ok=True, rows=done[case.case_id], skipped=True,
                              patient=(done_cases.get(case.case_id) or [None])[0])
+            res.qc = _qc_from_row(res.patient)
         else:
             res = predict_case(predictor, case, out, save_prob=save_prob, preview=preview,
                                series=series, formats=formats, labels=labels)
@@ -256,6 +274,17 @@ def predict_cases(predictor: Predictor, cases, out: Path | None, *, save_prob: b
         write_summary(out, predictor, results, len(cases), time.perf_counter() - t0, source,
                       earlier, tag=tag, final=True)
     return results
+
+
+def _qc_from_row(patient: dict | None) -> dict:
+    """QC of a case kept from an earlier run, as its cases.csv row (text) says."""
+    if not patient or patient.get("qc_score") in (None, ""):
+        return {}
+    try:
+        score = float(patient["qc_score"])
+    except ValueError:
+        return {}
+    return {"qc_score": score, "review_recommended": patient.get("review") == "True"}
 
 
 @dataclass
@@ -358,6 +387,9 @@ def write_summary(out: Path, predictor: Predictor, results: list[CaseResult], n_
                      for r in failed],
         "warnings": {r.case_id: r.warnings for r in results if r.warnings},
         "dropped_components": {r.case_id: r.dropped for r in results if r.dropped},
+        "qc": {r.case_id: r.qc for r in results if r.ok and r.qc},
+        "review_recommended": [r.case_id for r in results
+                               if r.ok and r.qc.get("review_recommended")],
         "seconds": {r.case_id: {k: round(v, 3) for k, v in r.seconds.items()} for r in results},
         "predict_stage_seconds": {r.case_id: {k: round(v, 3) for k, v in r.stages.items()}
                                   for r in results},

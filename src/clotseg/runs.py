@@ -102,6 +102,9 @@ class ModelSpec:
     min_component_mm3: float = 5.0  # predicted components smaller than this are dropped
     preprocess: PreprocessSettings | None = None  # None = native grid
     component_filter: dict[str, Any] | None = None  # learned false-positive filter, or None
+    # QC review-flag threshold chosen on validation (clotseg.inference.qc.QcSettings as a
+    # dict); None in runs trained before it existed: predict uses the default and says so
+    qc: dict[str, Any] | None = None
     format: int = SPEC_FORMAT
 
     def to_json(self) -> str:
@@ -154,6 +157,9 @@ def _validate_spec(spec: ModelSpec) -> None:
          "a number >= 0"),
         ("preprocess", spec.preprocess is None
          or isinstance(spec.preprocess, PreprocessSettings), "an object or null"),
+        ("qc", spec.qc is None or (isinstance(spec.qc, dict) and _number(spec.qc.get("threshold"))
+                                   and 0 <= spec.qc["threshold"] <= 1),
+         'null or an object {"threshold": number in [0, 1], ...}'),
     ]
     for name, ok, expected in checks:
         if not ok:

@@ -250,3 +250,31 @@ def _read_csv(path: Path) -> list[dict]:
 
     with path.open() as f:
         return list(csv.DictReader(f))
+
+
+def test_review_badge_and_count_from_cases_csv(fake, tmp_path):
+    """A case ``predict`` flagged (cases.csv ``review``) gets a "review recommended"
+    badge on its card, and the flagged cases are counted above the case list."""
+    import shutil
+
+    from clotseg.io.tables import write_csv
+    from clotseg.measure.patient import PATIENT_CSV_COLUMNS
+
+    pred = tmp_path / "pred"
+    shutil.copytree(fake["pred"], pred)
+    rows = [{"case_id": cid, "qc_score": 0.9 if cid == "good" else 0.1,
+             "review": cid == "good"} for cid in ("good", "clean", EVIL, AMP)]
+    write_csv(pred / "cases.csv", rows, PATIENT_CSV_COLUMNS)
+    out = tmp_path / "report.html"
+    assert main(["report", str(fake["run"]), "--pred", str(pred), "--eval", str(fake["eval"]),
+                 "--out", str(out)]) == 0
+    html = out.read_text(encoding="utf-8")
+    assert html.count("review recommended</span>") == 1
+    assert "1 of 4 case(s) flagged" in html
+    good = html[html.index("<h3>good</h3>"):]
+    assert good.index("review recommended") < good.index("</article>")
+    # without the QC columns (predicted before QC existed): no badge, no count
+    (pred / "cases.csv").unlink()
+    assert main(["report", str(fake["run"]), "--pred", str(pred), "--eval", str(fake["eval"]),
+                 "--out", str(out)]) == 0
+    assert "review recommended</span>" not in out.read_text(encoding="utf-8")

@@ -91,3 +91,21 @@ def test_checkpoints_fall_back_and_load_safely(tmp_path):
     torch.save({"weights": 1}, run.checkpoint_file("best"))
     with pytest.raises(ClotsegError, match="not a clotseg checkpoint"):
         run.load_checkpoint("best")
+
+
+def test_spec_qc_threshold_round_trips_and_old_spec_reads(tmp_path):
+    """``model.json``'s ``qc`` (the review threshold chosen on validation) is kept as plain
+    numbers; a file from before QC existed reads as ``qc=None`` (predict's default)."""
+    run = Run(tmp_path)
+    qc = {"threshold": 0.62, "source": "validation", "fitted_on": {"cases": 5, "bad": 1}}
+    spec = ModelSpec("unet-original", {"in_channels": 2, "base": 4}, qc=qc)
+    run.write_spec(spec)
+    assert json.loads(run.spec_path.read_text())["qc"] == qc
+    assert run.read_spec() == spec
+    old = json.loads(run.spec_path.read_text())
+    del old["qc"]
+    run.spec_path.write_text(json.dumps(old))
+    assert run.read_spec().qc is None
+    for bad in ({"threshold": "0.6"}, {"threshold": 2}, "0.6"):
+        with pytest.raises(ValueError, match="'qc'"):
+            ModelSpec.from_dict({**old, "qc": bad})

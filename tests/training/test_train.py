@@ -55,6 +55,9 @@ def test_two_epoch_run_writes_every_artifact(phantom_cohort, tmp_path, capsys):
     assert (spec.threshold, spec.min_component_mm3) == (tuned["threshold"],
                                                         tuned["min_component_mm3"])
     assert len(tuned["table"]) >= 30 and tuned["val_dice"] >= tuned["configured_val_dice"]
+    # the QC review threshold is chosen on validation too, stored as plain numbers
+    assert spec.qc["source"] == "validation" and 0 <= spec.qc["threshold"] <= 1
+    assert spec.qc["fitted_on"]["cases"] >= 1 and "QC review threshold" in printed
     best_in_table = max(r["val_dice"] for r in tuned["table"])
     if tuned["changed"]:
         assert tuned["val_dice"] == pytest.approx(best_in_table, abs=1e-5)

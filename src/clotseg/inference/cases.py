@@ -46,6 +46,7 @@ class CaseResult:
     warnings: list[str] = field(default_factory=list)
     paths: dict[str, Path] = field(default_factory=dict)  # mask format -> file written
     skipped: bool = False  # outputs already complete (``--continue``)
+    qc: dict = field(default_factory=dict)  # qc_score, review_recommended, signals
 
 
 def read_case(case, series: dict[str, str] | None = None):

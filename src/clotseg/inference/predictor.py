@@ -24,6 +24,7 @@ from clotseg.inference.engine import cpu_has_native_bf16, resolve_precision
 from clotseg.inference.ensemble import InferenceOptions, Member, ensemble_probability, load_member
 from clotseg.inference.outputs import MASK_SUFFIX
 from clotseg.inference.postprocess import postprocess
+from clotseg.inference.qc import QcSettings
 from clotseg.io.ongrid import check_grid, cta_grid_on_disk, file_grid, write_on_grid
 from clotseg.io.volume import Volume
 from clotseg.masks import FRAGMENT_GAP_MM, bounding_box, keep_primary
@@ -50,6 +51,10 @@ class Segmentation:
     prob: np.ndarray  # float32, same shape as the CTA array
     ncct: Volume  # the NCCT on the CTA grid (what measurements and previews use)
     dropped: list[dict] = field(default_factory=list)  # components the primary-clot rule removed
+    qc_score: float = float("nan")  # review score of the case (clotseg.inference.qc)
+    qc_signals: dict = field(default_factory=dict)  # what the score is made of
+    component_qc: list[float] = field(default_factory=list)  # per clots.csv component k - 1
+    review: bool = False  # qc_score reached the flag threshold
 
 
 @dataclass
@@ -122,7 +127,18 @@ class Predictor:
                 "models": [m.spec.model_name for m in self.members],
                 "device": o.device, "precision": resolve_precision(o.device, o.precision),
                 "tta": o.tta, "batch_size": o.batch_size,
-                "threads": self.num_threads or torch.get_num_threads(), **self.post}
+                "threads": self.num_threads or torch.get_num_threads(), **self.post,
+                "qc_flag": self._qc_record()}
+
+    def _qc_record(self) -> dict:
+        """The review flag's threshold and where it came from (``predict.json``'s
+        ``qc_flag``; each case's score and flag are under ``qc``)."""
+        q = self.qc
+        note = ("chosen on the validation cases at the end of training" if q.source ==
+                "validation" else "model.json has no QC threshold (trained before QC "
+                "existed): the default clotseg.inference.qc.DEFAULT_THRESHOLD is used")
+        return {"threshold": q.threshold, "threshold_source": q.source, "note": note,
+                **({"fitted_on": q.fitted_on} if q.fitted_on else {})}
 
     @contextlib.contextmanager
     def threads(self):
@@ -173,7 +189,29 @@ class Predictor:
             dropped: list[dict] = []
             if box is not None and self.primary_only:
                 mask[box], dropped = keep_primary(mask[box], prob[box], cta.spacing)
-        return Segmentation(Volume.on_grid(mask, cta.grid), prob, ncct_on_cta, dropped)
+        seg = Segmentation(Volume.on_grid(mask, cta.grid), prob, ncct_on_cta, dropped)
+        with stage("qc"):
+            self.quality(seg, cta.spacing)
+        return seg
+
+    def quality(self, seg: Segmentation, spacing: tuple[float, ...]) -> None:
+        """Fill ``seg``'s QC score, signals, per-component scores and review flag."""
+        from clotseg.inference.qc import case_qc, component_qc
+
+        t = self.post["threshold"]
+        mask = np.asarray(seg.mask.array)
+        seg.qc_score, seg.qc_signals = case_qc(seg.prob, mask, spacing, t)
+        seg.component_qc = component_qc(seg.prob, mask, spacing, t)
+        seg.review = self.qc.review(seg.qc_score)
+
+    @property
+    def qc(self) -> QcSettings:
+        """The review-flag settings of the first run (:class:`clotseg.inference.qc.QcSettings`;
+        the documented default when its ``model.json`` has none)."""
+        try:
+            return QcSettings.from_dict(self.members[0].spec.qc)
+        except ValueError as exc:
+            raise ClotsegError(f"{self.members[0].run}/model.json: invalid qc ({exc})") from None
 
     @property
     def component_filter(self):

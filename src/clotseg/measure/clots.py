@@ -21,7 +21,11 @@ Everything is measured on the original CTA grid: mask, CTA and NCCT must share i
   the scan or onto the clot itself (a midline clot, e.g. basilar).
 * ``side``: ``left`` / ``right`` / ``midline`` (within 4 mm) from the centroid and the
   head's midline estimated on the CTA (:mod:`clotseg.measure.side`); empty when the
-  midline cannot be found. Last column, so readers by position keep working.
+  midline cannot be found.
+* ``qc_score``: the review score of this component (0 = trustworthy, 1 = review; see
+  :mod:`clotseg.inference.qc`), filled in by ``predict``; NaN when measuring a mask
+  without the prediction's probability map. Last column, so readers by position keep
+  working.
 """
 
 from __future__ import annotations
@@ -49,7 +53,8 @@ CONTRA_SEARCH_MM = 3.0
 CLOTS_CSV_COLUMNS = ["case_id", "component", "n_components", "volume_mm3", "length_mm",
                      "ncct_mean_hu", "ncct_median_hu", "cta_mean_hu", "perviousness_hu",
                      "pervious", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
-                     "max_prob", "contralateral_ncct_mean_hu", "relative_density", "side"]
+                     "max_prob", "contralateral_ncct_mean_hu", "relative_density", "side",
+                     "qc_score"]
 
 NAN = float("nan")
 
@@ -86,6 +91,7 @@ def measure_case(case_id: str, mask: Volume, cta: Volume, ncct: Volume,
         row["relative_density"] = (row["ncct_mean_hu"] / contra
                                    if math.isfinite(contra) and contra > 0 else NAN)
         row["side"] = side_of(float(centroid[0]), side_midline)
+        row["qc_score"] = NAN  # predict fills it in (inference computes it)
         rows.append(row)
     rows.sort(key=lambda r: -r["volume_mm3"])
     for k, row in enumerate(rows, start=1):

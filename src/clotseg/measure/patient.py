@@ -10,6 +10,9 @@ usually a few millimetres apart). The gap is measured as the straight-line surfa
 distance in millimetres, which for fragments of one vessel segment is close to the
 distance along the vessel. Everything else is counted in ``other_components``.
 
+``qc_score`` and ``review`` (the last columns) are filled in by ``predict`` from
+:mod:`clotseg.inference.qc` (NaN / empty when a mask is measured on its own).
+
 Volume is the voxel count of the union; length is the sum of each fragment's centreline
 length (:mod:`clotseg.measure.centreline`), like a reader adding up the pieces; densities
 and perviousness are means over all the clot's voxels.
@@ -32,7 +35,8 @@ PATIENT_CSV_COLUMNS = ["case_id", "has_clot", "n_components", "clot_fragments",
                        "volume_mm3", "length_mm", "ncct_mean_hu", "ncct_median_hu",
                        "cta_mean_hu", "perviousness_hu", "pervious", "max_prob",
                        "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
-                       "other_components", "other_volume_mm3", "side"]
+                       "other_components", "other_volume_mm3", "side", "qc_score",
+                       "review"]
 
 
 def summarise_patient(case_id: str, mask: Volume, cta: Volume, ncct: Volume,
@@ -43,7 +47,7 @@ def summarise_patient(case_id: str, mask: Volume, cta: Volume, ncct: Volume,
     bbox = bounding_box(any_clot)  # work inside the mask's box: a whole head is 100 M voxels
     labels, n = components(any_clot[bbox]) if bbox is not None else (None, 0)
     row = dict.fromkeys(PATIENT_CSV_COLUMNS, NAN)
-    row.update(case_id=case_id, has_clot=n > 0, n_components=n)
+    row.update(case_id=case_id, has_clot=n > 0, n_components=n, review=None)
     if n == 0:
         row.update(clot_fragments=0, volume_mm3=0.0, length_mm=0.0, pervious=None, side=None,
                    other_components=0, other_volume_mm3=0.0,

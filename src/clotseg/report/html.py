@@ -33,7 +33,9 @@ from clotseg.report.views import (
     evaluation_view,
     load_evaluation,
     order_cases,
+    patient_rows,
     predicted_case_ids,
+    review_summary,
 )
 
 
@@ -84,14 +86,16 @@ def build_report(run: str | Path, out: str | Path | None = None, *,
 
         it = tqdm(shown, desc="report", unit="case")
     settings = info.spec.preprocess if info.spec is not None else None
-    cards = [case_card(cid, i, by_case.get(cid), clots, index, pred_dir, settings)
-             for i, cid in enumerate(it, start=1)]
+    patients = patient_rows(pred_dir)
+    cards = [case_card(cid, i, by_case.get(cid), clots, index, pred_dir, settings,
+                       patients.get(cid)) for i, cid in enumerate(it, start=1)]
     html = render({
         "title": info.path.resolve().name, "run_path": str(info.path),
         "generated": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "run_summary": run_summary(info) + _input_rows(pred_dir, data, eval_csv),
         "curves": _uri_or_none(curves_png(info)), "evaluation": evaluation_view(summary),
         "eval_source": source, "cards": cards, "omitted": len(ordered) - len(shown),
+        "review_summary": review_summary(patients, ordered),
         "clot_headers": [h for _, h, _ in CLOT_COLUMNS],
         "figures_note": "" if index is not None else "no figures: give --data DATA",
     })

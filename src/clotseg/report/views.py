@@ -173,6 +173,53 @@ def clot_rows(pred: Path | None) -> dict[str, list[dict[str, str]]] | None:
     return grouped
 
 
+def patient_rows(pred: Path | None) -> dict[str, dict[str, str]]:
+    """cases.csv rows by case (empty without a cases.csv): the QC score and review flag.
+
+    Args:
+        pred: prediction folder of ``clotseg predict``, or None.
+
+    Examples:
+        >>> patient_rows(None)
+        {}
+    """
+    if pred is None or not (pred / "cases.csv").is_file():
+        return {}
+    return {r.get("case_id", ""): r for r in read_csv(pred / "cases.csv")}
+
+
+def review_recommended(patient: dict | None) -> bool:
+    """Whether ``predict`` flagged this case for review (cases.csv ``review``).
+
+    Args:
+        patient: the case's cases.csv row (text), or None.
+
+    Examples:
+        >>> review_recommended({"review": "True"}), review_recommended(None)
+        (True, False)
+    """
+    return str((patient or {}).get("review", "")).strip().lower() == "true"
+
+
+def review_summary(patients: dict[str, dict], case_ids: list[str]) -> str:
+    """One line counting the cases flagged "review recommended" among ``case_ids``;
+    empty when cases.csv has no QC columns (predicted before QC existed).
+
+    Args:
+        patients: cases.csv rows by case (:func:`patient_rows`).
+        case_ids: the cases of the report.
+
+    Examples:
+        >>> review_summary({"a": {"review": "True"}, "b": {"review": "False"}}, ["a", "b"])[:17]
+        '1 of 2 case(s) fl'
+    """
+    rows = [patients[c] for c in case_ids if c in patients]
+    if not rows or not any("review" in r for r in rows):
+        return ""
+    flagged = sum(review_recommended(r) for r in rows)
+    return f"{flagged} of {len(rows)} case(s) flagged \u201creview recommended\u201d by predict's QC score"
+
+
 def ncct_on_cta_grid(ncct, cta, settings=None, case_id: str = "case"):
     """The NCCT on the CTA's voxel grid for drawing beside it (air, -1000 HU, outside),
     brought there exactly as ``predict`` brings it for the run's model: registered when
@@ -219,9 +266,10 @@ def _figures(case, pred: Path | None, messages: list[str], settings=None
 
 
 def case_card(cid: str, number: int, row: dict | None, clots: dict | None, index,
-              pred: Path | None, settings=None) -> dict:
+              pred: Path | None, settings=None, patient: dict | None = None) -> dict:
     """Everything the template shows for one case (``settings``: the run's preprocessing,
-    so that the NCCT is aligned as ``predict`` aligned it)."""
+    so that the NCCT is aligned as ``predict`` aligned it; ``patient``: its cases.csv row,
+    for the review badge)."""
     messages: list[str] = []
     slices = mip = None
     if index is not None:
@@ -254,4 +302,5 @@ def case_card(cid: str, number: int, row: dict | None, clots: dict | None, index
         "clots": [[fmt(r.get(c), d) for c, _, d in CLOT_COLUMNS]
                   for r in found[:MAX_CLOT_ROWS]],
         "clots_more": more, "clots_note": note,
+        "review": review_recommended(patient), "qc_score": fmt((patient or {}).get("qc_score"), 2),
     }

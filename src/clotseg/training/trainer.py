@@ -600,6 +600,7 @@ class Trainer:
         spec.threshold, spec.min_component_mm3 = tuned.threshold, tuned.min_component_mm3
         if cfg.train.fp_filter:
             spec.component_filter = self._fit_filter(probs)
+        spec.qc = self._fit_qc(probs)
         self.run.write_spec(spec)
         self._say(f"post-processing chosen on validation: threshold {tuned.threshold:g}, "
                   f"components < {tuned.min_component_mm3:g} mm³ dropped (val Dice "
@@ -622,6 +623,21 @@ class Trainer:
                   f"components ({filt.fitted_on['not_clot']} not clot): score threshold "
                   f"{filt.threshold:g}, val Dice {filt.fitted_on['val_dice']:.3f}")
         return filt.to_dict() if filt else None
+
+    def _fit_qc(self, probs: list[np.ndarray]) -> dict:
+        """Choose the review flag's QC threshold on the validation cases, masks made as
+        ``predict`` makes them (:func:`clotseg.inference.qc.validation_qc`)."""
+        from clotseg.inference.qc import validation_qc
+
+        spec = self.spec
+        q = validation_qc([(p, np.asarray(c.mask), c.spacing) for c, p in
+                           zip(self.val_cases, probs)], spec.threshold,
+                          spec.min_component_mm3, spec.component_filter)
+        f = q.fitted_on
+        self._say(f"QC review threshold {q.threshold:g} chosen on {f.get('cases', 0)} validation "
+                  f"cases: flags {f.get('bad_flagged', 0)} of {f.get('bad', 0)} with Dice < 0.5, "
+                  f"{f.get('good_flagged', 0)} of {f.get('good', 0)} with Dice >= 0.8")
+        return q.to_dict()
 
     def _say(self, line: str) -> None:
         """Write ``line`` to ``train.log`` and, with progress on, to stdout."""

@@ -1,0 +1,337 @@
+"""Quality control of a predicted mask: a score in [0, 1] saying when to review it.
+
+``max_prob`` cannot say when a mask is wrong: a confident speck on the wrong vessel has a
+peak probability of 1.00. What does say it is how the probability map around the mask
+looks. Four signals are read from the probability map on the CTA grid and the
+post-processed mask, each scaled to [0, 1] (1 = worrying):
+
+* ``uncertain_share``: of the voxels within :data:`MARGIN_MM` of the clot with a
+  probability above the lower end of :data:`UNCERTAIN_BAND`, the share inside the band.
+  A clot the network is sure of has a sharp edge; a hazy one has a wide fringe.
+* ``outside_ratio``: the probability mass above the mask threshold that is *not* in the
+  kept clot (components the primary-clot rule, the false-positive filter or the size rule
+  dropped), relative to the clot's own mass, capped at 1. A competitor as strong as the
+  clot means the rule may have picked the wrong vessel.
+* ``low_confidence``: how far the clot's mean probability lies below 1, relative to the
+  threshold (mean = threshold gives 1, mean = 1 gives 0).
+* ``small_clot``: ``SMALL_CLOT_MM3 / (SMALL_CLOT_MM3 + volume)``; a few voxels get a low
+  Dice from a one-voxel shift.
+
+A case without a clot gets one signal instead, ``near_miss``: its highest probability
+relative to the threshold (squared), so a scan where the network came close to a clot is
+reviewed and one where it saw nothing is not.
+
+The signals are combined as a noisy-OR with fixed weights (:data:`WEIGHTS`):
+``score = 1 - prod(1 - w_i * f_i)``. Each signal alone can raise the score up to its
+weight, several together raise it further, and the formula needs no fitting, so it
+behaves the same on a validation set of a dozen cases. What is fitted on validation is
+only the flag threshold (:func:`choose_threshold`, called by
+:meth:`clotseg.training.trainer.Trainer.tune`), stored as plain numbers in ``model.json``
+(``ModelSpec.qc``). A run without it uses :data:`DEFAULT_THRESHOLD`.
+
+Per component (``clots.csv``) the same score is computed with that component as the
+clot and everything else counted as outside mass.
+
+The score does not promise that an unflagged mask is right: a confident, sharp, large
+mask on the wrong structure with nothing competing scores low.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from clotseg.masks import bounding_box, component_labels
+
+#: Probabilities inside this open interval count as uncertain.
+UNCERTAIN_BAND = (0.1, 0.9)
+#: How far (mm) around the clot the fringe of uncertain probability is looked for.
+MARGIN_MM = 2.0
+#: Clot volume (mm³) at which ``small_clot`` is 0.5.
+SMALL_CLOT_MM3 = 30.0
+#: Weight of each signal in the noisy-OR (the most one signal alone can add).
+WEIGHTS = {"uncertain_share": 0.5, "outside_ratio": 0.9, "low_confidence": 0.5,
+           "small_clot": 0.6, "near_miss": 0.7}
+#: Flag threshold of a run whose ``model.json`` has none (trained before QC existed).
+DEFAULT_THRESHOLD = 0.5
+#: Candidate flag thresholds tried on validation.
+CANDIDATES = tuple(round(float(t), 2) for t in np.arange(0.05, 0.96, 0.01))
+#: Validation Dice below which a case must be flagged.
+BAD_DICE = 0.5
+#: Validation Dice from which a case should not be flagged.
+GOOD_DICE = 0.8
+
+__all__ = ["DEFAULT_THRESHOLD", "QcSettings", "WEIGHTS", "case_qc", "choose_threshold",
+           "combine", "component_qc", "features", "validation_qc"]
+
+
+def combine(signals: dict[str, float]) -> float:
+    """Noisy-OR of the signals with :data:`WEIGHTS`, in [0, 1].
+
+    Args:
+        signals: signal name -> value in [0, 1]; names not in :data:`WEIGHTS` are ignored.
+
+    Examples:
+        >>> combine({"outside_ratio": 0.0}), round(combine({"small_clot": 1.0}), 2)
+        (0.0, 0.6)
+    """
+    keep = 1.0
+    for name, value in signals.items():
+        if name in WEIGHTS:
+            keep *= 1.0 - WEIGHTS[name] * float(np.clip(value, 0.0, 1.0))
+    return float(1.0 - keep)
+
+
+def _mass_above(prob: np.ndarray, threshold: float) -> float:
+    p = np.asarray(prob, dtype=np.float32)
+    return float(p[p >= threshold].sum(dtype=np.float64))
+
+
+def _grown_box(box: tuple[slice, ...], shape, spacing: np.ndarray) -> tuple[slice, ...]:
+    grow = np.ceil(MARGIN_MM / spacing).astype(int) + 1
+    return tuple(slice(max(s.start - g, 0), min(s.stop + g, n))
+                 for s, g, n in zip(box, grow, shape))
+
+
+def features(prob: np.ndarray, clot: np.ndarray, spacing: Sequence[float], threshold: float,
+             *, total_mass: float | None = None) -> dict[str, float]:
+    """The QC signals of one clot (or of an empty mask), each in [0, 1].
+
+    Args:
+        prob: probability map (same shape as ``clot``).
+        clot: binary mask of the clot being judged (all kept components, or one).
+        spacing: voxel size in mm, per axis.
+        threshold: the probability threshold the mask was made with.
+        total_mass: probability mass above ``threshold`` in the whole map, when already
+            known (saves a pass over the scan per component).
+
+    Returns:
+        ``{"near_miss": ...}`` for an empty ``clot``, else ``uncertain_share``,
+        ``outside_ratio``, ``low_confidence`` and ``small_clot``.
+
+    Examples:
+        >>> p = np.zeros((9, 9, 9), np.float32); p[3:6, 3:6, 3:6] = 0.99
+        >>> f = features(p, p > 0.5, (1, 1, 1), 0.5)
+        >>> f["uncertain_share"], f["outside_ratio"]
+        (0.0, 0.0)
+    """
+    prob = np.asarray(prob, dtype=np.float32)
+    clot = np.asarray(clot) > 0
+    spacing = np.asarray(spacing, dtype=float)
+    box = bounding_box(clot)
+    if box is None:
+        peak = float(prob.max()) if prob.size else 0.0
+        return {"near_miss": float(min(peak / threshold, 1.0) ** 2)}
+    total = _mass_above(prob, threshold) if total_mass is None else total_mass
+    inside = prob[box][clot[box]]
+    kept_mass = float(inside[inside >= threshold].sum(dtype=np.float64))
+    region = _grown_box(box, prob.shape, spacing)
+    near = ndimage.distance_transform_edt(~clot[region], sampling=spacing) <= MARGIN_MM
+    p_near = prob[region][near]
+    soft = p_near > UNCERTAIN_BAND[0]
+    unsure = soft & (p_near < UNCERTAIN_BAND[1])
+    volume = float(clot.sum() * np.prod(spacing))
+    return {
+        "uncertain_share": float(unsure.sum() / max(int(soft.sum()), 1)),
+        "outside_ratio": float(min(max(total - kept_mass, 0.0) / max(kept_mass, 1e-9), 1.0)),
+        "low_confidence": float(np.clip((1.0 - inside.mean()) / max(1.0 - threshold, 1e-6),
+                                        0.0, 1.0)),
+        "small_clot": SMALL_CLOT_MM3 / (SMALL_CLOT_MM3 + volume),
+    }
+
+
+def _crop_around(mask: np.ndarray, spacing: np.ndarray) -> tuple[slice, ...] | None:
+    """The mask's box grown by the fringe margin: all :func:`features` looks at."""
+    box = bounding_box(mask)
+    return None if box is None else _grown_box(box, mask.shape, spacing)
+
+
+def case_qc(prob: np.ndarray, mask: np.ndarray, spacing: Sequence[float], threshold: float
+            ) -> tuple[float, dict[str, float]]:
+    """QC score of a case's whole post-processed mask, and its signals.
+
+    Args:
+        prob: probability map on the mask's grid.
+        mask: the post-processed mask (every kept component counts as the clot).
+        spacing: voxel size in mm, per axis.
+        threshold: the probability threshold the mask was made with.
+
+    Returns:
+        ``(score, signals)``, rounded to 4 decimals.
+
+    Examples:
+        >>> p = np.zeros((20, 20, 20), np.float32); p[2:12, 2:8, 2:8] = 0.99
+        >>> score, signals = case_qc(p, p > 0.5, (1, 1, 1), 0.5)
+        >>> score < 0.1
+        True
+    """
+    mask, sp = np.asarray(mask) > 0, np.asarray(spacing, dtype=float)
+    crop = _crop_around(mask, sp)
+    if crop is None:
+        signals = features(prob, mask, sp, threshold)
+    else:  # a scan is 100 M voxels, a clot a few hundred: look only around the clot
+        signals = features(np.asarray(prob)[crop], mask[crop], sp, threshold,
+                           total_mass=_mass_above(prob, threshold))
+    return round(combine(signals), 4), {k: round(v, 4) for k, v in signals.items()}
+
+
+def component_qc(prob: np.ndarray, mask: np.ndarray, spacing: Sequence[float],
+                 threshold: float) -> list[float]:
+    """QC score of each component of ``mask``, numbered as ``clots.csv`` numbers them
+    (:func:`clotseg.masks.component_labels`, largest first): item ``k - 1`` is component
+    ``k``. The other components count as outside mass.
+
+    Args:
+        prob: probability map on the mask's grid.
+        mask: the post-processed mask.
+        spacing: voxel size in mm, per axis.
+        threshold: the probability threshold the mask was made with.
+
+    Examples:
+        >>> p = np.zeros((30, 5, 5), np.float32); p[2:12, 1:4, 1:4] = 0.99; p[25, 2, 2] = 0.99
+        >>> big, speck = component_qc(p, p > 0.5, (1, 1, 1), 0.5)
+        >>> big < speck
+        True
+    """
+    any_clot, sp = np.asarray(mask) > 0, np.asarray(spacing, dtype=float)
+    box = bounding_box(any_clot)
+    if box is None:
+        return []
+    total = _mass_above(prob, threshold)
+    labels, n = component_labels(any_clot[box])
+    offset = [s.start for s in box]
+    scores = []
+    for k, local in enumerate(ndimage.find_objects(labels), start=1):
+        own = tuple(slice(s.start + o, s.stop + o) for s, o in zip(local, offset))
+        crop = _grown_box(own, any_clot.shape, sp)
+        clot = np.zeros([s.stop - s.start for s in crop], dtype=bool)
+        inner = tuple(slice(a.start - c.start, a.stop - c.start) for a, c in zip(own, crop))
+        clot[inner] = labels[local] == k
+        scores.append(round(combine(features(np.asarray(prob)[crop], clot, sp, threshold,
+                                             total_mass=total)), 4))
+    return scores
+
+
+@dataclass
+class QcSettings:
+    """The review flag's threshold and where it came from (``model.json``: ``qc``)."""
+
+    threshold: float = DEFAULT_THRESHOLD
+    source: str = "default"  # "validation" when fitted, "default" otherwise
+    fitted_on: dict = field(default_factory=dict)  # counts and the rule, for the record
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> QcSettings:
+        """Settings from ``model.json``'s ``qc`` (None: the documented default).
+
+        Raises ``ValueError`` when the threshold is not a number in [0, 1]."""
+        if not data:
+            return cls()
+        if not isinstance(data, dict):
+            raise ValueError(f"'qc' must be an object, got {data!r}")
+        t = data.get("threshold")
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= 1:
+            raise ValueError(f"'qc.threshold' must be a number in [0, 1], got {t!r}")
+        return cls(float(t), str(data.get("source", "validation")),
+                   dict(data.get("fitted_on") or {}))
+
+    def review(self, score: float) -> bool:
+        """True when ``score`` reaches the threshold (review recommended)."""
+        return bool(np.isfinite(score) and score >= self.threshold)
+
+
+def choose_threshold(scores: Sequence[float], dice: Sequence[float]) -> QcSettings:
+    """The flag threshold chosen on validation cases.
+
+    Rule: the highest candidate threshold that still flags every validation case with
+    Dice below :data:`BAD_DICE`. When that would flag more than half of the good cases
+    (Dice >= :data:`GOOD_DICE`: a bad case the score cannot see), the balanced choice
+    instead: the threshold with the largest share of bad cases flagged minus share of
+    good cases flagged (the higher threshold on a tie). With no bad case, the lowest
+    threshold that flags at most one in five good cases, never below
+    :data:`DEFAULT_THRESHOLD`. With no case at all, the default.
+
+    Args:
+        scores: QC score per validation case.
+        dice: Dice per validation case (same order).
+
+    Returns:
+        :class:`QcSettings` with ``source="validation"`` and the counts in ``fitted_on``.
+
+    Examples:
+        >>> s = choose_threshold([0.9, 0.7, 0.2, 0.1], [0.1, 0.3, 0.85, 0.9])
+        >>> s.threshold, s.source, s.fitted_on["bad_flagged"]
+        (0.7, 'validation', 2)
+    """
+    s, d = np.asarray(scores, dtype=float), np.asarray(dice, dtype=float)
+    ok = np.isfinite(s) & np.isfinite(d)
+    s, d = s[ok], d[ok]
+    if s.size == 0:
+        return QcSettings(fitted_on={"cases": 0, "rule": "no validation case: the default"})
+    bad, good = d < BAD_DICE, d >= GOOD_DICE
+    t, rule = _threshold_rule(s, bad, good)
+    flagged = s >= t
+    return QcSettings(float(t), "validation", {
+        "cases": int(s.size), "bad": int(bad.sum()), "good": int(good.sum()),
+        "bad_flagged": int((flagged & bad).sum()), "good_flagged": int((flagged & good).sum()),
+        "rule": rule})
+
+
+def _share(flags: np.ndarray) -> float:
+    return float(flags.mean()) if flags.size else 0.0
+
+
+def _threshold_rule(s: np.ndarray, bad: np.ndarray, good: np.ndarray) -> tuple[float, str]:
+    """:func:`choose_threshold`'s threshold and the rule that gave it."""
+    if not bad.any():
+        quiet = [c for c in CANDIDATES if _share(s[good] >= c) <= 0.2]
+        return (max(min(quiet, default=DEFAULT_THRESHOLD), DEFAULT_THRESHOLD),
+                f"no validation case with Dice < {BAD_DICE}: flags at most 20 % of the "
+                f"good cases, not below {DEFAULT_THRESHOLD}")
+    t = max([c for c in CANDIDATES if c <= float(s[bad].min()) + 1e-9], default=CANDIDATES[0])
+    if _share(s[good] >= t) <= 0.5:
+        return t, f"highest threshold that flags every validation case with Dice < {BAD_DICE}"
+    gain = [(_share(s[bad] >= c) - _share(s[good] >= c), c) for c in CANDIDATES]
+    return (max(gain)[1], "flagging every bad case would flag most good ones: most bad "
+            "flagged minus good flagged")
+
+
+def validation_qc(cases: Sequence[tuple[np.ndarray, np.ndarray, Sequence[float]]],
+                  threshold: float, min_component_mm3: float,
+                  component_filter: dict | None = None) -> QcSettings:
+    """Choose the flag threshold on validation cases, each post-processed as ``predict``
+    does by default (threshold, smallest component, the learned filter when there is
+    one, the primary clot and its fragments) and scored with :func:`case_qc`.
+
+    Args:
+        cases: ``(prob, reference mask, spacing)`` per validation case.
+        threshold, min_component_mm3: the run's post-processing.
+        component_filter: the run's false-positive filter (``model.json``), or None.
+
+    Examples:
+        >>> p = np.zeros((12, 12, 12), np.float32); p[2:8, 2:8, 2:8] = 0.99
+        >>> validation_qc([(p, p > 0.5, (1, 1, 1))], 0.5, 0.0).source
+        'validation'
+    """
+    from clotseg.inference.fp_filter import ComponentFilter
+    from clotseg.inference.postprocess import postprocess
+    from clotseg.masks import keep_primary
+    from clotseg.metrics.overlap import dice
+
+    filt = ComponentFilter.from_dict(component_filter) if component_filter else None
+    scores, dices = [], []
+    for prob, ref, spacing in cases:
+        mask = postprocess(prob, spacing, threshold=threshold,
+                           min_component_mm3=min_component_mm3)
+        if filt is not None:
+            mask = filt.apply(mask, prob, spacing)
+        mask, _ = keep_primary(mask, prob, spacing)
+        scores.append(case_qc(prob, mask, spacing, threshold)[0])
+        dices.append(dice(mask, ref))
+    return choose_threshold(scores, dices)

@@ -1,0 +1,234 @@
+"""The QC score and the "review recommended" flag: the signals on constructed probability
+maps, the threshold chosen on validation, and the columns ``predict`` writes (stub
+networks of tests/inference/conftest.py paint known clots and competitors)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from clotseg.cli import main
+from clotseg.inference.predictor import Predictor
+from clotseg.inference.qc import (
+    DEFAULT_THRESHOLD,
+    QcSettings,
+    case_qc,
+    choose_threshold,
+    component_qc,
+    validation_qc,
+)
+from clotseg.masks import component_labels
+from clotseg.measure.clots import CLOTS_CSV_COLUMNS
+from clotseg.measure.patient import PATIENT_CSV_COLUMNS
+from tests.inference.conftest import case_volumes, write_case, write_run
+
+SHAPE = (60, 40, 12)
+SPACING = (0.5, 0.5, 1.0)
+CLOT = (slice(5, 17), slice(5, 9), slice(4, 8))  # 192 voxels, 48 mm³
+RIVAL = (slice(40, 52), slice(30, 34), slice(4, 8))  # as large, ~15 mm away
+SPECK = (slice(30, 32), slice(20, 22), slice(5, 7))  # 8 voxels, 2 mm³
+
+
+def _sharp(*boxes) -> np.ndarray:
+    """A probability map a sure network gives: 0.99 in the boxes, 0.001 elsewhere."""
+    p = np.full(SHAPE, 0.001, np.float32)
+    for b in boxes:
+        p[b] = 0.99
+    return p
+
+
+def _mask(*boxes) -> np.ndarray:
+    m = np.zeros(SHAPE, np.uint8)
+    for b in boxes:
+        m[b] = 1
+    return m
+
+
+# ---------------------------------------------------------------------------- signals
+
+def test_clean_clot_scores_low_and_a_lone_speck_higher():
+    clean, signals = case_qc(_sharp(CLOT), _mask(CLOT), SPACING, 0.5)
+    speck, _ = case_qc(_sharp(SPECK), _mask(SPECK), SPACING, 0.5)
+    assert signals["uncertain_share"] == 0 and signals["outside_ratio"] == 0
+    assert clean < DEFAULT_THRESHOLD <= speck and speck > clean + 0.2
+
+
+def test_a_strong_dropped_competitor_is_flagged_a_faint_one_not():
+    strong, signals = case_qc(_sharp(CLOT, RIVAL), _mask(CLOT), SPACING, 0.5)
+    assert signals["outside_ratio"] == pytest.approx(1.0)
+    assert QcSettings().review(strong)
+    faint = _sharp(CLOT, SPECK)
+    score, _ = case_qc(faint, _mask(CLOT), SPACING, 0.5)
+    assert not QcSettings().review(score) and score < strong
+
+
+def test_hazy_probabilities_score_higher_than_sharp_ones():
+    hazy = _sharp(CLOT) * 0.6 + 0.05  # inside 0.64, outside 0.05
+    grown = tuple(slice(s.start - 2, s.stop + 2) for s in CLOT)
+    hazy[grown] = np.maximum(hazy[grown], 0.3)  # a wide uncertain fringe
+    score, signals = case_qc(hazy, hazy > 0.5, SPACING, 0.5)
+    clean, _ = case_qc(_sharp(CLOT), _mask(CLOT), SPACING, 0.5)
+    assert signals["uncertain_share"] > 0.9 and signals["low_confidence"] > 0.5
+    assert score > clean + 0.3 and QcSettings().review(score)
+
+
+def test_no_clot_near_miss_is_flagged_a_quiet_scan_not():
+    near = np.full(SHAPE, 0.001, np.float32)
+    near[CLOT] = 0.45
+    quiet = np.full(SHAPE, 0.001, np.float32)
+    empty = np.zeros(SHAPE, np.uint8)
+    assert case_qc(near, empty, SPACING, 0.5)[1] == {"near_miss": pytest.approx(0.81)}
+    assert QcSettings().review(case_qc(near, empty, SPACING, 0.5)[0])
+    assert case_qc(quiet, empty, SPACING, 0.5)[0] < 0.01
+
+
+def test_component_scores_follow_the_clots_csv_numbering():
+    prob = _sharp(CLOT, SPECK)
+    mask = _mask(CLOT, SPECK)
+    scores = component_qc(prob, mask, SPACING, 0.5)
+    labels, n = component_labels(mask)
+    assert n == 2 and labels[CLOT].min() == 1  # the larger clot is component 1
+    assert len(scores) == 2 and scores[0] < scores[1]
+    assert component_qc(prob, np.zeros(SHAPE, np.uint8), SPACING, 0.5) == []
+
+
+# ---------------------------------------------------------------------------- threshold
+
+def test_threshold_flags_every_bad_validation_case():
+    scores = [0.82, 0.64, 0.71, 0.3, 0.2, 0.45, 0.1]
+    dice = [0.1, 0.45, 0.0, 0.9, 0.85, 0.7, 0.95]
+    q = choose_threshold(scores, dice)
+    assert q.source == "validation" and q.threshold == pytest.approx(0.64)
+    flagged = [s >= q.threshold for s in scores]
+    assert flagged == [True, True, True, False, False, False, False]
+    assert q.fitted_on["bad"] == q.fitted_on["bad_flagged"] == 3
+    assert q.fitted_on["good_flagged"] == 0
+
+
+def test_threshold_balanced_when_a_bad_case_scores_like_the_good_ones():
+    scores = [0.9, 0.05, 0.2, 0.25, 0.3, 0.22]  # the second bad case looks clean
+    dice = [0.1, 0.2, 0.9, 0.9, 0.85, 0.95]
+    q = choose_threshold(scores, dice)
+    assert 0.3 < q.threshold <= 0.9  # flags the visible bad case, none of the good ones
+    assert q.fitted_on["bad_flagged"] == 1 and q.fitted_on["good_flagged"] == 0
+    assert "most good" in q.fitted_on["rule"]
+
+
+def test_threshold_without_bad_cases_or_cases():
+    q = choose_threshold([0.2, 0.3, 0.9], [0.9, 0.85, 0.95])
+    assert q.threshold >= DEFAULT_THRESHOLD
+    assert choose_threshold([], []).threshold == DEFAULT_THRESHOLD
+    assert choose_threshold([], []).source == "default"
+
+
+def test_validation_qc_flags_the_bad_validation_case():
+    good = (_sharp(CLOT), _mask(CLOT), SPACING)
+    # the network is sure of the wrong vessel, with the true clot as a strong rival
+    wrong = _sharp(CLOT, RIVAL)
+    wrong[RIVAL] = 0.999
+    bad = (wrong, _mask(CLOT), SPACING)
+    q = validation_qc([good, good, bad], 0.5, 0.0)
+    assert q.fitted_on["bad"] == 1 and q.fitted_on["bad_flagged"] == 1
+    assert q.fitted_on["good_flagged"] == 0 and q.source == "validation"
+
+
+def test_settings_read_back_and_reject_bad_values():
+    q = QcSettings(0.42, "validation", {"cases": 3})
+    assert QcSettings.from_dict(json.loads(json.dumps(q.to_dict()))) == q
+    assert QcSettings.from_dict(None) == QcSettings()
+    for bad in ({"threshold": "0.4"}, {"threshold": 1.5}, {"threshold": True}, [0.4]):
+        with pytest.raises(ValueError, match="qc"):
+            QcSettings.from_dict(bad)
+
+
+# ---------------------------------------------------------------------------- predict
+
+def _paint(boxes) -> np.ndarray:
+    return _mask(*boxes)
+
+
+def _cohort(root):
+    for name, boxes in (("clean", [CLOT]), ("speck", [SPECK]), ("rival", [CLOT, RIVAL])):
+        write_case(root / name, *case_volumes(_paint(boxes), np.eye(3), SPACING))
+
+
+def _table(path) -> tuple[list[str], list[dict]]:
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def test_predict_writes_scores_and_flags(tmp_path, paint_run):
+    _cohort(tmp_path / "data")
+    out = tmp_path / "out"
+    assert main(["predict", str(paint_run), str(tmp_path / "data"), str(out), "--quiet"]) == 0
+    header, rows = _table(out / "cases.csv")
+    assert header == PATIENT_CSV_COLUMNS and header[-2:] == ["qc_score", "review"]
+    cases = {r["case_id"]: r for r in rows}
+    qc = {c: float(r["qc_score"]) for c, r in cases.items()}
+    assert cases["clean"]["review"] == "False" and cases["rival"]["review"] == "True"
+    assert qc["speck"] > qc["clean"] and qc["rival"] > qc["clean"]
+    header, clots = _table(out / "clots.csv")
+    assert header == CLOTS_CSV_COLUMNS and header[-1] == "qc_score"
+    by_case = {r["case_id"]: r for r in clots}
+    assert len(clots) == 3  # the rival is dropped by the primary-clot rule
+    assert float(by_case["clean"]["qc_score"]) == pytest.approx(qc["clean"], abs=1e-4)
+    summary = json.loads((out / "predict.json").read_text())
+    assert set(summary["review_recommended"]) == {"rival", "speck"}  # a lone 2 mm³ speck too
+    assert summary["qc"]["clean"]["qc_score"] == pytest.approx(qc["clean"], abs=1e-4)
+    assert summary["qc"]["rival"]["review_recommended"] is True
+    assert summary["qc"]["rival"]["signals"]["outside_ratio"] == pytest.approx(1.0, abs=1e-3)
+    flag = summary["qc_flag"]
+    assert flag["threshold"] == DEFAULT_THRESHOLD and flag["threshold_source"] == "default"
+    assert "default" in flag["note"]
+
+
+def test_threshold_from_model_json_is_used_and_stated(tmp_path):
+    run = write_run(tmp_path / "run", "test-paint", {"in_channels": 2},
+                    qc={"threshold": 0.01, "source": "validation", "fitted_on": {"cases": 4}})
+    _cohort(tmp_path / "data")
+    out = tmp_path / "out"
+    assert main(["predict", str(run), str(tmp_path / "data"), str(out), "--quiet"]) == 0
+    summary = json.loads((out / "predict.json").read_text())
+    assert summary["qc_flag"]["threshold"] == 0.01
+    assert summary["qc_flag"]["threshold_source"] == "validation"
+    assert sorted(summary["review_recommended"]) == ["clean", "rival", "speck"]
+
+
+def test_old_model_json_without_qc_still_predicts(tmp_path, paint_run):
+    spec = json.loads((paint_run / "model.json").read_text())
+    spec.pop("qc", None)
+    (paint_run / "model.json").write_text(json.dumps(spec))
+    write_case(tmp_path / "data" / "clean", *case_volumes(_paint([CLOT]), np.eye(3), SPACING))
+    out = tmp_path / "out"
+    assert main(["predict", str(paint_run), str(tmp_path / "data"), str(out), "--quiet"]) == 0
+    summary = json.loads((out / "predict.json").read_text())
+    assert summary["qc_flag"]["threshold_source"] == "default"
+    assert "trained before QC" in summary["qc_flag"]["note"]
+    assert summary["qc"]["clean"]["review_recommended"] is False
+
+
+def test_invalid_qc_in_model_json_is_one_clear_error(tmp_path, paint_run, capsys):
+    spec = json.loads((paint_run / "model.json").read_text())
+    spec["qc"] = {"threshold": "high"}
+    (paint_run / "model.json").write_text(json.dumps(spec))
+    write_case(tmp_path / "data" / "clean", *case_volumes(_paint([CLOT]), np.eye(3), SPACING))
+    assert main(["predict", str(paint_run), str(tmp_path / "data"), str(tmp_path / "o"),
+                 "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "qc" in err and "Traceback" not in err
+
+
+def test_uncertain_ensemble_scores_higher_than_the_sure_network(tmp_path, paint_run):
+    """paint + a constant network (logit -1): the averaged probability is 0.63 in the
+    clot and 0.13 around it, an unsure map with the same mask."""
+    cta, ncct = case_volumes(_paint([CLOT]), np.eye(3), SPACING)
+    const = write_run(tmp_path / "run_const", "test-const", {"logit": -1.0})
+    sure = Predictor.from_runs(paint_run, device="cpu").segment(cta, ncct)
+    unsure = Predictor.from_runs([paint_run, const], device="cpu").segment(cta, ncct)
+    assert (np.asarray(sure.mask.array) == np.asarray(unsure.mask.array)).all()
+    assert unsure.qc_signals["uncertain_share"] > 0.9
+    assert unsure.qc_score > sure.qc_score + 0.3 and unsure.review and not sure.review
