@@ -34,9 +34,9 @@ def broken(tmp_path):
     p = root / "truncated" / "cta.nii.gz"
     p.write_bytes(p.read_bytes()[:300])
     faults["truncated"] = ("cta.nii.gz", "gzip")
-    # missing modality
-    write_volume(cta, root / "no_ncct" / "cta.nii.gz")
-    faults["no_ncct"] = ("no_ncct", "missing NCCT")
+    # neither scan (a lone mask); one scan alone is a warning (test below)
+    write_volume(mask, root / "no_scan" / "clot.nii.gz", mask=True)
+    faults["no_scan"] = ("no_scan", "neither a CTA nor an NCCT")
     # mask on another grid
     _good_case(root, "mask_grid")
     shifted = Volume(mask.array, mask.spacing, (0, 0, 0), mask.direction)
@@ -113,3 +113,18 @@ def test_check_clean_dataset(tmp_path, capsys):
 def test_check_missing_folder_is_exit_1(tmp_path, capsys):
     assert main(["check", str(tmp_path / "nope")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_check_warns_but_passes_one_modality_cases(tmp_path, capsys):
+    # A case with only a CTA or only an NCCT: predict takes it, so a warning, not an error.
+    root = tmp_path / "data"
+    cta, ncct, mask = _good_case(root, "a")
+    write_volume(cta, root / "cta_only" / "cta.nii.gz")
+    write_volume(ncct, root / "ncct_only" / "ncct.nii.gz")
+    write_volume(mask, root / "ncct_only" / "clot.nii.gz", mask=True)
+    assert main(["check", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "ERROR" not in out and "Traceback" not in out
+    assert "WARNING cta_only:" in out and "only a CTA, no NCCT" in out
+    assert "WARNING ncct_only:" in out and "only an NCCT, no CTA" in out
+    assert main(["check", str(root), "--strict"]) == 1

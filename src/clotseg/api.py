@@ -4,7 +4,10 @@
 >>> results = clotseg.segment("runs/fold0", "new_patients/", "predictions/")  # doctest: +SKIP
 >>> [(r.case_id, r.ok, r.mask_path) for r in results]                         # doctest: +SKIP
 
-Masks are always on exactly the CTA's grid (size, spacing, origin, direction).
+Masks are always on exactly the CTA's grid (size, spacing, origin, direction); for a case
+with only an NCCT, on exactly the NCCT's grid. A case with one scan is predicted with a
+warning, and ``predict.json`` (``inputs``), ``clots.csv`` and ``cases.csv`` (the
+``inputs`` column) say which scans each case used.
 
 Per case, :func:`predict_case` runs inference's steps (read, segment, write the masks:
 :mod:`clotseg.inference`) and then this layer's (measure the clots, draw the preview);
@@ -100,15 +103,16 @@ def segment(run: str | Path | Sequence[str | Path], inputs: str | Path,
                              resume=resume, num_parts=num_parts, part_id=part_id)
 
 
-def segment_volumes(run: str | Path | Sequence[str | Path] | Predictor, cta: Volume,
-                    ncct: Volume, *, case_id: str = "case", device: str = "auto",
+def segment_volumes(run: str | Path | Sequence[str | Path] | Predictor, cta: Volume | None,
+                    ncct: Volume | None, *, case_id: str = "case", device: str = "auto",
                     tta: bool = False, **settings) -> tuple[Volume, np.ndarray, list[dict]]:
     """Segment in-memory volumes.
 
     Args:
         run: run folder(s) or exported model, or a ready :class:`Predictor` (load once,
             segment many).
-        cta, ncct: the scans, each on its own grid (the NCCT is brought onto the CTA's).
+        cta, ncct: the scans, each on its own grid (the NCCT is brought onto the CTA's);
+            either (not both) may be None: the mask is then on the other's grid.
         case_id: the name used in messages and in the rows.
         device, tta: how the network runs; ``settings``: as for :func:`segment`
             (``threshold``, ``min_component_mm3``, ``keep_largest``, ``primary_only``, ...).
@@ -168,6 +172,7 @@ def _predict_case(res: CaseResult, predictor: Predictor, case, out: Path | None,
             vols, disk = read_case(case, series)
         with t("predict"):
             seg = predictor.segment(vols.cta, vols.ncct, case.case_id)
+        res.inputs = list(seg.inputs)
         if out is None:
             res.mask, res.prob = seg.mask, seg.prob
         else:
@@ -261,6 +266,7 @@ def predict_cases(predictor: Predictor, cases, out: Path | None, *, save_prob: b
             res = CaseResult(case.case_id, ok=True, rows=done[case.case_id], skipped=True,
                              patient=(done_cases.get(case.case_id) or [None])[0])
             res.qc = _qc_from_row(res.patient)
+            res.inputs = _inputs_from_row(res.patient)
         else:
             res = predict_case(predictor, case, out, save_prob=save_prob, preview=preview,
                                series=series, formats=formats, labels=labels)
@@ -285,6 +291,13 @@ def _qc_from_row(patient: dict | None) -> dict:
     except ValueError:
         return {}
     return {"qc_score": score, "review_recommended": patient.get("review") == "True"}
+
+
+def _inputs_from_row(patient: dict | None) -> list[str]:
+    """The scans a case kept from an earlier run used, as its cases.csv ``inputs`` cell
+    says ([] when that run wrote no such column)."""
+    text = str((patient or {}).get("inputs") or "")
+    return [m for m in text.split("+") if m in ("cta", "ncct")]
 
 
 @dataclass
@@ -388,6 +401,7 @@ def write_summary(out: Path, predictor: Predictor, results: list[CaseResult], n_
         "warnings": {r.case_id: r.warnings for r in results if r.warnings},
         "dropped_components": {r.case_id: r.dropped for r in results if r.dropped},
         "qc": {r.case_id: r.qc for r in results if r.ok and r.qc},
+        "inputs": {r.case_id: r.inputs for r in results if r.ok and r.inputs},
         "review_recommended": [r.case_id for r in results
                                if r.ok and r.qc.get("review_recommended")],
         "seconds": {r.case_id: {k: round(v, 3) for k, v in r.seconds.items()} for r in results},

@@ -28,6 +28,11 @@ from clotseg.errors import ConfigError
 DEFAULT_WINDOWS: dict[str, tuple[float, float]] = {"cta": (-100.0, 700.0), "ncct": (0.0, 100.0)}
 
 
+#: Highest ``train.modality_dropout``: above it most samples would lack a modality and the
+#: paired CTA+NCCT input, the main use, would be the minority of what the network sees.
+MAX_MODALITY_DROPOUT = 0.5
+
+
 def default_windows() -> dict[str, list[float]]:
     """:data:`DEFAULT_WINDOWS` as lists, the form a config and ``model.json`` store.
 
@@ -128,6 +133,10 @@ class TrainConfig:
     fp_filter: bool = False  # learn a component filter on validation (lost test clots: off)
     val_batch_size: int = 32
     threads: int = 0  # CPU threads for torch; 0 = leave torch's default
+    # Each training sample, with this probability, has one modality (CTA or NCCT, 50/50)
+    # replaced by the "missing" input (clotseg.data.slabs.MISSING_VALUE), so one model
+    # serves CTA+NCCT, CTA-only and NCCT-only cases; in [0, 0.5]; 0 = off
+    modality_dropout: float = 0.2
 
 
 @dataclass
@@ -320,6 +329,9 @@ def check(cfg: Config) -> Config:
         problems.append("train.epochs, batch_size, steps_per_epoch, val_batch_size must be >= 1")
     if t.time_limit_min is not None and t.time_limit_min <= 0:
         problems.append("train.time_limit_min must be > 0")
+    if not 0 <= t.modality_dropout <= MAX_MODALITY_DROPOUT:
+        problems.append(f"train.modality_dropout must be a probability in "
+                        f"[0, {MAX_MODALITY_DROPOUT}], got {t.modality_dropout}")
     if problems:
         raise ConfigError("invalid settings: " + "; ".join(problems))
     return cfg

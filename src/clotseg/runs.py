@@ -105,7 +105,15 @@ class ModelSpec:
     # QC review-flag threshold chosen on validation (clotseg.inference.qc.QcSettings as a
     # dict); None in runs trained before it existed: predict uses the default and says so
     qc: dict[str, Any] | None = None
+    # train.modality_dropout the model was trained with; None in runs from before it
+    # existed (no dropout): predict still takes a one-modality case, with a warning
+    modality_dropout: float | None = None
     format: int = SPEC_FORMAT
+
+    @property
+    def trained_for_missing(self) -> bool:
+        """True when training dropped modalities, so the network has seen a missing scan."""
+        return bool(self.modality_dropout)
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -160,6 +168,9 @@ def _validate_spec(spec: ModelSpec) -> None:
         ("qc", spec.qc is None or (isinstance(spec.qc, dict) and _number(spec.qc.get("threshold"))
                                    and 0 <= spec.qc["threshold"] <= 1),
          'null or an object {"threshold": number in [0, 1], ...}'),
+        ("modality_dropout", spec.modality_dropout is None or (
+            _number(spec.modality_dropout) and 0 <= spec.modality_dropout <= 1),
+         "null or a number in [0, 1]"),
     ]
     for name, ok, expected in checks:
         if not ok:
@@ -365,14 +376,19 @@ class Run:
 
         if not self.config_path.is_file():
             return None
-        if not lenient:
-            return load_yaml(self.config_path)
         data = _read_yaml_mapping(self.config_path)
-        known = set(valid_keys())
-        kept = {s: {k: v for k, v in values.items() if f"{s}.{k}" in known}
-                for s, values in data.items()
-                if isinstance(values, dict) and any(key.startswith(f"{s}.") for key in known)}
-        return from_dict(kept, source=str(self.config_path))
+        if not lenient:
+            cfg = load_yaml(self.config_path)
+        else:
+            known = set(valid_keys())
+            kept = {s: {k: v for k, v in values.items() if f"{s}.{k}" in known}
+                    for s, values in data.items()
+                    if isinstance(values, dict) and any(key.startswith(f"{s}.") for key in known)}
+            cfg = from_dict(kept, source=str(self.config_path))
+        train = data.get("train")
+        if not (isinstance(train, dict) and "modality_dropout" in train):
+            cfg.train.modality_dropout = 0.0  # written before it existed: trained without
+        return cfg
 
     # ------------------------------------------------------------------------- splits
     def write_splits(self, splits: dict) -> Path:

@@ -3,6 +3,10 @@
 Each case is read on its own (never the whole dataset at once). Problems have a level:
 ``error`` (the case cannot be used as it is) or ``warning`` (usable, but look at it, e.g.
 an NCCT that only needs resampling onto the CTA grid, or an empty mask).
+
+A case with only a CTA or only an NCCT is a ``warning``: ``predict`` takes it (the model
+sees the absent scan as missing), but training, ``preprocess`` and ``export-nnunet``
+need both scans and refuse it. A case with neither is an ``error`` (found at discovery).
 """
 
 from __future__ import annotations
@@ -81,8 +85,12 @@ def check_case(case: CaseRef) -> Iterator[Problem]:
             yield from _check_intensity(cid, str(case.files[name]), name, vols[name])
     if "mask" in vols:
         yield from _check_mask(cid, str(case.files["mask"]), vols["mask"])
+    yield from _check_one_modality(case)
     cta = vols.get("cta")
     if cta is None:
+        if case.cta is None and "ncct" in vols and "mask" in vols:  # masks lie on the NCCT
+            yield from _check_grid(cid, str(case.files["mask"]), "mask", vols["mask"],
+                                   vols["ncct"], resample_ok=False, on="NCCT")
         return
     if "ncct" in vols:
         yield from _check_grid(cid, str(case.files["ncct"]), "NCCT", vols["ncct"], cta,
@@ -90,6 +98,19 @@ def check_case(case: CaseRef) -> Iterator[Problem]:
     if "mask" in vols:
         yield from _check_grid(cid, str(case.files["mask"]), "mask", vols["mask"], cta,
                                resample_ok=False)
+
+
+def _check_one_modality(case: CaseRef) -> Iterator[Problem]:
+    """A warning for a case with one scan: usable by ``predict``, not for training."""
+    if case.problems or len(case.missing) != 1:
+        return
+    gone = case.missing[0].upper()
+    have = "NCCT" if gone == "CTA" else "CTA"
+    where = case.cta if case.cta is not None else case.ncct
+    article = "an" if have == "NCCT" else "a"
+    yield Problem("warning", case.case_id, str(where),
+                  f"only {article} {have}, no {gone}: `predict` segments it from the {have} alone "
+                  f"(empty values for what needs the {gone}); training needs both scans")
 
 
 def _check_intensity(cid: str, path: str, name: str, vol: Volume) -> Iterator[Problem]:
@@ -140,15 +161,15 @@ def _check_mask(cid: str, path: str, vol: Volume) -> Iterator[Problem]:
 
 
 def _check_grid(cid: str, path: str, label: str, vol: Volume, cta: Volume,
-                *, resample_ok: bool) -> Iterator[Problem]:
+                *, resample_ok: bool, on: str = "CTA") -> Iterator[Problem]:
     diffs = vol.grid.differences(cta.grid)
     if not diffs:
         return
     what = "; ".join(diffs)
     if not resample_ok:
         extra = "" if vol.grid.overlaps(cta.grid) else " and does not even overlap it"
-        yield Problem("error", cid, path, f"{label} grid differs from the CTA grid ({what})"
-                      f"{extra}; the mask must be drawn on the CTA")
+        yield Problem("error", cid, path, f"{label} grid differs from the {on} grid ({what})"
+                      f"{extra}; the mask must be drawn on the {on}")
     elif not vol.grid.overlaps(cta.grid):
         yield Problem("error", cid, path, f"{label} does not overlap the CTA in patient space "
                       f"({what}): wrong file or broken geometry")

@@ -84,13 +84,24 @@ def test_original_npy_layout_warns_and_uses_spacing(tmp_path):
     assert case.cta.spacing == (0.5, 0.5, 1.5) and case.mask.shape == (8, 9, 5)
 
 
-def test_missing_modality_is_a_case_problem(tmp_path):
-    cta, _, _ = _pair()
+def test_one_modality_is_a_case_and_neither_is_a_problem(tmp_path):
+    # One scan alone is a case predict can use (was a problem before missing-modality
+    # models); a folder with neither scan is still a problem.
+    cta, ncct, mask = _pair()
     write_volume(cta, tmp_path / "a" / "cta.nii.gz")
+    write_volume(ncct, tmp_path / "b" / "ncct.nii.gz")
+    write_volume(mask, tmp_path / "c" / "clot.nii.gz", mask=True)
     index = discover(tmp_path)
-    assert "missing NCCT" in index["a"].problems[0]
-    with pytest.raises(DatasetError, match="missing NCCT"):
-        index["a"].load()
+    assert index["a"].problems == () and index["a"].missing == ("ncct",)
+    vols = index["a"].load()
+    assert vols.ncct is None and vols.inputs == ("cta",) and vols.reference is vols.cta
+    b = index["b"].load()
+    assert b.cta is None and b.reference.grid.same_as(ncct.grid)
+    assert "neither a CTA nor an NCCT" in index["c"].problems[0]
+    with pytest.raises(DatasetError, match="neither a CTA nor an NCCT"):
+        index["c"].load()
+    single = discover(tmp_path / "b")  # a single case folder with only an NCCT
+    assert single.layout == "case" and single.case_ids == ["b"]
 
 
 def test_no_dataset_is_a_clear_error(tmp_path):

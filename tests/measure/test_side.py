@@ -123,7 +123,7 @@ def test_side_is_empty_when_the_midline_cannot_be_found(tmp_path):
     path = write_clots_csv(tmp_path / "clots.csv", rows)
     with open(path, newline="") as fh:
         table = list(csv.DictReader(fh))
-    assert list(table[0]) == CLOTS_CSV_COLUMNS and CLOTS_CSV_COLUMNS[-2:] == ["side", "qc_score"]
+    assert list(table[0]) == CLOTS_CSV_COLUMNS and CLOTS_CSV_COLUMNS[-3:] == ["side", "qc_score", "inputs"]
     assert [r["side"] for r in table] == ["", "", "left"]
     assert describe_clot(table[0]).startswith("clot, ")
     assert describe_clot(table[1]) == "no clot"

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from clotseg.commands import spacing_arg
+from clotseg.errors import ClotsegError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,6 +73,10 @@ def _export_case(case, folder: Path) -> bool:
     from clotseg.preprocess.ncct import resample_ncct
 
     vols = load_case(case)
+    for name in ("cta", "ncct"):  # nnU-Net's dataset has both channels for every case
+        if getattr(vols, name) is None:
+            raise ClotsegError(f"case {case.case_id}: no {name.upper()}; an nnU-Net dataset "
+                               "needs both channels")
     label = case_label(case, vols.cta)
     ncct = resample_ncct(vols.cta, vols.ncct, None, case.case_id)
     return write_case(folder, case.case_id, vols.cta, ncct, label)

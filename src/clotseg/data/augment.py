@@ -216,3 +216,40 @@ def crop(x: torch.Tensor, corners: torch.Tensor, size: tuple[int, int]) -> torch
     out = x[torch.arange(b, device=x.device)[:, None, None], :, rows[:, :, None],
             cols[:, None, :]]  # (B, h, w, C)
     return out.permute(0, 3, 1, 2).contiguous()
+
+
+def drop_modality(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
+    """Modality dropout (``train.modality_dropout``): each sample, with probability
+    ``p``, gets the channels of one modality — CTA or NCCT, 50/50 — set to
+    :data:`clotseg.data.slabs.MISSING_VALUE`, what ``predict`` feeds for a scan a case
+    does not have. Applied after augmentation so the dropped channels are exactly that
+    value (no noise or brightness on top), as at prediction. ``p == 0`` draws nothing,
+    so batches of a run without dropout are unchanged.
+
+    Args:
+        x: images (B, C, H, W) laid out ``[CTA slab..., NCCT slab...]``.
+        p: the probability that a sample loses one modality, in [0, 1].
+        gen: the batch's CPU generator (a handful of draws per batch).
+
+    Returns:
+        ``x`` with the dropped channels set (a new tensor when any is dropped).
+
+    Examples:
+        >>> x = torch.ones(4, 2, 3, 3)
+        >>> y = drop_modality(x, 1.0, torch.Generator().manual_seed(0))
+        >>> [int((y[i] == 0).all(dim=(1, 2)).sum()) for i in range(4)]
+        [1, 1, 1, 1]
+    """
+    from clotseg.data.slabs import MISSING_VALUE
+
+    if p <= 0:
+        return x
+    b, c = x.shape[:2]
+    drop = _chance(gen, b, p)
+    which = torch.rand(b, generator=gen, dtype=torch.float64) < 0.5  # True: the NCCT
+    if not drop.any():
+        return x
+    half = torch.arange(c) >= c // 2  # channels of the NCCT block
+    hit = drop[:, None] & torch.where(which[:, None], half[None, :], ~half[None, :])
+    keep = to_device(hit, x.device).view(b, c, 1, 1)
+    return torch.where(keep, torch.as_tensor(MISSING_VALUE, dtype=x.dtype, device=x.device), x)

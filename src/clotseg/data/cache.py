@@ -93,6 +93,10 @@ def _settings_dict(resample: Any) -> dict | None:
 def _prepare(case: CaseRef, windows: dict, resample: dict | None = None):
     vols = case.load()
     files = ", ".join(f"{k}: {v}" for k, v in case.files.items())
+    if vols.cta is None or vols.ncct is None:  # modality dropout makes missing inputs
+        gone = "CTA" if vols.cta is None else "NCCT"
+        raise ClotsegError(f"case {case.case_id}: no {gone}; a training case needs both a "
+                           f"CTA and an NCCT ({files}); `predict` takes one-modality cases")
     if vols.mask is None:
         raise ClotsegError(f"case {case.case_id}: no clot mask; training needs one ({files})")
     if resample:  # the preprocessing predict repeats (e.g. one voxel size for all cases)

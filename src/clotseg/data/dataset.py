@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from clotseg.config import AugmentConfig
-from clotseg.data.augment import augment_batch, to_device
+from clotseg.data.augment import augment_batch, drop_modality, to_device
 from clotseg.data.cache import CachedCase
 from clotseg.data.slabs import slab_indices
 
@@ -163,8 +163,10 @@ class BatchFactory:
     """Makes training batch ``seed``: sample, gather, crop + augment, on the source's device."""
 
     def __init__(self, source: _Source, sampler: SliceSampler, batch_size: int, patch: int,
-                 augment: AugmentConfig | None, windows: dict | None = None):
+                 augment: AugmentConfig | None, windows: dict | None = None,
+                 modality_dropout: float = 0.0):
         self.source, self.sampler = source, sampler
+        self.modality_dropout = float(modality_dropout)  # train.modality_dropout
         self.batch_size, self.patch, self.augment = batch_size, patch, augment
         # HU per normalised unit of each modality, for augmentation set in HU
         self.hu_per_unit = None if windows is None else tuple(
@@ -187,8 +189,9 @@ class BatchFactory:
         else:
             centres_t, size = None, None
         cfg = self.augment or AugmentConfig(enabled=False)
-        return augment_batch(x, y, cfg, gen, centres=centres_t, out_size=size,
+        x, y = augment_batch(x, y, cfg, gen, centres=centres_t, out_size=size,
                              noise_gen=noise_gen, hu_per_unit=self.hu_per_unit)
+        return drop_modality(x, self.modality_dropout, gen), y
 
 
 class EpochBatches(torch.utils.data.Dataset):

@@ -5,6 +5,17 @@ are :data:`clotseg.config.DEFAULT_WINDOWS`, the one definition.
 
 Channel order of one input sample: ``[CTA z-h .. CTA z+h, NCCT z-h .. NCCT z+h]`` with
 ``h = slab // 2``; slices beyond the volume repeat the edge slice.
+
+**A missing modality** (a one-modality case at ``predict``, a modality dropped by
+``train.modality_dropout`` in training) is all its channels set to :data:`MISSING_VALUE`,
+0 in normalised units. Why 0: it is the value everything below a window (air) already
+has, so the empty-slice skip and the in-plane box of :mod:`clotseg.inference.engine`
+(which look for non-zero input) follow the scan that exists and stay correct; the
+padding is 0 too, so nothing new appears at a slice's edge; and the network can still
+tell "missing" from "air" because the other modality shows tissue where this one is
+flat. Training (:func:`clotseg.data.augment.drop_modality`) and prediction
+(:func:`prepare_case` with ``missing``) both write exactly this value, after any
+augmentation, so the network sees the same thing in both.
 """
 
 from __future__ import annotations
@@ -16,6 +27,11 @@ import numpy as np
 from clotseg.config import DEFAULT_WINDOWS
 from clotseg.io.orientation import Orientation, orientation_of
 from clotseg.io.volume import Volume
+
+#: The normalised value of every channel of a missing modality (module docstring).
+MISSING_VALUE = 0.0
+#: Channel block of each modality in a prepared image (``image[i]``) and in a slab batch.
+MODALITY_INDEX = {"cta": 0, "ncct": 1}
 
 
 def normalize(array: np.ndarray, window: tuple[float, float]) -> np.ndarray:
@@ -37,25 +53,54 @@ class PreparedCase:
 
 
 def prepare_case(case_id: str, cta: Volume, ncct: Volume, mask: Volume | None,
-                 windows: dict[str, tuple[float, float]] | None = None) -> PreparedCase:
+                 windows: dict[str, tuple[float, float]] | None = None,
+                 missing: str | None = None) -> PreparedCase:
     """Normalise both modalities and bring them to canonical axial-last order.
 
     NCCT and mask must already be on the CTA grid (``clotseg.preprocess`` resamples).
+
+    Args:
+        case_id: named in errors.
+        cta, ncct: the scans on one grid; the one named by ``missing`` is only a stand-in
+            for its grid (its values are ignored).
+        mask: the clot mask on that grid, or None.
+        windows: HU window per modality (default :data:`clotseg.config.DEFAULT_WINDOWS`).
+        missing: ``"cta"`` or ``"ncct"``: that modality's channel is set to
+            :data:`MISSING_VALUE` (a one-modality case); None: both are real.
+
+    Examples:
+        >>> import numpy as np
+        >>> v = Volume(np.full((4, 4, 2), 50, np.int16), (1.0, 1.0, 1.0))
+        >>> p = prepare_case("c", v, v, None, missing="ncct")
+        >>> float(p.image[1].max()), float(p.image[0].max()) > 0
+        (0.0, True)
     """
     windows = windows or DEFAULT_WINDOWS
+    if missing is not None and missing not in MODALITY_INDEX:
+        raise ValueError(f"missing must be 'cta', 'ncct' or None, got {missing!r}")
     for name, vol in (("NCCT", ncct), ("mask", mask)):
         if vol is not None and not vol.grid.same_as(cta.grid):
             diff = "; ".join(vol.grid.differences(cta.grid))
             raise ValueError(f"case {case_id}: {name} grid differs from CTA grid ({diff}); "
                              "run `clotseg preprocess` first")
     orient = orientation_of(cta.grid)
-    image = np.stack([normalize(orient.to_canonical(cta.array), windows["cta"]),
-                      normalize(orient.to_canonical(ncct.array), windows["ncct"])])
+    image = np.stack([_channel(vol, name, windows, orient, missing)
+                      for name, vol in (("cta", cta), ("ncct", ncct))])
     m = None
     if mask is not None:
         m = np.ascontiguousarray(orient.to_canonical(np.asarray(mask.array) > 0).astype(np.uint8))
     return PreparedCase(case_id, np.ascontiguousarray(image), m, orient,
                         orient.canonical_spacing(cta.spacing))
+
+
+def _channel(vol: Volume, name: str, windows: dict, orient: Orientation,
+             missing: str | None) -> np.ndarray:
+    """One modality's canonical, normalised channel; :data:`MISSING_VALUE` everywhere
+    for the missing one (its stand-in volume is never read)."""
+    if name == missing:
+        shape = tuple(int(vol.shape[p]) for p in orient.perm)  # canonical axis order
+        return np.full(shape, MISSING_VALUE, np.float32)
+    return normalize(orient.to_canonical(vol.array), windows[name])
 
 
 def slab_indices(z: int, depth: int, slab: int) -> np.ndarray:

@@ -47,14 +47,17 @@ class CaseResult:
     paths: dict[str, Path] = field(default_factory=dict)  # mask format -> file written
     skipped: bool = False  # outputs already complete (``--continue``)
     qc: dict = field(default_factory=dict)  # qc_score, review_recommended, signals
+    inputs: list[str] = field(default_factory=list)  # scans used: ["cta", "ncct"], ["ncct"]
 
 
 def read_case(case, series: dict[str, str] | None = None):
-    """(the case's volumes, the CTA grid as stored on disk), after checking that the CTA
-    as read lies on its stored grid."""
+    """(the case's volumes, the reference grid as stored on disk), after checking that the
+    reference scan as read lies on its stored grid. The reference is the CTA, or the NCCT
+    of a case without a CTA (its masks are written on the NCCT's grid)."""
     vols = load_case(case, series)
-    disk = cta_grid_on_disk(case.cta, vols.cta)
-    check_grid(vols.cta.grid, disk, f"{case.cta} (as read)")
+    path = case.cta if vols.cta is not None else case.ncct
+    disk = cta_grid_on_disk(path, vols.reference)
+    check_grid(vols.reference.grid, disk, f"{path} (as read)")
     return vols, disk
 
 

@@ -93,14 +93,16 @@ class EnsembleOutput:
 
 
 def ensemble_probability(members: list[Member], cta: Volume, ncct: Volume,
-                         on_cta: CtaGridNcct, opts: InferenceOptions, case_id: str = "case"
-                         ) -> EnsembleOutput:
+                         on_cta: CtaGridNcct, opts: InferenceOptions, case_id: str = "case",
+                         missing: str | None = None) -> EnsembleOutput:
     """Mean clot probability of ``members`` on the CTA grid (stored array order).
 
     ``ncct`` is the original NCCT (given to the preprocessing, which may register it);
     ``on_cta`` makes the NCCT on the CTA grid once per alignment, for runs without
     preprocessing and for preprocessing that only crops. Runs whose preprocessing registers
-    share one registration (it is deterministic).
+    share one registration (it is deterministic). ``missing``: the modality a
+    one-modality case lacks (its volume here is a stand-in on the present scan's grid);
+    its channels are fed as :data:`clotseg.data.slabs.MISSING_VALUE`.
     """
     total = np.zeros(cta.shape, dtype=np.float32)
     alignment = None
@@ -109,22 +111,23 @@ def ensemble_probability(members: list[Member], cta: Volume, ncct: Volume,
         groups.setdefault(m.input_key, []).append(m)
     for group in groups.values():
         if group[0].spec.preprocess is not None:
-            found = _add_preprocessed(total, group, cta, ncct, on_cta, opts, case_id, alignment)
+            found = _add_preprocessed(total, group, cta, ncct, on_cta, opts, case_id, alignment,
+                                      missing)
             alignment = alignment or (found if found.transform is not None else None)
         else:
-            total += _sum_on_grid(group, cta, on_cta.get(), opts, case_id)
+            total += _sum_on_grid(group, cta, on_cta.get(), opts, case_id, missing)
     total /= len(members)
     return EnsembleOutput(total, alignment)
 
 
 def _sum_on_grid(group: list[Member], cta: Volume, ncct: Volume, opts: InferenceOptions,
-                 case_id: str) -> np.ndarray:
+                 case_id: str, missing: str | None = None) -> np.ndarray:
     """Sum of the group's probabilities on ``cta``'s grid (NCCT already on it)."""
     from clotseg.data.slabs import prepare_case
 
     windows = {k: tuple(v) for k, v in group[0].spec.windows.items()}
     with stage("normalise"):
-        prep = prepare_case(case_id, cta, ncct, None, windows)
+        prep = prepare_case(case_id, cta, ncct, None, windows, missing)
     total = np.zeros(cta.shape, dtype=np.float32)
     for m in group:
         with stage("infer"):
@@ -139,7 +142,8 @@ def _sum_on_grid(group: list[Member], cta: Volume, ncct: Volume, opts: Inference
 
 def _add_preprocessed(total: np.ndarray, group: list[Member], cta: Volume, ncct: Volume,
                       on_cta: CtaGridNcct, opts: InferenceOptions, case_id: str,
-                      alignment: NcctAlignment | None) -> NcctAlignment:
+                      alignment: NcctAlignment | None, missing: str | None = None
+                      ) -> NcctAlignment:
     """Add the group's probabilities, computed on the preprocessed grid the runs were
     trained on, into ``total`` on the CTA grid; returns the NCCT alignment used.
 
@@ -150,12 +154,12 @@ def _add_preprocessed(total: np.ndarray, group: list[Member], cta: Volume, ncct:
     from clotseg.preprocess.roi import crop_grid
 
     pre = preprocess_case(cta, ncct, None, group[0].spec.preprocess, alignment=alignment,
-                          ncct_on_cta=on_cta.get)
+                          ncct_on_cta=on_cta.get, missing=missing)
     roi_cta, roi_ncct, record, used = pre.cta, pre.ncct, pre.record, pre.alignment
     del pre
     # Mapped back as a mean (a probability in [0, 1], whatever the restore does at the
     # edges), then weighted by the group size again.
-    mean = _sum_on_grid(group, roi_cta, roi_ncct, opts, case_id) / len(group)
+    mean = _sum_on_grid(group, roi_cta, roi_ncct, opts, case_id, missing) / len(group)
     del roi_ncct
     if record.is_exact_crop:
         box = record.crop_box

@@ -1,4 +1,11 @@
-"""Predicting clot masks for cases, always on exactly the CTA's grid.
+"""Predicting clot masks for cases, always on exactly the CTA's grid (the NCCT's for a
+case that has only an NCCT).
+
+A one-modality case (only a CTA or only an NCCT) is predicted with the absent scan's
+input channels set to :data:`clotseg.data.slabs.MISSING_VALUE`, what modality dropout
+(``train.modality_dropout``) trained the network on; the present scan's grid is the
+reference grid and nothing is registered. It always comes with a warning, and a second
+one when a model was trained without modality dropout (it never saw a missing scan).
 
 :class:`Predictor` segments one case in memory: a mask, a probability and the NCCT on the
 CTA grid (what measurements and previews use). Running it over a dataset, with the
@@ -31,8 +38,47 @@ from clotseg.masks import FRAGMENT_GAP_MM, bounding_box, keep_primary
 from clotseg.timing import stage
 
 __all__ = ["MASK_SUFFIX", "CaseResult", "Predictor", "Segmentation", "available_cpus",
-           "check_grid", "cta_grid_on_disk", "file_grid", "load_case", "ncct_on_cta_grid",
-           "resolve_device", "write_on_grid"]
+           "check_grid", "cta_grid_on_disk", "file_grid", "load_case", "missing_modality",
+           "ncct_on_cta_grid", "resolve_device", "with_stand_in", "write_on_grid"]
+
+
+def missing_modality(cta: Volume | None, ncct: Volume | None, case_id: str = "case"
+                     ) -> str | None:
+    """``"cta"`` or ``"ncct"``: the scan a one-modality case lacks; None with both.
+
+    Args:
+        cta, ncct: the case's scans, either (not both) None.
+        case_id: named in the error when both are None.
+
+    Examples:
+        >>> missing_modality(None, Volume(np.zeros((2, 2, 2)), (1.0, 1.0, 1.0)))
+        'cta'
+    """
+    if cta is None and ncct is None:
+        raise ClotsegError(f"case {case_id}: neither a CTA nor an NCCT to predict from")
+    return "cta" if cta is None else "ncct" if ncct is None else None
+
+
+def with_stand_in(cta: Volume | None, ncct: Volume | None, missing: str
+                  ) -> tuple[Volume, Volume]:
+    """``(cta, ncct)`` with the ``missing`` one replaced by a stand-in on the present
+    scan's grid: air everywhere, a zero-stride array (no memory), whose values the
+    network input never reads (:func:`clotseg.data.slabs.prepare_case` with ``missing``).
+
+    Args:
+        cta, ncct: the case's scans, the ``missing`` one None.
+        missing: ``"cta"`` or ``"ncct"``.
+
+    Examples:
+        >>> v = Volume(np.zeros((2, 3, 4), np.int16), (1.0, 1.0, 1.0))
+        >>> with_stand_in(v, None, "ncct")[1].shape
+        (2, 3, 4)
+    """
+    from clotseg.preprocess.ncct import AIR_HU
+
+    present = ncct if missing == "cta" else cta
+    stand_in = present.with_array(np.broadcast_to(np.int16(AIR_HU), present.shape))
+    return (stand_in, ncct) if missing == "cta" else (cta, stand_in)
 
 
 def available_cpus() -> int:
@@ -45,16 +91,18 @@ def available_cpus() -> int:
 
 @dataclass
 class Segmentation:
-    """The result for one case, all on the CTA grid."""
+    """The result for one case, all on the reference grid (the CTA's; the NCCT's for a
+    case without a CTA)."""
 
     mask: Volume  # uint8
-    prob: np.ndarray  # float32, same shape as the CTA array
-    ncct: Volume  # the NCCT on the CTA grid (what measurements and previews use)
+    prob: np.ndarray  # float32, same shape as the reference array
+    ncct: Volume | None  # the NCCT on the reference grid (measurements, previews); None: no NCCT
     dropped: list[dict] = field(default_factory=list)  # components the primary-clot rule removed
     qc_score: float = float("nan")  # review score of the case (clotseg.inference.qc)
     qc_signals: dict = field(default_factory=dict)  # what the score is made of
     component_qc: list[float] = field(default_factory=list)  # per clots.csv component k - 1
     review: bool = False  # qc_score reached the flag threshold
+    inputs: tuple[str, ...] = ("cta", "ncct")  # the scans the prediction used
 
 
 @dataclass
@@ -153,27 +201,49 @@ class Predictor:
         finally:
             torch.set_num_threads(before)
 
-    def probability(self, cta: Volume, ncct: Volume, case_id: str = "case"
-                    ) -> tuple[np.ndarray, Volume]:
-        """Clot probability on the CTA grid (mean over runs) and the NCCT on that grid
-        (aligned with the registration of a run's preprocessing, if it registers).
+    def probability(self, cta: Volume | None, ncct: Volume | None, case_id: str = "case"
+                    ) -> tuple[np.ndarray, Volume | None]:
+        """Clot probability on the reference grid (mean over runs) and the NCCT on that
+        grid (aligned with the registration of a run's preprocessing, if it registers).
 
         The NCCT is resampled onto the CTA grid once per alignment
         (:class:`clotseg.preprocess.ncct.CtaGridNcct`) and that one volume serves the runs
-        without preprocessing, a preprocessing that only crops, and the return value."""
+        without preprocessing, a preprocessing that only crops, and the return value.
+        With one of ``cta``/``ncct`` None (module docstring) the other's grid is the
+        reference and the returned NCCT is the NCCT itself, or None without one."""
         from clotseg.preprocess.ncct import CtaGridNcct
 
+        missing = missing_modality(cta, ncct, case_id)
+        if missing is not None:
+            self._warn_missing(missing)
+            cta, ncct = with_stand_in(cta, ncct, missing)
         on_cta = CtaGridNcct(cta, ncct, case_id)
-        if any(m.spec.preprocess is None for m in self.members):
+        if missing is None and any(m.spec.preprocess is None for m in self.members):
             on_cta.get()  # first, as before: its overlap check names the case
         with self.threads():
             res = ensemble_probability(self.members, cta, ncct, on_cta, self.options,
-                                       case_id)
-        return res.prob, on_cta.get(res.alignment)
+                                       case_id, missing)
+        return res.prob, None if missing == "ncct" else on_cta.get(res.alignment)
 
-    def segment(self, cta: Volume, ncct: Volume, case_id: str = "case") -> Segmentation:
-        """Mask (uint8, on the CTA grid), probability and NCCT on the CTA grid."""
-        prob, ncct_on_cta = self.probability(cta, ncct, case_id)
+    def _warn_missing(self, missing: str) -> None:
+        """Say that a case is predicted without one scan, and when a model never saw that."""
+        have = "NCCT" if missing == "cta" else "CTA"
+        warnings.warn(f"only a {have} (no {missing.upper()}): predicted from the {have} "
+                      f"alone; measurements that need the {missing.upper()} are empty",
+                      UserWarning, stacklevel=3)
+        untrained = [str(m.run) for m in self.members if not m.spec.trained_for_missing]
+        if untrained:
+            warnings.warn(f"{', '.join(untrained)}: trained without modality dropout "
+                          f"(model.json modality_dropout missing or 0), so the model never "
+                          f"saw a missing {missing.upper()}; this mask is less reliable",
+                          UserWarning, stacklevel=3)
+
+    def segment(self, cta: Volume | None, ncct: Volume | None, case_id: str = "case"
+                ) -> Segmentation:
+        """Mask (uint8, on the reference grid: the CTA's, or the NCCT's without a CTA),
+        probability and NCCT on that grid (None without an NCCT)."""
+        prob, ncct_on_ref = self.probability(cta, ncct, case_id)
+        ref = cta if cta is not None else ncct
         p = self.post
         # Post-processed inside the box of non-zero probability (the ROI, or less): what
         # lies outside is 0 and stays 0, components inside are the same either way.
@@ -181,17 +251,19 @@ class Predictor:
             mask = np.zeros(prob.shape, np.uint8)
             box = bounding_box(prob)
             if box is not None:
-                mask[box] = postprocess(prob[box], cta.spacing, threshold=p["threshold"],
+                mask[box] = postprocess(prob[box], ref.spacing, threshold=p["threshold"],
                                         min_component_mm3=p["min_component_mm3"],
                                         keep_largest=p["keep_largest"])
             if box is not None and self.component_filter is not None:
-                mask[box] = self.component_filter.apply(mask[box], prob[box], cta.spacing)
+                mask[box] = self.component_filter.apply(mask[box], prob[box], ref.spacing)
             dropped: list[dict] = []
             if box is not None and self.primary_only:
-                mask[box], dropped = keep_primary(mask[box], prob[box], cta.spacing)
-        seg = Segmentation(Volume.on_grid(mask, cta.grid), prob, ncct_on_cta, dropped)
+                mask[box], dropped = keep_primary(mask[box], prob[box], ref.spacing)
+        inputs = tuple(n for n, v in (("cta", cta), ("ncct", ncct)) if v is not None)
+        seg = Segmentation(Volume.on_grid(mask, ref.grid), prob, ncct_on_ref, dropped,
+                           inputs=inputs)
         with stage("qc"):
-            self.quality(seg, cta.spacing)
+            self.quality(seg, ref.spacing)
         return seg
 
     def quality(self, seg: Segmentation, spacing: tuple[float, ...]) -> None:

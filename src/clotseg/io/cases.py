@@ -19,7 +19,8 @@ __all__ = ["load_case"]
 
 def load_case(case: CaseRef, series: dict[str, str] | None = None) -> CaseVolumes:
     """Read a case's CTA and NCCT (no mask), values checked as
-    :meth:`clotseg.io.layouts.CaseRef.load` checks them.
+    :meth:`clotseg.io.layouts.CaseRef.load` checks them; a modality the case has no scan
+    of is None in the result (one at most: discovery makes a case with neither a problem).
 
     Mostly ``case.load(with_mask=False)``, with two differences kept on purpose: a DICOM
     series can be chosen by its SeriesInstanceUID (``series``: modality → UID, the
@@ -35,16 +36,20 @@ def load_case(case: CaseRef, series: dict[str, str] | None = None) -> CaseVolume
     if not any(series.get(name) for name in MODALITIES):
         return case.load(with_mask=False)
     vols = {name: _read_modality(case, name, series.get(name)) for name in MODALITIES}
-    return CaseVolumes(case.case_id, finite_ct(vols["cta"], case.cta, "CTA"),
-                       finite_ct(vols["ncct"], case.ncct, "NCCT"), None)
+    checked = {name: None if vol is None else finite_ct(vol, getattr(case, name), name.upper())
+               for name, vol in vols.items()}
+    return CaseVolumes(case.case_id, checked["cta"], checked["ncct"], None)
 
 
-def _read_modality(case: CaseRef, name: str, uid: str | None) -> Volume:
+def _read_modality(case: CaseRef, name: str, uid: str | None) -> Volume | None:
     """One modality: from a DICOM folder the series ``uid`` (None: the one that is this
-    modality), else the file as :meth:`CaseRef.read` reads it."""
+    modality), else the file as :meth:`CaseRef.read` reads it; None when the case has
+    no scan of this modality (a one-modality case)."""
     from clotseg.io.dicom import read_dicom_series
 
     path = getattr(case, name)
+    if path is None:
+        return None
     if path is not None and Path(path).is_dir():
         return read_dicom_series(path, uid, kind=name)
     return case.read(name)

@@ -36,12 +36,30 @@ MASK_NAMES = ("clot", "mask", "seg", "label", "segmentation")
 
 @dataclass(frozen=True)
 class CaseVolumes:
-    """The loaded volumes of one case (``mask`` is None when the case has none)."""
+    """The loaded volumes of one case (``mask`` is None when the case has none).
+
+    At most one of ``cta`` and ``ncct`` is None: a one-modality case, which ``predict``
+    accepts (the model sees the absent scan as "missing", see
+    :data:`clotseg.data.slabs.MISSING_VALUE`) and training refuses.
+    """
 
     case_id: str
-    cta: Volume
-    ncct: Volume
+    cta: Volume | None
+    ncct: Volume | None
     mask: Volume | None
+
+    @property
+    def reference(self) -> Volume:
+        """The volume whose grid masks are written on: the CTA, or the NCCT without one."""
+        ref = self.cta if self.cta is not None else self.ncct
+        if ref is None:  # discovery makes a case with neither a problem; never loaded
+            raise DatasetError(f"case {self.case_id}: neither a CTA nor an NCCT")
+        return ref
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The modalities present, in :data:`MODALITIES` order (``("cta", "ncct")`` etc.)."""
+        return tuple(m for m in MODALITIES if getattr(self, m) is not None)
 
 
 @dataclass(frozen=True)
@@ -53,7 +71,22 @@ class CaseRef:
     ncct: Path | None
     mask: Path | None = None
     spacing: tuple[float, float, float] | None = None  # only for .npy (no stored geometry)
-    problems: tuple[str, ...] = ()  # "path: reason" found at discovery (missing modality)
+    problems: tuple[str, ...] = ()  # "path: reason" found at discovery (no scan at all)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The modalities this case has files for, in :data:`MODALITIES` order."""
+        return tuple(m for m in MODALITIES if getattr(self, m) is not None)
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """The modalities this case lacks (one at most for a usable case)."""
+        return tuple(m for m in MODALITIES if getattr(self, m) is None)
+
+    @property
+    def reference_path(self) -> Path | None:
+        """The file or folder of the scan masks are written on (CTA, else NCCT)."""
+        return self.cta if self.cta is not None else self.ncct
 
     @property
     def files(self) -> dict[str, Path]:
@@ -75,16 +108,23 @@ class CaseRef:
 
     def load(self, *, with_mask: bool = True) -> CaseVolumes:
         """Read CTA, NCCT and (if present and wanted) the mask, with their values checked
-        for use (:mod:`clotseg.io.values`: finite CT voxels, a binary mask)."""
-        from clotseg.io.values import binary_mask, finite_ct
+        for use (:mod:`clotseg.io.values`: finite CT voxels, a binary mask). A modality
+        the case has no file for is None (see :class:`CaseVolumes`)."""
+        from clotseg.io.values import binary_mask
 
         if self.problems:
             raise DatasetError(f"case {self.case_id}: {'; '.join(self.problems)}")
         mask = None
         if with_mask and self.mask is not None:
             mask = binary_mask(self.read("mask"), self.mask)
-        return CaseVolumes(self.case_id, finite_ct(self.read("cta"), self.cta, "CTA"),
-                           finite_ct(self.read("ncct"), self.ncct, "NCCT"), mask)
+        return CaseVolumes(self.case_id, self._scan("cta"), self._scan("ncct"), mask)
+
+    def _scan(self, name: str) -> Volume | None:
+        """One modality read and checked (finite CT values), None without its file."""
+        from clotseg.io.values import finite_ct
+
+        path = getattr(self, name)
+        return None if path is None else finite_ct(self.read(name), path, name.upper())
 
 
 @dataclass
@@ -147,7 +187,7 @@ def detect_layout(root: Path) -> str:
         return "nnunet"
     if (root / "DL_vol_files").is_dir():
         return "original"
-    if _modality_entry(root, "cta") is not None:
+    if any(_modality_entry(root, m) is not None for m in MODALITIES):  # one scan is a case
         return "case"
     subdirs = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
     if any(_modality_entry(d, m) is not None for d in subdirs for m in MODALITIES):
@@ -197,10 +237,9 @@ def _case_from_folder(folder: Path, case_id: str) -> CaseRef:
         if len(found) > 1:  # never pick one of them silently
             problems.append(f"{found[0]}: more than one {what} in the case folder "
                             f"({', '.join(p.name for p in found)}); keep only one")
-    if cta is None:
-        problems.append(f"{folder}: missing CTA (no cta.* file or cta/ DICOM folder)")
-    if ncct is None:
-        problems.append(f"{folder}: missing NCCT (no ncct.* file or ncct/ DICOM folder)")
+    if cta is None and ncct is None:  # one of them alone is a one-modality case
+        problems.append(f"{folder}: neither a CTA nor an NCCT (no cta.* / ncct.* file or "
+                        "cta/ / ncct/ DICOM folder)")
     return CaseRef(case_id, cta, ncct, mask, problems=tuple(problems))
 
 
@@ -265,8 +304,9 @@ def _discover_nnunet(root: Path) -> DatasetIndex:
         for case_id, mods in sorted(found.items()):
             lab = _find_by_stem(root / labels, case_id)
             number = {m: int(ch) for ch, m in channels.items()}
-            missing = [f"{img_dir}/{case_id}_{number[m]:04d}.*: missing {m.upper()} file"
-                       for m in MODALITIES if m not in mods]
+            # one channel alone is a one-modality case (CaseRef.missing), not a problem
+            missing = [f"{img_dir}/{case_id}_{number['cta']:04d}.*: neither a CTA nor an "
+                       "NCCT file"] if not mods else []
             cases.append(CaseRef(case_id, mods.get("cta"), mods.get("ncct"), lab,
                                  problems=tuple(missing)))
     return DatasetIndex(root, "nnunet", cases, problems)
@@ -365,8 +405,9 @@ def _discover_original(root: Path, spacing: tuple[float, float, float] | None) -
         cta = vol_dir / f"{case_id}_CTA_Binary.npy"
         ncct = vol_dir / f"{case_id}_NCCT_Reg_Binary.npy"
         seg = seg_dir / f"{case_id}_seg_corrected_binary.npy"
-        problems = [f"{p}: missing {n} file" for n, p in (("CTA", cta), ("NCCT", ncct))
-                    if not p.is_file()]
+        # one file alone is a one-modality case (CaseRef.missing), not a problem
+        problems = [] if cta.is_file() or ncct.is_file() else [
+            f"{cta}: neither a CTA nor an NCCT file"]
         cases.append(CaseRef(case_id, cta if cta.is_file() else None,
                              ncct if ncct.is_file() else None,
                              seg if seg.is_file() else None, spacing, tuple(problems)))

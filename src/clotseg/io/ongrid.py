@@ -49,9 +49,10 @@ def cta_grid_on_disk(path: Path | None, loaded: Volume) -> Grid:
 
 
 def check_grid(grid: Grid, cta: Grid, what: str) -> None:
-    """Refuse anything that would not overlay the CTA voxel for voxel."""
+    """Refuse anything that would not overlay the CTA voxel for voxel (``cta``: the
+    reference grid, the NCCT's for a case without a CTA)."""
     if not grid.same_as(cta):
-        raise ClotsegError(f"{what}: grid differs from the CTA's "
+        raise ClotsegError(f"{what}: grid differs from the scan's it belongs to "
                            f"({'; '.join(grid.differences(cta))}); not written")
 
 

@@ -6,7 +6,12 @@ gets a single row with ``component`` 0, ``n_components`` 0, volume and length 0 
 densities, so that every case appears in the table; its ``max_prob`` is the highest
 probability anywhere (how close the model came to finding something).
 
-Everything is measured on the original CTA grid: mask, CTA and NCCT must share it.
+Everything is measured on the original CTA grid: mask, CTA and NCCT must share it. A
+one-modality case is measured on its one scan's grid, and what needs the absent scan is
+NaN (empty), never estimated: without an NCCT ``ncct_*``, ``perviousness_hu``,
+``pervious``, ``contralateral_ncct_mean_hu`` and ``relative_density``; without a CTA
+``cta_mean_hu``, ``perviousness_hu``, ``pervious`` and the contralateral values (the CTA
+finds the contralateral artery).
 
 * ``volume_mm3``: voxel count × voxel volume.
 * ``length_mm``: centreline arc length (:mod:`clotseg.measure.centreline`).
@@ -21,11 +26,13 @@ Everything is measured on the original CTA grid: mask, CTA and NCCT must share i
   the scan or onto the clot itself (a midline clot, e.g. basilar).
 * ``side``: ``left`` / ``right`` / ``midline`` (within 4 mm) from the centroid and the
   head's midline estimated on the CTA (:mod:`clotseg.measure.side`); empty when the
-  midline cannot be found.
+  midline cannot be found. Without a CTA the midline is estimated the same way on the
+  NCCT (the head's outline is the same in both scans).
 * ``qc_score``: the review score of this component (0 = trustworthy, 1 = review; see
   :mod:`clotseg.inference.qc`), filled in by ``predict``; NaN when measuring a mask
-  without the prediction's probability map. Last column, so readers by position keep
-  working.
+  without the prediction's probability map.
+* ``inputs``: the scans measured (and predicted from): ``cta+ncct``, ``cta`` or
+  ``ncct``. Last column, so readers by position keep working.
 """
 
 from __future__ import annotations
@@ -54,44 +61,64 @@ CLOTS_CSV_COLUMNS = ["case_id", "component", "n_components", "volume_mm3", "leng
                      "ncct_mean_hu", "ncct_median_hu", "cta_mean_hu", "perviousness_hu",
                      "pervious", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
                      "max_prob", "contralateral_ncct_mean_hu", "relative_density", "side",
-                     "qc_score"]
+                     "qc_score", "inputs"]
 
 NAN = float("nan")
 
 
-def measure_case(case_id: str, mask: Volume, cta: Volume, ncct: Volume,
+def measure_case(case_id: str, mask: Volume, cta: Volume | None, ncct: Volume | None,
                  prob: np.ndarray | None = None) -> list[dict]:
     """Measure every clot component of ``mask``; all three volumes on the CTA grid and
-    ``prob`` (optional probability map) of the same shape."""
-    _check_grids(case_id, mask, cta, ncct, prob)
+    ``prob`` (optional probability map) of the same shape.
+
+    Args:
+        case_id: the ``case_id`` of every row.
+        mask: the clot mask (non-zero = clot).
+        cta, ncct: the scans on the mask's grid; either (not both) may be None for a
+            one-modality case, whose values needing it are then NaN (module docstring).
+        prob: the probability map, or None.
+
+    Examples:
+        >>> import numpy as np
+        >>> v = Volume(np.zeros((4, 4, 4), np.int16), (1.0, 1.0, 1.0))
+        >>> m = v.with_array(np.pad(np.ones((2, 2, 2), np.uint8), 1))
+        >>> row = measure_case("c", m, None, v)[0]
+        >>> row["inputs"], math.isnan(row["perviousness_hu"])
+        ('ncct', True)
+    """
+    ref = _reference(case_id, cta, ncct)
+    _check_grids(case_id, mask, ref, cta, ncct, prob)
+    inputs = inputs_text(cta, ncct)
     # Components are labelled inside the mask's bounding box only (a clinical scan is
     # 100 million voxels, a clot a few hundred); ``offset`` maps back to the full grid.
     any_clot = np.asarray(mask.array) > 0
     bbox = bounding_box(any_clot)
     if bbox is None:
-        return [_empty_row(case_id, prob)]
+        return [_empty_row(case_id, prob, inputs)]
     offset = np.array([s.start for s in bbox])
     labels, n = component_labels(any_clot[bbox])  # numbered largest first
-    midline = head_midline_x(ncct)
-    side_midline = head_midline_x(cta)  # the CTA always fills its own grid
+    midline = head_midline_x(ncct) if ncct is not None else NAN
+    side_midline = head_midline_x(ref)  # the CTA (the NCCT without one) fills its own grid
     rows = []
     for k, local_box in enumerate(ndimage.find_objects(labels), start=1):
         local = labels[local_box] == k
         box = tuple(slice(s.start + o, s.stop + o) for s, o in zip(local_box, offset))
         index = np.argwhere(local) + [s.start for s in box]
-        row = _measure_component(local, np.asarray(cta.array[box][local], dtype=np.float64),
-                                 np.asarray(ncct.array[box][local], dtype=np.float64), cta)
-        centroid = cta.grid.index_to_physical(index.mean(axis=0))[0]
+        row = _measure_component(local, _values(cta, box, local), _values(ncct, box, local),
+                                 ref)
+        centroid = ref.grid.index_to_physical(index.mean(axis=0))[0]
         row.update(centroid_x_mm=float(centroid[0]), centroid_y_mm=float(centroid[1]),
                    centroid_z_mm=float(centroid[2]),
                    max_prob=float(np.asarray(prob)[box][local].max()) if prob is not None
                    else NAN)
-        contra = contralateral_ncct_mean(index, any_clot, cta, ncct, midline)
+        contra = (contralateral_ncct_mean(index, any_clot, cta, ncct, midline)
+                  if cta is not None and ncct is not None else NAN)
         row["contralateral_ncct_mean_hu"] = contra
         row["relative_density"] = (row["ncct_mean_hu"] / contra
                                    if math.isfinite(contra) and contra > 0 else NAN)
         row["side"] = side_of(float(centroid[0]), side_midline)
         row["qc_score"] = NAN  # predict fills it in (inference computes it)
+        row["inputs"] = inputs
         rows.append(row)
     rows.sort(key=lambda r: -r["volume_mm3"])
     for k, row in enumerate(rows, start=1):
@@ -99,10 +126,37 @@ def measure_case(case_id: str, mask: Volume, cta: Volume, ncct: Volume,
     return [{c: row[c] for c in CLOTS_CSV_COLUMNS} for row in rows]
 
 
-def _check_grids(case_id: str, mask: Volume, cta: Volume, ncct: Volume,
-                 prob: np.ndarray | None) -> None:
-    for name, vol in (("NCCT", ncct), ("mask", mask)):
-        if not vol.grid.same_as(cta.grid):
+def inputs_text(cta: Volume | None, ncct: Volume | None) -> str:
+    """The ``inputs`` cell: the scans present, joined by ``+`` (``cta+ncct``, ``cta``,
+    ``ncct``).
+
+    Args:
+        cta, ncct: the scans, or None for an absent one.
+
+    Examples:
+        >>> inputs_text(None, Volume(np.zeros((1, 1, 1)), (1.0, 1.0, 1.0)))
+        'ncct'
+    """
+    return "+".join(n for n, v in (("cta", cta), ("ncct", ncct)) if v is not None)
+
+
+def _reference(case_id: str, cta: Volume | None, ncct: Volume | None) -> Volume:
+    """The grid-giving scan: the CTA, or the NCCT without one."""
+    if cta is None and ncct is None:
+        raise ClotsegError(f"case {case_id}: neither a CTA nor an NCCT to measure on")
+    return cta if cta is not None else ncct
+
+
+def _values(vol: Volume | None, box: tuple, local: np.ndarray) -> np.ndarray | None:
+    """HU of ``vol`` at the component's voxels (None without the scan)."""
+    return None if vol is None else np.asarray(vol.array[box][local], dtype=np.float64)
+
+
+def _check_grids(case_id: str, mask: Volume, cta: Volume, ct: Volume | None,
+                 ncct: Volume | None, prob: np.ndarray | None) -> None:
+    """Mask, scans and probability all on the reference grid ``cta``."""
+    for name, vol in (("CTA", ct), ("NCCT", ncct), ("mask", mask)):
+        if vol is not None and not vol.grid.same_as(cta.grid):
             raise ClotsegError(f"case {case_id}: {name} is not on the CTA grid "
                                f"({'; '.join(vol.grid.differences(cta.grid))}); clots are "
                                "measured on the CTA grid")
@@ -111,23 +165,27 @@ def _check_grids(case_id: str, mask: Volume, cta: Volume, ncct: Volume,
                            f"differs from the CTA {cta.shape}")
 
 
-def _measure_component(local: np.ndarray, cta_hu: np.ndarray, ncct_hu: np.ndarray,
-                       grid_of: Volume) -> dict:
-    cta_mean, ncct_mean = float(cta_hu.mean()), float(ncct_hu.mean())
+def _measure_component(local: np.ndarray, cta_hu: np.ndarray | None,
+                       ncct_hu: np.ndarray | None, grid_of: Volume) -> dict:
+    """Size and densities of one component; a density of an absent scan is NaN, and so is
+    perviousness (``pervious`` None), which needs both."""
+    cta_mean = NAN if cta_hu is None else float(cta_hu.mean())
+    ncct_mean = NAN if ncct_hu is None else float(ncct_hu.mean())
     delta = cta_mean - ncct_mean
     return {
         "volume_mm3": float(local.sum() * grid_of.voxel_volume),
         "length_mm": centreline_length_mm(local, grid_of.spacing),
-        "ncct_mean_hu": ncct_mean, "ncct_median_hu": float(np.median(ncct_hu)),
+        "ncct_mean_hu": ncct_mean,
+        "ncct_median_hu": NAN if ncct_hu is None else float(np.median(ncct_hu)),
         "cta_mean_hu": cta_mean, "perviousness_hu": delta,
-        "pervious": bool(delta >= PERVIOUS_HU),
+        "pervious": bool(delta >= PERVIOUS_HU) if math.isfinite(delta) else None,
     }
 
 
-def _empty_row(case_id: str, prob: np.ndarray | None) -> dict:
+def _empty_row(case_id: str, prob: np.ndarray | None, inputs: str = "cta+ncct") -> dict:
     row = dict.fromkeys(CLOTS_CSV_COLUMNS, NAN)
     row.update(case_id=case_id, component=0, n_components=0, volume_mm3=0.0, length_mm=0.0,
-               pervious=None, side=None,
+               pervious=None, side=None, inputs=inputs,
                max_prob=float(np.max(prob)) if prob is not None and np.size(prob) else NAN)
     return row
 

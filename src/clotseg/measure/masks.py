@@ -66,15 +66,19 @@ def measure_one(case, mask_path: Path) -> list[dict]:
 
     vols = load_case(case)
     mask = read_mask(mask_path)
-    if not mask.grid.same_as(vols.cta.grid):
-        raise ClotsegError(f"{mask_path}: mask grid differs from the CTA grid "
-                           f"({'; '.join(mask.grid.differences(vols.cta.grid))}); masks are "
-                           "measured on the CTA grid")
+    ref = vols.reference  # the CTA, or the NCCT of a case without one
+    if not mask.grid.same_as(ref.grid):
+        what = "CTA" if vols.cta is not None else "NCCT (the case has no CTA)"
+        raise ClotsegError(f"{mask_path}: mask grid differs from the {what} grid "
+                           f"({'; '.join(mask.grid.differences(ref.grid))}); masks are "
+                           f"measured on that grid")
     arr = np.asarray(mask.array)
     if arr.dtype.kind == "f" and np.any(arr != np.round(arr)):
         raise ClotsegError(f"{mask_path}: not a mask (fractional values; a probability map?)")
     binary = mask.with_array((arr > 0).astype(np.uint8))
-    ncct = resample_ncct(vols.cta, vols.ncct, None, case.case_id)  # as is when on the CTA grid
+    ncct = vols.ncct
+    if vols.cta is not None and ncct is not None:  # as is when on the CTA grid
+        ncct = resample_ncct(vols.cta, ncct, None, case.case_id)
     return measure_case(case.case_id, binary, vols.cta, ncct)
 
 

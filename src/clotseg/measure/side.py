@@ -6,7 +6,8 @@ centroid in physical coordinates — never from array indices, which flipped, pe
 oblique storage directions would turn around — compared with the head's mid-sagittal
 plane. That plane is not x = 0 in general (the scanner's origin is anywhere), so it is
 estimated from the image (:func:`clotseg.measure.clots.head_midline_x`: left-right centre
-of mass of the head on the CTA). A clot whose centroid lies within
+of mass of the head on the CTA; on the NCCT for a case without a CTA: the head's
+outline, all that is used, is the same in both scans). A clot whose centroid lies within
 :data:`MIDLINE_MM` of it (e.g. the basilar artery) is called ``midline`` rather than
 guessed, and when the midline cannot be estimated (head not wholly inside the field of
 view left to right, as in a region-of-interest scan) the side is left empty.

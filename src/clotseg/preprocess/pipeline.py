@@ -90,8 +90,8 @@ def spacing_for_grid(grid: Grid, xyz) -> tuple[float, float, float]:
 def preprocess_case(cta: Volume, ncct: Volume, mask: Volume | None,
                     settings: PreprocessSettings | None = None, *,
                     alignment: NcctAlignment | None = None,
-                    ncct_on_cta: Callable[[NcctAlignment], Volume] | None = None
-                    ) -> PreprocessedCase:
+                    ncct_on_cta: Callable[[NcctAlignment], Volume] | None = None,
+                    missing: str | None = None) -> PreprocessedCase:
     """Register, resample and crop one case (module docstring); see :class:`PreprocessedCase`.
 
     Problems the user must know about (poor alignment, partial NCCT coverage, an ROI that
@@ -102,16 +102,26 @@ def preprocess_case(cta: Volume, ncct: Volume, mask: Volume | None,
     whole CTA grid for an alignment (:meth:`CtaGridNcct.get`); when the processed grid is
     an exact crop, the processed NCCT is then cut from that volume instead of being
     resampled a second time.
+
+    ``missing``: ``"cta"`` or ``"ncct"`` for a one-modality case, whose absent scan is
+    a stand-in on the present scan's grid (``cta``/``ncct`` keep their places, so the
+    present scan's grid is "the CTA grid" here). Nothing is registered then, and with
+    only an NCCT an ``auto`` ROI (found from the CTA's contrast-filled vessels) is the
+    whole volume, as ``roi: none``: no clot can fall outside it.
     """
     settings = settings or PreprocessSettings()
+    if missing is not None:
+        settings = replace(settings, register=False,
+                           roi="none" if missing == "cta" and settings.roi == "auto"
+                           else settings.roi)
     notes: list[str] = []
     _check_inputs(cta, ncct, mask)
     g1 = cta.grid if settings.spacing is None else grid_with_spacing(
         cta.grid, spacing_for_grid(cta.grid, settings.spacing))
     resampled = not g1.same_as(cta.grid, atol_mm=1e-6)
     with stage("roi"):
-        box0 = roi_box(cta, mode=settings.roi, mask=mask, size_mm=settings.roi_size_mm,
-                       margin_mm=settings.roi_margin_mm)
+        box0 = roi_box(ncct if missing == "cta" else cta, mode=settings.roi, mask=mask,
+                       size_mm=settings.roi_size_mm, margin_mm=settings.roi_margin_mm)
     box1 = box_on_grid(box0, cta.grid, g1) if resampled else box0
     final = crop_grid(g1, box1)
     with stage("register"):
@@ -171,6 +181,16 @@ def _sample(cta: Volume, ncct: Volume, mask: Volume | None, final: Grid, box0: B
     out_mask = None if mask is None else crop(mask.with_array(
         (np.asarray(mask.array) > 0).astype(np.uint8)), box0)
     return out_cta, out_ncct, out_mask
+
+
+def _require_both(vols) -> None:
+    """A dataset written by ``preprocess`` is for training, whose cases need both scans
+    (``predict`` takes a one-modality case as it is, nothing to preprocess first)."""
+    for name in ("cta", "ncct"):
+        if getattr(vols, name) is None:
+            raise ClotsegError(f"case {vols.case_id}: no {name.upper()}; preprocessing "
+                               "needs a CTA and an NCCT (`predict` takes a one-modality "
+                               "case as it is)")
 
 
 def _check_inputs(cta: Volume, ncct: Volume, mask: Volume | None) -> None:
@@ -290,6 +310,7 @@ def preprocess_dataset(data: str | Path, out: str | Path,
             warnings.simplefilter("always")
             try:
                 vols = case.load()
+                _require_both(vols)
                 pc = preprocess_case(vols.cta, vols.ncct, vols.mask, settings)
                 folder = out / case.case_id
                 write_volume(pc.cta, folder / "cta.nii.gz")

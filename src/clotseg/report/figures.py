@@ -103,31 +103,55 @@ def _show(ax, image2d: np.ndarray, window, aspect: float, title: str) -> None:
     ax.set_axis_off()
 
 
-def clot_slices_png(cta: Volume, ncct: Volume, ref: Volume | None, pred: Volume | None,
-                    path: str | Path | None = None, n_slices: int = 3) -> bytes:
+def clot_slices_png(cta: Volume | None, ncct: Volume | None, ref: Volume | None,
+                    pred: Volume | None, path: str | Path | None = None,
+                    n_slices: int = 3) -> bytes:
     """Axial slices through the clot centre; returns PNG bytes (and writes ``path``).
 
     One row per slice: CTA (vessel window) on the left, NCCT (brain window) on the right,
     reference outline green, prediction outline red. Without any clot the middle slices
-    are shown. ``ncct``, ``ref`` and ``pred`` must be on the CTA grid.
+    are shown. ``ncct``, ``ref`` and ``pred`` must be on the CTA grid. A one-modality
+    case (``cta`` or ``ncct`` None) keeps both columns: the absent scan's panels are
+    black, titled "no CTA" / "no NCCT", with the outlines still drawn, so the figure says
+    what is missing instead of silently showing one column.
+
+    Args:
+        cta, ncct: the scans on one grid (either, not both, None).
+        ref, pred: reference and predicted masks on that grid, or None.
+        path: where to write the PNG, or None.
+        n_slices: how many axial slices (rows).
+
+    Examples:
+        >>> import numpy as np
+        >>> v = Volume(np.zeros((8, 8, 4), np.int16), (1.0, 1.0, 1.0))
+        >>> clot_slices_png(None, v, None, None)[:4]
+        b'\\x89PNG'
     """
     if n_slices < 1:
         raise ValueError("n_slices must be at least 1")
-    orient = orientation_of(cta.grid)
-    c = _canonical(cta, orient, cta)
-    nc = _canonical(ncct, orient, cta)
-    r, p = (_canonical(v, orient, cta) for v in (ref, pred))
+    base = cta if cta is not None else ncct
+    if base is None:
+        raise ValueError("a figure needs a CTA or an NCCT")
+    orient = orientation_of(base.grid)
+    c = _canonical(cta, orient, base)
+    nc = _canonical(ncct, orient, base)
+    r, p = (_canonical(v, orient, base) for v in (ref, pred))
     r = None if r is None else r > 0
     p = None if p is None else p > 0
-    zs = _clot_slices([r, p], c.shape[2], n_slices)
-    sp = orient.canonical_spacing(cta.spacing)
+    depth = (c if c is not None else nc).shape[2]
+    zs = _clot_slices([r, p], depth, n_slices)
+    sp = orient.canonical_spacing(base.spacing)
     aspect = sp[1] / sp[0]  # imshow aspect = height / width of one pixel
     fig, axes = _figure(len(zs), 2)
     for row, z in enumerate(zs):
         for col, (img, win, name) in enumerate(((c, CTA_DISPLAY_WINDOW, "CTA"),
                                                 (nc, NCCT_DISPLAY_WINDOW, "NCCT"))):
             ax = axes[row, col]
-            _show(ax, img[:, :, z], win, aspect, f"{name}  axial {z + 1}/{c.shape[2]}")
+            if img is None:  # the absent scan: a black panel that says so
+                blank = np.zeros(_canonical(base, orient, base).shape[:2], np.float32)
+                _show(ax, blank, (0.0, 1.0), aspect, f"no {name} (not given)")
+            else:
+                _show(ax, img[:, :, z], win, aspect, f"{name}  axial {z + 1}/{depth}")
             _outline(ax, None if r is None else r[:, :, z], REF_COLOUR)
             _outline(ax, None if p is None else p[:, :, z], PRED_COLOUR)
     return _save(fig, path)

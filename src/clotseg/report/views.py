@@ -244,8 +244,12 @@ def _figures(case, pred: Path | None, messages: list[str], settings=None
     from clotseg.report.figures import clot_slices_png, mip_png
 
     vols = case.load()
-    cta = vols.cta
-    ncct = ncct_on_cta_grid(vols.ncct, cta, settings, case.case_id)
+    cta = vols.reference  # the CTA, or the NCCT of a case without one (masks lie on it)
+    for name in ("cta", "ncct"):
+        if getattr(vols, name) is None:
+            messages.append(f"no {name.upper()} in this case: its panels are blank")
+    ncct = (None if vols.ncct is None else vols.ncct if vols.cta is None
+            else ncct_on_cta_grid(vols.ncct, cta, settings, case.case_id))
     ref = vols.mask
     if ref is not None and not ref.grid.same_as(cta.grid):
         messages.append("reference mask is not on the CTA grid; its outline is not drawn")
@@ -261,8 +265,11 @@ def _figures(case, pred: Path | None, messages: list[str], settings=None
         if not mask.grid.same_as(cta.grid):
             messages.append(f"{path.name} is not on the CTA grid; its outline is not drawn")
             mask = None
-    return (data_uri(clot_slices_png(cta, ncct, ref, mask, None)),
-            data_uri(mip_png(cta, ref, mask, None)))
+    slices = data_uri(clot_slices_png(vols.cta, ncct, ref, mask, None))
+    if vols.cta is None:  # the MIP shows contrast-filled vessels: a CTA's alone
+        messages.append("no CTA: no MIP")
+        return slices, None
+    return slices, data_uri(mip_png(cta, ref, mask, None))
 
 
 def case_card(cid: str, number: int, row: dict | None, clots: dict | None, index,

@@ -61,7 +61,8 @@ def model_spec(cfg: Config) -> ModelSpec:
     return ModelSpec(cfg.model.name, kwargs, slab=cfg.data.slab,
                      windows={k: [float(x) for x in v] for k, v in cfg.data.windows.items()},
                      pad_multiple=cfg.data.pad_multiple, threshold=cfg.train.threshold,
-                     min_component_mm3=cfg.train.min_component_mm3, preprocess=None)
+                     min_component_mm3=cfg.train.min_component_mm3, preprocess=None,
+                     modality_dropout=float(cfg.train.modality_dropout))
 
 
 def build_model(spec: ModelSpec) -> torch.nn.Module:
@@ -393,7 +394,8 @@ class Trainer:
         self.source, self.batch_mode = make_source(self.train_cases, cfg, self.device)
         sampler = SliceSampler(self.train_cases, cfg.data.clot_fraction, cfg.data.patch)
         self.factory = BatchFactory(self.source, sampler, cfg.train.batch_size, cfg.data.patch,
-                                    cfg.augment, cfg.data.windows)
+                                    cfg.augment, cfg.data.windows,
+                                    modality_dropout=cfg.train.modality_dropout)
 
     def build_or_resume(self) -> None:
         """Move the network to the device, make optimiser, schedule, loss and clock, and on
