@@ -254,3 +254,41 @@ def test_low_resolution_keeps_size_and_smooths():
     out = low_resolution(x, torch.tensor([1.0, 0.5]))
     assert out.shape == x.shape and torch.equal(out[0], x[0])
     assert out[1].std() < 0.2 * x[1].std()
+
+
+def test_modality_dropout_blanks_exactly_one_modality_per_sample(cached):
+    # Forced dropout (probability 1): every sample has exactly one modality's slab at the
+    # value predict feeds for a missing scan, the other untouched; the mask is unchanged.
+    from clotseg.data.slabs import MISSING_VALUE
+
+    cases = cached[2]
+    canvas = canvas_size(cases, 16, 32)
+    src, sampler = MemmapSource(cases, 3, canvas), SliceSampler(cases, 0.5, 32)
+    plain = BatchFactory(src, sampler, 16, 32, AugmentConfig())
+    dropped = BatchFactory(src, sampler, 16, 32, AugmentConfig(), modality_dropout=1.0)
+    x0, y0 = plain.make(5)
+    x, y = dropped.make(5)
+    assert torch.equal(y, y0)
+    blank = (x == MISSING_VALUE).flatten(2).all(-1)  # (B, 6): channel entirely missing
+    cta_gone, ncct_gone = blank[:, :3].all(1), blank[:, 3:].all(1)
+    assert (cta_gone ^ ncct_gone).all() and cta_gone.any() and ncct_gone.any()
+    for b in range(16):  # the kept modality is the augmented batch's, bit for bit
+        keep = slice(3, 6) if cta_gone[b] else slice(0, 3)
+        assert torch.equal(x[b, keep], x0[b, keep])
+    # off (the default of the factory, the original preset): the batch is unchanged
+    assert torch.equal(BatchFactory(src, sampler, 16, 32, AugmentConfig(),
+                                    modality_dropout=0.0).make(5)[0], x0)
+
+
+def test_a_training_case_needs_both_scans(phantom_cohort, tmp_path):
+    import shutil
+
+    from clotseg.data.cache import cache_case
+
+    case = discover(phantom_cohort).cases[0]
+    folder = tmp_path / "data" / case.case_id
+    shutil.copytree(case.cta.parent, folder)
+    next(folder.glob("ncct.*")).unlink()
+    one = discover(tmp_path / "data").cases[0]
+    with pytest.raises(ClotsegError, match="no NCCT; a training case needs both"):
+        cache_case(one, tmp_path / "cache", WINDOWS)

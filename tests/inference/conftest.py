@@ -28,19 +28,26 @@ PAINT_LEVEL = 0.75
 
 
 class PaintNet(nn.Module):
+    """``modality``: which block's centre channel is read: ``cta`` (default), ``ncct``, or
+    ``any`` (either above the level: one network for CTA-only and NCCT-only cases)."""
+
     def __init__(self, in_channels: int = 2, level: float = PAINT_LEVEL,
-                 need_above: bool = False):
+                 need_above: bool = False, modality: str = "cta"):
         super().__init__()
         self.slab = in_channels // 2
         self.level = level
         self.need_above = need_above
+        self.blocks = {"cta": [0], "ncct": [1], "any": [0, 1]}[modality]
         self.register_buffer("scale", torch.tensor(10.0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = self.slab // 2
-        hit = x[:, c:c + 1] > self.level
-        if self.need_above:
-            hit = hit & (x[:, c + 1:c + 2] > self.level)
+        hit = torch.zeros_like(x[:, :1], dtype=torch.bool)
+        for b in self.blocks:
+            c = b * self.slab + self.slab // 2
+            block = x[:, c:c + 1] > self.level
+            if self.need_above:
+                block = block & (x[:, c + 1:c + 2] > self.level)
+            hit = hit | block
         return torch.where(hit, self.scale, -self.scale)
 
 
@@ -130,9 +137,11 @@ def case_volumes(mask: np.ndarray, direction, spacing=(0.45, 0.6, 1.7),
             Volume(ncct.astype(np.int16), spacing, origin, d))
 
 
-def write_case(folder: Path, cta: Volume, ncct: Volume | None, fmt: str = ".nii.gz") -> Path:
+def write_case(folder: Path, cta: Volume | None, ncct: Volume | None, fmt: str = ".nii.gz"
+               ) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    write_volume(cta, folder / f"cta{fmt}")
+    if cta is not None:
+        write_volume(cta, folder / f"cta{fmt}")
     if ncct is not None:
         write_volume(ncct, folder / f"ncct{fmt}")
     return folder

@@ -32,21 +32,24 @@ def test_broken_case_is_reported_and_others_finish(tmp_path, paint_run, capsys):
     bad = data / "b_corrupt"
     write_case(bad, *case_volumes(painted, DIRECTIONS["identity"]))
     (bad / "cta.nii.gz").write_text("this is not an image\n")
-    write_case(data / "d_no_ncct", case_volumes(painted, DIRECTIONS["identity"])[0], None)
+    # a folder with a mask but neither scan fails; one with only a CTA is predicted
+    # (test_missing_modality.py) and so is not a broken case any more
+    write_volume(case_volumes(painted, DIRECTIONS["identity"])[0].with_array(painted),
+                 data / "d_no_scan" / "clot.nii.gz", mask=True)
     out = tmp_path / "out"
     assert main(["predict", str(paint_run), str(data), str(out), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "b_corrupt" in err and str(bad / "cta.nii.gz") in err
-    assert "d_no_ncct" in err and "NCCT" in err
+    assert "d_no_scan" in err and "neither a CTA nor an NCCT" in err
     for name in ("a_good", "c_good"):
         np.testing.assert_array_equal(read_volume(out / f"{name}.nii.gz").array, painted)
-    assert not (out / "b_corrupt.nii.gz").exists() and not (out / "d_no_ncct.nii.gz").exists()
+    assert not (out / "b_corrupt.nii.gz").exists() and not (out / "d_no_scan.nii.gz").exists()
     rows = _rows(out)
     assert {r["case_id"] for r in rows} == {"a_good", "c_good"}
     assert all(r["n_components"] == "2" for r in rows)
     summary = json.loads((out / "predict.json").read_text())
     assert summary["ok"] == ["a_good", "c_good"] and summary["complete"]
-    assert set(summary["failed"]) == {"b_corrupt", "d_no_ncct"}
+    assert set(summary["failed"]) == {"b_corrupt", "d_no_scan"}
     failure = next(f for f in summary["failures"] if f["case_id"] == "b_corrupt")
     assert failure["file"] == str(bad / "cta.nii.gz")
 

@@ -166,13 +166,13 @@ def test_predict_writes_scores_and_flags(tmp_path, paint_run):
     out = tmp_path / "out"
     assert main(["predict", str(paint_run), str(tmp_path / "data"), str(out), "--quiet"]) == 0
     header, rows = _table(out / "cases.csv")
-    assert header == PATIENT_CSV_COLUMNS and header[-2:] == ["qc_score", "review"]
+    assert header == PATIENT_CSV_COLUMNS and header[-3:] == ["qc_score", "review", "inputs"]
     cases = {r["case_id"]: r for r in rows}
     qc = {c: float(r["qc_score"]) for c, r in cases.items()}
     assert cases["clean"]["review"] == "False" and cases["rival"]["review"] == "True"
     assert qc["speck"] > qc["clean"] and qc["rival"] > qc["clean"]
     header, clots = _table(out / "clots.csv")
-    assert header == CLOTS_CSV_COLUMNS and header[-1] == "qc_score"
+    assert header == CLOTS_CSV_COLUMNS and header[-2:] == ["qc_score", "inputs"]
     by_case = {r["case_id"]: r for r in clots}
     assert len(clots) == 3  # the rival is dropped by the primary-clot rule
     assert float(by_case["clean"]["qc_score"]) == pytest.approx(qc["clean"], abs=1e-4)

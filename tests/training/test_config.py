@@ -76,3 +76,23 @@ def test_target_spacing_accepts_auto_none_and_a_list():
                             ("[0.7, 0.7, 1.0]", [0.7, 0.7, 1.0])):
         cfg = check(apply_overrides(Config(), [f"data.target_spacing={value}"]))
         assert cfg.data.target_spacing == expected
+
+
+def test_modality_dropout_is_a_probability_up_to_one_half(tmp_path):
+    from clotseg.runs import Run
+
+    assert Config().train.modality_dropout == 0.2
+    assert preset("original").train.modality_dropout == 0.0  # the original had none
+    check(apply_overrides(preset("default"), ["train.modality_dropout=0.5"]))
+    for bad in ("0.9", "-0.1"):
+        with pytest.raises(ConfigError, match="train.modality_dropout must be a probability"):
+            check(apply_overrides(preset("default"), [f"train.modality_dropout={bad}"]))
+    # a run's config.yaml from before the setting existed: trained without it, so a
+    # resume must not switch it on
+    cfg = preset("default").to_dict()
+    del cfg["train"]["modality_dropout"]
+    import yaml
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert Run(tmp_path).read_config().train.modality_dropout == 0.0
+    assert Run(tmp_path).read_config(lenient=True).train.modality_dropout == 0.0

@@ -45,6 +45,7 @@ def test_two_epoch_run_writes_every_artifact(phantom_cohort, tmp_path, capsys):
     model, spec = load_model(run)
     assert spec.slab == 1 and spec.model_kwargs["in_channels"] == 2
     assert spec.pad_multiple == 16 and spec.windows["cta"] == [-100.0, 700.0]
+    assert spec.modality_dropout == 0.2 and spec.trained_for_missing  # the default
     out = model(torch.zeros(1, 2, 48, 32))
     assert out.shape == (1, 1, 48, 32)
     printed = capsys.readouterr().out
@@ -212,3 +213,16 @@ def test_mask_roi_is_not_repeated_at_inference(tmp_path):
     (tmp_path / "preprocess.json").write_text("{not json")
     with pytest.raises(ClotsegError, match="preprocess.json"):
         inference_settings_of(tmp_path)
+
+
+def test_modality_dropout_trains_and_is_recorded(phantom_cohort, tmp_path):
+    # Real steps with half the samples missing a modality; model.json records it so that
+    # predict knows the model has seen missing inputs.
+    run = tmp_path / "run"
+    assert main(["train", str(phantom_cohort), "--out", str(run), "--epochs", "1", *TINY,
+                 "--set", "train.modality_dropout=0.5",
+                 "--set", "train.tune_postprocess=false"]) == 0
+    assert np.isfinite(losses(run)).all()
+    spec = load_model_spec(run)
+    assert spec.modality_dropout == 0.5
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["modality_dropout"] == 0.5

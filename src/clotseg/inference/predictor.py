@@ -228,7 +228,8 @@ class Predictor:
     def _warn_missing(self, missing: str) -> None:
         """Say that a case is predicted without one scan, and when a model never saw that."""
         have = "NCCT" if missing == "cta" else "CTA"
-        warnings.warn(f"only a {have} (no {missing.upper()}): predicted from the {have} "
+        article = "an" if have == "NCCT" else "a"
+        warnings.warn(f"only {article} {have} (no {missing.upper()}): predicted from the {have} "
                       f"alone; measurements that need the {missing.upper()} are empty",
                       UserWarning, stacklevel=3)
         untrained = [str(m.run) for m in self.members if not m.spec.trained_for_missing]
