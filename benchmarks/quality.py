@@ -13,13 +13,24 @@ then predicts and scores two held-out cohorts:
 Per cohort it reports median Dice, missed clots, clot-free patients given a false
 positive, median HD95, per-patient clot volume and length against the truth (Pearson r),
 perviousness error, false-positive components per patient, and Dice / sensitivity by clot
-location and by clot length. Per-patient volume, length and perviousness come from
-``cases.csv`` (the primary clot), as a user would read them.
+location and by clot length, and detection sensitivity (clots found) and specificity
+(clot-free patients without a false positive). Per-patient volume, length and
+perviousness come from ``cases.csv`` (the primary clot), as a user would read them.
+
+Missing scans (``--inputs``, default ``both,cta,ncct``): each test cohort is predicted
+with both scans, then with the NCCT removed (``cta``: CTA only) and with the CTA removed
+(``ncct``: NCCT only). A one-modality cohort is a real copy of the cohort without that
+file, as a user would have it. Without the CTA the masks lie on the NCCT grid, so that
+copy's reference mask is the truth put onto the NCCT grid (nearest-label resampling in
+patient space; the phantom's scans are co-registered). ``cohorts.<name>`` stays the
+result with both scans; ``cohorts.<name>_cta_only`` and ``cohorts.<name>_ncct_only`` are
+the others, with the same metrics (perviousness needs both, so it is empty there).
 
     python benchmarks/quality.py --time-limit 30                     # the full benchmark
     python benchmarks/quality.py --time-limit 8 --label no-fp-filter --set train.fp_filter=false
     python benchmarks/quality.py --run RUN                            # score an existing run
     python benchmarks/quality.py --quick                              # a few minutes, smoke
+    python benchmarks/quality.py --run RUN --inputs ncct              # NCCT-only cohorts
 
 Wall-clock budgets depend on the machine and its load; the JSON records both.
 """
@@ -32,6 +43,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -46,6 +58,8 @@ COHORTS = {  # name: (seed, shift, format)
     "shifted": (202, "shifted", "nrrd"),
 }
 LENGTH_BINS = [("<10mm", 0.0, 10.0), ("10-25mm", 10.0, 25.0), (">25mm", 25.0, math.inf)]
+#: ``--inputs`` value -> (scan removed from the cohort copy, suffix of its cohorts key).
+INPUTS = {"both": (None, ""), "cta": ("ncct", "_cta_only"), "ncct": ("cta", "_ncct_only")}
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -62,9 +76,61 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--no-fp-filter", action="store_true",
                    help="predict without the run's learned false-positive filter")
+    p.add_argument("--inputs", default="both,cta,ncct", type=_inputs_arg,
+                   help="scans to predict each test cohort with, comma-separated: both, cta "
+                        "(NCCT removed), ncct (CTA removed); default all three")
     p.add_argument("--quick", action="store_true", help="tiny cohorts and budget (smoke test)")
     p.add_argument("--out", default=None, help="also write the JSON here")
     return p.parse_args(argv)
+
+
+def _inputs_arg(text: str) -> list[str]:
+    """``--inputs``: a comma-separated subset of :data:`INPUTS`, in the order given."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in items if t not in INPUTS]
+    if not items or bad:
+        raise argparse.ArgumentTypeError(f"--inputs {text!r}: choose from "
+                                         f"{', '.join(INPUTS)} (comma-separated)")
+    return list(dict.fromkeys(items))
+
+
+def cohort_without(data: Path, drop: str, dest: Path) -> Path:
+    """A copy of cohort ``data`` in ``dest`` without the ``drop`` scan (``cta``/``ncct``)
+    of each case: real files, as a user with one scan has them. Without the CTA the
+    reference mask is put onto the NCCT grid (module docstring). Made once; a copy from
+    an earlier call is reused when its truth.csv equals the cohort's."""
+    if (dest / "truth.csv").is_file() and (
+            (dest / "truth.csv").read_bytes() == (data / "truth.csv").read_bytes()):
+        return dest
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for case in sorted(p for p in data.iterdir() if p.is_dir()):
+        _copy_case_without(case, drop, tmp / case.name)
+    shutil.copy2(data / "truth.csv", tmp / "truth.csv")
+    tmp.rename(dest)
+    return dest
+
+
+def _copy_case_without(case: Path, drop: str, dest: Path) -> None:
+    """One case folder without its ``drop`` scan (see :func:`cohort_without`)."""
+    from clotseg.io.readers import read_volume, write_volume
+    from clotseg.preprocess.resample import resample_to_grid
+
+    dest.mkdir(parents=True)
+    files = {f.name.split(".")[0]: f for f in case.iterdir() if f.is_file()}
+    if "motion" in files and drop == "cta":
+        raise SystemExit(f"{case}: unregistered NCCT (motion.json); the truth cannot be put "
+                         "on the NCCT grid without the motion")
+    for stem, f in files.items():
+        if stem == drop:
+            continue
+        if stem == "clot" and drop == "cta":  # masks of NCCT-only cases lie on its grid
+            on_ncct = resample_to_grid(read_volume(f), read_volume(files["ncct"]).grid,
+                                       interpolation="label")
+            write_volume(on_ncct, dest / f.name, mask=True)
+        else:
+            shutil.copy2(f, dest / f.name)
 
 
 def clotseg(*argv: str) -> None:
@@ -185,6 +251,9 @@ def score(pred: Path, data: Path) -> dict:
         "median_dice": median(dice.values()),
         "mean_dice": float(np.nanmean(list(dice.values()))),
         "median_dice_clot_patients": median(dice[c] for c in clot_ids),
+        "detection_sensitivity": (sum(detected.values()) / len(clot_ids)
+                                  if clot_ids else None),
+        "detection_specificity": (1 - len(fp_free) / len(free_ids) if free_ids else None),
         "clots_missed": sum(not d for d in detected.values()),
         "missed_fraction": (sum(not d for d in detected.values()) / len(clot_ids)
                             if clot_ids else None),
@@ -249,14 +318,21 @@ def main(argv=None) -> None:
         result["training"] = {k: info.get(k) for k in ("best_val_dice", "best_epoch",
                                                        "epochs_done", "stopped", "seconds")}
     result["cohorts"] = {}
+    result["inputs"] = args.inputs
     for name in ("same", "shifted"):
-        pred = work / "preds" / f"{args.label}_{name}"
-        t = time.perf_counter()
-        clotseg("predict", str(run), str(data[name]), str(pred), "--quiet",
-                "--device", args.device, *(["--no-fp-filter"] if args.no_fp_filter else []))
-        secs = time.perf_counter() - t
-        result["cohorts"][name] = {"predict_seconds_per_case": round(secs / args.test_cases, 2),
-                                   **score(pred, data[name])}
+        for inputs in args.inputs:
+            drop, suffix = INPUTS[inputs]
+            cohort = data[name] if drop is None else cohort_without(
+                data[name], drop, data[name].with_name(f"{data[name].name}{suffix}"))
+            pred = work / "preds" / f"{args.label}_{name}{suffix}"
+            t = time.perf_counter()
+            clotseg("predict", str(run), str(cohort), str(pred), "--quiet",
+                    "--device", args.device, *(["--no-fp-filter"] if args.no_fp_filter else []))
+            secs = time.perf_counter() - t
+            result["cohorts"][f"{name}{suffix}"] = {
+                "inputs": ["cta", "ncct"] if drop is None else [inputs],
+                "predict_seconds_per_case": round(secs / args.test_cases, 2),
+                **score(pred, cohort)}
     result["seconds_total"] = round(time.perf_counter() - t0, 1)
     emit(result, args.out)
 

@@ -11,9 +11,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="trained run folder (from `clotseg train`), or a model "
                                     "exported by `clotseg export` (model.zip, model.onnx)")
     parser.add_argument("input", help="a case folder (cta/ncct files or cta/ and ncct/ DICOM "
-                                      "folders), or a dataset in any supported layout")
-    parser.add_argument("out", help="output folder: <case>.nii.gz masks on the CTA grid, "
-                                    "clots.csv, predict.json")
+                                      "folders; one of the two is enough, with a warning), "
+                                      "or a dataset in any supported layout")
+    parser.add_argument("out", help="output folder: <case>.nii.gz masks on the CTA grid (the "
+                                    "NCCT's for an NCCT-only case), clots.csv, cases.csv, "
+                                    "predict.json")
     parser.add_argument("--runs", nargs="+", default=[], metavar="RUN",
                         help="more run folders (e.g. the other folds): the probabilities of "
                              "all runs are averaged")
@@ -108,6 +110,10 @@ def run(args: argparse.Namespace) -> int:
     done = f" ({skipped} already done)" if skipped else ""
     print(f"{len(ok)} of {len(results)} case(s) segmented{done}, {n_clots} clot(s) measured "
           f"-> {args.out}")
+    one = sorted(r.case_id for r in ok if r.inputs and len(r.inputs) == 1)
+    if one:  # stated, never silent: these masks come from one scan
+        print(f"{len(one)} case(s) from one scan only (see the inputs column): "
+              f"{', '.join(one[:5])}{' ...' if len(one) > 5 else ''}")
     for r in failed:
         where = f" [{r.file}]" if r.file and r.file not in (r.error or "") else ""
         print(f"FAILED {r.case_id}{where}: {r.error}", file=sys.stderr)
