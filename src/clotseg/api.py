@@ -437,7 +437,8 @@ def find_cases(inputs: str | Path, *, spacing: tuple[float, float, float] | None
                            "a DICOM folder)")
     if root.name in ("imagesTs", "imagesTr") and (root.parent / "dataset.json").is_file():
         index = discover(root.parent, layout="nnunet")
-        cases = [c for c in index.cases if c.cta is not None and c.cta.parent == root]
+        cases = [c for c in index.cases  # an NCCT-only case is named by its NCCT
+                 if c.reference_path is not None and c.reference_path.parent == root]
     else:
         try:
             index = discover(root, spacing=spacing)

@@ -458,9 +458,26 @@ def _(ctx):
     return check(ctx)
 
 
-@fault("missing NCCT", 1, "missing NCCT")
+# A case with one scan used to be a fault; predict now takes it (a check warning), while
+# training still needs both scans and a case with neither is still an error.
+@fault("missing NCCT: check warns", 0, "only a CTA, no NCCT")
 def _(ctx):
     (ctx.case() / "ncct.nii.gz").unlink()
+    return check(ctx)
+
+
+@fault("missing NCCT: train refuses the case", 1, "a training case needs both")
+def _(ctx):
+    for case in sorted(ctx.data(4).iterdir()):
+        (case / "ncct.nii.gz").unlink()
+    return _train(ctx)
+
+
+@fault("neither CTA nor NCCT", 1, "neither a CTA nor an NCCT")
+def _(ctx):
+    case = sorted(ctx.data(2).iterdir())[0]  # the other case makes it a dataset
+    (case / "cta.nii.gz").unlink()
+    (case / "ncct.nii.gz").unlink()
     return check(ctx)
 
 

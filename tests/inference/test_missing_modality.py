@@ -173,3 +173,25 @@ def test_missing_channels_are_the_value_training_drops_to():
     kept = ~dropped
     assert torch.equal(y[kept], x[kept])  # the other channels untouched
     assert torch.equal(drop_modality(x, 0.0, torch.Generator().manual_seed(3)), x)
+
+
+def test_measure_and_report_figures_of_an_ncct_only_case(tmp_path):
+    # `clotseg measure` takes a mask on the NCCT grid of an NCCT-only case; the report's
+    # case figures draw the NCCT, a blank CTA panel and say what is missing (no MIP).
+    from clotseg.io.layouts import discover
+    from clotseg.io.readers import write_volume
+    from clotseg.measure.masks import measure_masks
+    from clotseg.report.views import _figures
+
+    painted = paint_mask(SHAPE)
+    ncct = _ncct_with_clot(painted, DIRECTIONS["oblique"])
+    write_case(tmp_path / "data" / "n1", None, ncct)
+    write_volume(ncct.with_array(painted), tmp_path / "masks" / "n1.nii.gz", mask=True)
+    result = measure_masks(tmp_path / "masks", tmp_path / "data")
+    assert not result.failed and {r["inputs"] for r in result.rows} == {"ncct"}
+    assert all(np.isnan(r["cta_mean_hu"]) for r in result.rows)
+    messages: list[str] = []
+    case = discover(tmp_path / "data")["n1"]
+    slices, mip = _figures(case, tmp_path / "masks", messages)
+    assert slices.startswith("data:image/png") and mip is None
+    assert any("no CTA" in m for m in messages)

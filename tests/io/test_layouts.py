@@ -62,6 +62,13 @@ def test_nnunet_raw(tmp_path):
     assert index.case_ids == ["clot_000", "clot_001", "new_001"]
     assert index["clot_001"].mask is not None and index["new_001"].mask is None
     np.testing.assert_array_equal(index["clot_001"].load().ncct.array, _pair(1)[1].array)
+    # one channel alone: a one-modality case (no problem), found by predict in imagesTs
+    write_volume(ncct, tmp_path / "imagesTs" / "new_002_0001.nii.gz")
+    one = discover(tmp_path)["new_002"]
+    assert one.problems == () and one.missing == ("cta",) and one.load().cta is None
+    from clotseg.api import find_cases
+
+    assert [c.case_id for c in find_cases(tmp_path / "imagesTs")] == ["new_001", "new_002"]
 
 
 def test_original_npy_layout_warns_and_uses_spacing(tmp_path):

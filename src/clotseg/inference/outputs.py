@@ -115,7 +115,7 @@ def _write_dicom_seg(mask: Volume, cta: Grid, path: Path, case, series: dict[str
 
     if not _cta_is_dicom(case):
         raise ClotsegError(f"{path}: DICOM-SEG needs a CTA read from DICOM (this one is "
-                           f"{case.cta})")
+                           f"{case.cta or 'absent: the case has only an NCCT'})")
     check_grid(mask.grid, cta, str(path))
     return write_dicom_seg(mask, cta_series_files(Path(case.cta), series.get("cta")), path)
 
