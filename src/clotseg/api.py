@@ -119,7 +119,7 @@ def segment_volumes(run: str | Path | Sequence[str | Path] | Predictor, cta: Vol
 
     Returns:
         ``(mask, prob, rows)``: the uint8 mask on the CTA grid, the float32 probability on
-        the CTA grid, and the ``clots.csv`` rows.
+        the CTA grid (both on the NCCT's grid without a CTA), and the ``clots.csv`` rows.
 
     Examples:
         >>> from clotseg.io.readers import read_volume

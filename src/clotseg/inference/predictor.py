@@ -230,13 +230,13 @@ class Predictor:
         have = "NCCT" if missing == "cta" else "CTA"
         article = "an" if have == "NCCT" else "a"
         warnings.warn(f"only {article} {have} (no {missing.upper()}): predicted from the {have} "
-                      f"alone; measurements that need the {missing.upper()} are empty",
+                      f"alone; measurements that need the {missing.upper()} are empty (NaN)",
                       UserWarning, stacklevel=3)
         untrained = [str(m.run) for m in self.members if not m.spec.trained_for_missing]
         if untrained:
             warnings.warn(f"{', '.join(untrained)}: trained without modality dropout "
                           f"(model.json modality_dropout missing or 0), so the model never "
-                          f"saw a missing {missing.upper()}; this mask is less reliable",
+                          f"saw a missing {missing.upper()}; its mask for this case is unvalidated",
                           UserWarning, stacklevel=3)
 
     def segment(self, cta: Volume | None, ncct: Volume | None, case_id: str = "case"
