@@ -67,6 +67,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--work", default="quality_work", help="working folder (data, runs, preds)")
     p.add_argument("--label", default="default", help="name of this configuration")
     p.add_argument("--train-cases", type=int, default=60)
+    p.add_argument("--train-thick-ncct", type=float, default=0.0, metavar="SHARE",
+                   help="share of training cases whose NCCT is a 2.5/5 mm reconstruction "
+                        "(synth --thick-ncct; the test cohorts are unchanged)")
     p.add_argument("--test-cases", type=int, default=30)
     p.add_argument("--time-limit", type=float, default=30.0, help="training budget, minutes")
     p.add_argument("--epochs", type=int, default=None, help="fixed epochs instead of a budget")
@@ -142,16 +145,19 @@ def clotseg(*argv: str) -> None:
         raise SystemExit(f"failed ({done.returncode}): clotseg {' '.join(argv)}")
 
 
-def make_cohorts(work: Path, n_train: int, n_test: int) -> dict[str, Path]:
+def make_cohorts(work: Path, n_train: int, n_test: int, train_thick: float = 0.0
+                 ) -> dict[str, Path]:
     dirs = {}
     for name, (seed, shift, fmt) in COHORTS.items():
         n = n_train if name == "train" else n_test
-        d = work / "data" / f"{name}_{n}"
+        thick = train_thick if name == "train" else 0.0
+        d = work / "data" / (f"{name}_{n}" + (f"_thick{thick:g}" if thick else ""))
         if (d / "truth.csv").is_file():
             _check_cohort_version(d)
         else:
+            extra = ["--thick-ncct", f"{thick:g}"] if thick else []
             clotseg("synth", str(d), "--cases", str(n), "--seed", str(seed), "--shift", shift,
-                    "--format", fmt, "--no-progress")
+                    "--format", fmt, "--no-progress", *extra)
         dirs[name] = d
     return dirs
 
@@ -288,7 +294,7 @@ def main(argv=None) -> None:
         args.time_limit = min(args.time_limit, 1.5)
     work = Path(args.work)
     t0 = time.perf_counter()
-    data = make_cohorts(work, args.train_cases, args.test_cases)
+    data = make_cohorts(work, args.train_cases, args.test_cases, args.train_thick_ncct)
     t_synth = time.perf_counter() - t0
     run = Path(args.run) if args.run else work / "runs" / args.label
     t_train = 0.0
@@ -305,6 +311,7 @@ def main(argv=None) -> None:
         clotseg(*argv)
         t_train = time.perf_counter() - t
     result = {"benchmark": "quality", "label": args.label, "overrides": args.set,
+              "train_thick_ncct": args.train_thick_ncct,
               "fp_filter": not args.no_fp_filter,
               "time_limit_min": None if args.epochs else args.time_limit,
               "epochs": args.epochs, "train_cases": args.train_cases,
