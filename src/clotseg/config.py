@@ -55,6 +55,9 @@ class DataConfig:
     target_spacing: list | str | None = "auto"
     patch: int = 64  # square training crop in pixels; 0 = the padded full slice
     clot_fraction: float = 0.5  # share of each batch drawn from slices that contain clot
+    # share of each batch centred near a vessel or a dense spot outside the clot (hard
+    # negatives, data/cache.py): teaches clot vs other vessel, where specks appear
+    hard_negative_fraction: float = 0.0
     scheme: str = "kfold"  # kfold | random (the original 60/20/20)
     n_folds: int = 5
     fold: int = 0
@@ -304,6 +307,8 @@ def check(cfg: Config) -> Config:
                         f"({d.pad_multiple}), got {d.patch}")
     if not 0 <= d.clot_fraction <= 1:
         problems.append("data.clot_fraction must be within [0, 1]")
+    if not 0 <= d.hard_negative_fraction <= 1 - d.clot_fraction:
+        problems.append("data.hard_negative_fraction must be within [0, 1 - clot_fraction]")
     if not 0 <= d.test_fraction < 1 or not 0 < d.val_fraction < 1:
         problems.append("data.test_fraction must be in [0, 1) and data.val_fraction in (0, 1)")
     if d.workers < 0:

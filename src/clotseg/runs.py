@@ -89,6 +89,14 @@ def read_metrics(path: Path) -> list[dict]:
     return rows
 
 
+#: Settings added after runs were first written, with the value such a run was trained
+#: with: a config.yaml without the key means the setting was off, whatever today's default.
+ADDED_SETTINGS: dict[tuple[str, str], object] = {
+    ("train", "modality_dropout"): 0.0,
+    ("data", "hard_negative_fraction"): 0.0,
+}
+
+
 @dataclass
 class ModelSpec:
     """What inference must know to reproduce training's input and output handling."""
@@ -385,9 +393,10 @@ class Run:
                     for s, values in data.items()
                     if isinstance(values, dict) and any(key.startswith(f"{s}.") for key in known)}
             cfg = from_dict(kept, source=str(self.config_path))
-        train = data.get("train")
-        if not (isinstance(train, dict) and "modality_dropout" in train):
-            cfg.train.modality_dropout = 0.0  # written before it existed: trained without
+        for (section, key), value in ADDED_SETTINGS.items():
+            values = data.get(section)
+            if not (isinstance(values, dict) and key in values):
+                setattr(getattr(cfg, section), key, value)  # written before it existed
         return cfg
 
     # ------------------------------------------------------------------------- splits

@@ -133,6 +133,46 @@ def test_sampler_oversamples_clot_slices(cached):
         assert np.min(np.abs(xs - ctr[0])) <= 16 and np.min(np.abs(ys - ctr[1])) <= 16
 
 
+def test_hard_negative_points_lie_on_vessels_and_dense_spots_outside_the_clot(cached):
+    from clotseg.data.cache import HARD_NEGATIVE_HU
+
+    cases = cached[2]
+    for case in cases:
+        pts = case.hard_points
+        assert len(pts) > 100  # a phantom head has vessels and dense spots
+        z, x, y = pts.T
+        assert not case.mask_slices[z, x, y].any()  # never on the clot
+        hu = {name: case.slices[z, ch, x, y].astype(float) * (w[1] - w[0]) + w[0]
+              for ch, (name, w) in enumerate(WINDOWS.items())}
+        lumen = (hu["cta"] >= HARD_NEGATIVE_HU["cta"][0] - 1) & (
+            hu["cta"] <= HARD_NEGATIVE_HU["cta"][1] + 1)
+        dense = (hu["ncct"] >= HARD_NEGATIVE_HU["ncct"][0] - 1) & (
+            hu["ncct"] <= HARD_NEGATIVE_HU["ncct"][1] + 1)
+        assert (lumen | dense).all()
+        assert lumen.sum() > 10 and (dense & ~lumen).sum() > 10  # both pools
+
+
+def test_sampler_centres_its_hard_share_near_hard_points(cached):
+    cases = cached[2]
+    sampler = SliceSampler(cases, 0.5, patch=32, hard_fraction=0.25)
+    picks, centres = sampler.draw(400, torch.Generator().manual_seed(0))
+    hard = picks[100:200], centres[100:200]  # batch order: anywhere, hard, clot
+    for (c, z), ctr in zip(*hard):
+        pts = cases[c].hard_points
+        on_slice = pts[pts[:, 0] == z, 1:]
+        assert len(on_slice) and np.abs(on_slice - ctr).max(axis=1).min() <= 8  # jitter
+    # a crop around a vessel sees far more lumen than a crop anywhere in the head
+    def lumen_share(sel_picks, sel_centres):
+        shares = []
+        for (c, z), (cx, cy) in zip(sel_picks, sel_centres):
+            s = np.asarray(cases[c].slices[z, 0], float) * 800 - 100
+            x0, y0 = int(max(cx - 16, 0)), int(max(cy - 16, 0))
+            shares.append((s[x0:x0 + 32, y0:y0 + 32] > 150).mean())
+        return np.mean(shares)
+    assert lumen_share(*hard) > 2 * lumen_share(picks[:100], centres[:100])
+    assert SliceSampler(cases, 0.8, 32, hard_fraction=0.5).hard_fraction == pytest.approx(0.2)
+
+
 def test_resident_and_memmap_sources_and_workers_give_identical_batches(cached):
     cases = cached[2]
     canvas = canvas_size(cases, 16, 32)

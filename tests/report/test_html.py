@@ -263,7 +263,9 @@ def test_review_badge_and_count_from_cases_csv(fake, tmp_path):
     pred = tmp_path / "pred"
     shutil.copytree(fake["pred"], pred)
     rows = [{"case_id": cid, "qc_score": 0.9 if cid == "good" else 0.1,
-             "review": cid == "good"} for cid in ("good", "clean", EVIL, AMP)]
+             "review": cid == "good", "has_clot": cid != "clean", "side": "left",
+             "length_mm": 14.2, "pervious": False, "clot_fragments": 1}
+            for cid in ("good", "clean", EVIL, AMP)]
     write_csv(pred / "cases.csv", rows, PATIENT_CSV_COLUMNS)
     out = tmp_path / "report.html"
     assert main(["report", str(fake["run"]), "--pred", str(pred), "--eval", str(fake["eval"]),
@@ -273,6 +275,11 @@ def test_review_badge_and_count_from_cases_csv(fake, tmp_path):
     assert "1 of 4 case(s) flagged" in html
     good = html[html.index("<h3>good</h3>"):]
     assert good.index("review recommended") < good.index("</article>")
+    # the occlusion in words, from the same cases.csv row (side from patient coordinates)
+    assert good.index("Predicted: left clot, 14 mm long, not pervious.") < good.index(
+        "</article>")
+    clean = html[html.index("<h3>clean</h3>"):]
+    assert clean.index("Predicted: no clot.") < clean.index("</article>")
     # without the QC columns (predicted before QC existed): no badge, no count
     (pred / "cases.csv").unlink()
     assert main(["report", str(fake["run"]), "--pred", str(pred), "--eval", str(fake["eval"]),

@@ -96,3 +96,20 @@ def test_modality_dropout_is_a_probability_up_to_one_half(tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     assert Run(tmp_path).read_config().train.modality_dropout == 0.0
     assert Run(tmp_path).read_config(lenient=True).train.modality_dropout == 0.0
+
+
+def test_hard_negative_share_is_checked_and_old_runs_read_as_trained(tmp_path):
+    import yaml
+
+    from clotseg.runs import Run
+
+    check(apply_overrides(preset("default"), ["data.hard_negative_fraction=0.5"]))
+    with pytest.raises(ConfigError, match="hard_negative_fraction"):  # no room beside clot
+        check(apply_overrides(preset("default"), ["data.hard_negative_fraction=0.6"]))
+    cfg = preset("default").to_dict()
+    cfg["data"]["hard_negative_fraction"] = 0.3
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert Run(tmp_path).read_config().data.hard_negative_fraction == 0.3
+    del cfg["data"]["hard_negative_fraction"]  # a run from before hard negatives
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert Run(tmp_path).read_config().data.hard_negative_fraction == 0.0

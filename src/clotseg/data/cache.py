@@ -6,6 +6,9 @@ slab is one contiguous read:
 
 * ``<case>.image.npy`` float16 ``(Z, 2, X, Y)`` (channel 0 CTA, 1 NCCT, canonical L-P-S),
 * ``<case>.mask.npy`` uint8 ``(Z, X, Y)``,
+* ``<case>.hard.npy`` int32 ``(n, 3)``: ``z, x, y`` of up to :data:`HARD_POINTS_PER_POOL`
+  points per pool outside the clot that look like it or like where specks appear
+  (:func:`hard_negative_points`), the centres of hard-negative crops,
 * ``<case>.json``: spacing, shape, the bounding box of the clot on every clot slice (for
   clot-centred crops without scanning masks) and a key of the source files and windows;
   an entry whose key no longer matches is rebuilt.
@@ -29,7 +32,15 @@ from clotseg.errors import ClotsegError
 from clotseg.io.atomic import atomic_path, write_text
 from clotseg.io.layouts import CaseRef
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
+
+#: Hounsfield ranges of the two pools of hard-negative crop centres (outside the clot):
+#: contrast-filled lumen on the CTA (the other vessels, where false-positive specks sit)
+#: and dense tissue on the NCCT that is not lumen on the CTA (what a hyperdense clot looks
+#: like without being one: dense or calcified walls, partial volume next to bone).
+HARD_NEGATIVE_HU = {"cta": (150.0, 600.0), "ncct": (50.0, 90.0)}
+#: Points kept per pool and case (drawn at random, seeded by the case name).
+HARD_POINTS_PER_POOL = 2048
 
 
 @dataclass
@@ -41,6 +52,7 @@ class CachedCase:
     mask_slices: np.ndarray  # (Z, X, Y) uint8 memmap
     spacing: tuple[float, ...]  # canonical (X, Y, Z) order, mm
     clot_boxes: np.ndarray  # (n, 5) int: z, x0, x1, y0, y1 (end exclusive) per clot slice
+    hard_points: np.ndarray  # (m, 3) int: z, x, y of hard-negative crop centres
 
     @property
     def depth(self) -> int:
@@ -82,6 +94,42 @@ def clot_boxes(mask_slices: np.ndarray) -> np.ndarray:
         ys = np.flatnonzero(mask_slices[z].any(axis=0))
         rows.append([int(z), int(xs[0]), int(xs[-1]) + 1, int(ys[0]), int(ys[-1]) + 1])
     return np.asarray(rows, dtype=np.int64).reshape(-1, 5)
+
+
+def hard_negative_points(slices: np.ndarray, masks: np.ndarray, windows: dict, seed: str
+                         ) -> np.ndarray:
+    """``(n, 3)`` ``z, x, y`` centres for hard-negative crops of a slice-major case.
+
+    Random crops of a head rarely contain a vessel, so a network trained on them with
+    clot-centred crops learns "bright tubular thing = clot" and leaves specks on other
+    vessels. These points (outside the clot) come from two pools, each up to
+    :data:`HARD_POINTS_PER_POOL` drawn at random: CTA lumen and NCCT-dense tissue
+    (:data:`HARD_NEGATIVE_HU`). The HU ranges are mapped through the case's windows, so
+    the points are found on the normalised arrays the cache stores.
+    """
+    rng = np.random.default_rng(int(hashlib.sha1(seed.encode()).hexdigest()[:8], 16))
+    outside = masks == 0
+    cta, ncct = slices[:, 0], slices[:, 1]
+    lumen = _in_window(cta, HARD_NEGATIVE_HU["cta"], windows["cta"]) & outside
+    dense = (_in_window(ncct, HARD_NEGATIVE_HU["ncct"], windows["ncct"]) & outside
+             & ~_in_window(cta, HARD_NEGATIVE_HU["cta"], windows["cta"]))
+    pools = []
+    for sel in (lumen, dense):
+        idx = np.flatnonzero(sel)
+        if idx.size > HARD_POINTS_PER_POOL:
+            idx = np.sort(rng.choice(idx, HARD_POINTS_PER_POOL, replace=False))
+        pools.append(np.column_stack(np.unravel_index(idx, sel.shape)))
+    return np.concatenate(pools).astype(np.int32).reshape(-1, 3)
+
+
+def _in_window(norm: np.ndarray, hu: tuple[float, float], window) -> np.ndarray:
+    """Voxels of a [0, 1]-normalised channel whose HU lay in ``hu`` (values clipped by the
+    window count only where the range reaches inside it)."""
+    lo, hi = float(window[0]), float(window[1])
+    a, b = ((h - lo) / (hi - lo) for h in hu)
+    if b <= 0.0 or a >= 1.0:  # the window shows none of the range
+        return np.zeros(norm.shape, dtype=bool)
+    return (norm >= a) & (norm <= b)
 
 
 def _settings_dict(resample: Any) -> dict | None:
@@ -137,7 +185,8 @@ def cache_case(case: CaseRef, cache_dir: Path, windows: dict, resample: Any = No
     prep = _prepare(case, windows, resample)
     slices = np.ascontiguousarray(prep.image.transpose(3, 0, 1, 2), dtype=np.float16)
     masks = np.ascontiguousarray(prep.mask.transpose(2, 0, 1))
-    for suffix, arr in ((".image.npy", slices), (".mask.npy", masks)):
+    hard = hard_negative_points(slices, masks, windows, case.case_id)
+    for suffix, arr in ((".image.npy", slices), (".mask.npy", masks), (".hard.npy", hard)):
         with atomic_path(f"{base}{suffix}") as tmp, open(tmp, "wb") as fh:
             np.save(fh, arr)
     meta = {"key": key, "version": CACHE_VERSION, "spacing": [float(s) for s in prep.spacing],
@@ -149,7 +198,8 @@ def cache_case(case: CaseRef, cache_dir: Path, windows: dict, resample: Any = No
 def _open(case_id: str, base: Path, meta: dict) -> CachedCase:
     return CachedCase(case_id, np.load(f"{base}.image.npy", mmap_mode="r"),
                       np.load(f"{base}.mask.npy", mmap_mode="r"), tuple(meta["spacing"]),
-                      np.asarray(meta["clot_boxes"], dtype=np.int64).reshape(-1, 5))
+                      np.asarray(meta["clot_boxes"], dtype=np.int64).reshape(-1, 5),
+                      np.load(f"{base}.hard.npy").astype(np.int64).reshape(-1, 3))
 
 
 def build_cache(cases: list[CaseRef], cache_dir: Path, windows: dict,

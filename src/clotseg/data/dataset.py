@@ -46,9 +46,12 @@ def canvas_size(cases: list[CachedCase], multiple: int, patch: int = 0) -> tuple
 
 
 class SliceSampler:
-    """Draws (case, slice) pairs and crop centres, ``clot_fraction`` from clot slices."""
+    """Draws (case, slice) pairs and crop centres: ``clot_fraction`` around the clot,
+    ``hard_fraction`` around hard-negative points (vessels and dense spots outside the
+    clot, :func:`clotseg.data.cache.hard_negative_points`), the rest anywhere."""
 
-    def __init__(self, cases: list[CachedCase], clot_fraction: float, patch: int = 0):
+    def __init__(self, cases: list[CachedCase], clot_fraction: float, patch: int = 0,
+                 hard_fraction: float = 0.0):
         self.planes = np.array([c.plane for c in cases], dtype=np.float64)
         self.all = np.array([(i, z) for i, c in enumerate(cases) for z in range(c.depth)],
                             dtype=np.int64)
@@ -56,6 +59,12 @@ class SliceSampler:
                  for i, c in enumerate(cases) if len(c.clot_boxes)]
         self.clot = np.concatenate(boxes) if boxes else np.zeros((0, 6), np.int64)
         self.clot_fraction = clot_fraction if len(self.clot) else 0.0
+        hard = [np.column_stack([np.full(len(c.hard_points), i), c.hard_points])
+                for i, c in enumerate(cases) if len(c.hard_points)]
+        self.hard = np.concatenate(hard) if hard else np.zeros((0, 4), np.int64)
+        # hard negatives come out of the share that is not clot-centred
+        self.hard_fraction = min(hard_fraction, 1.0 - self.clot_fraction) if len(self.hard) \
+            else 0.0
         self.patch = patch
 
     def __len__(self) -> int:
@@ -64,10 +73,17 @@ class SliceSampler:
     def draw(self, n: int, gen: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
         """``picks`` (n, 2: case, slice) and ``centres`` (n, 2) in the case's pixels."""
         n_clot = int(round(n * self.clot_fraction))
-        a = torch.randint(len(self.all), (n - n_clot,), generator=gen).numpy()
+        n_hard = min(int(round(n * self.hard_fraction)), n - n_clot)
+        n_any = n - n_clot - n_hard
+        a = torch.randint(len(self.all), (n_any,), generator=gen).numpy()
         picks = self.all[a]
         u = torch.rand(n, 4, generator=gen, dtype=torch.float64).numpy()
-        centres = u[: n - n_clot, :2] * self.planes[picks[:, 0]]  # anywhere in the slice
+        centres = u[:n_any, :2] * self.planes[picks[:, 0]]  # anywhere in the slice
+        if n_hard:  # a vessel or dense spot outside the clot, off the crop's centre
+            h = self.hard[torch.randint(len(self.hard), (n_hard,), generator=gen).numpy()]
+            jitter = (u[n_any:n_any + n_hard, :2] - 0.5) * 0.5 * self.patch
+            picks = np.concatenate([picks, h[:, :2]])
+            centres = np.concatenate([centres, h[:, 2:] + jitter])
         if n_clot:
             b = torch.randint(len(self.clot), (n_clot,), generator=gen).numpy()
             rows = self.clot[b]  # case, z, x0, x1, y0, y1

@@ -201,6 +201,31 @@ def review_recommended(patient: dict | None) -> bool:
     return str((patient or {}).get("review", "")).strip().lower() == "true"
 
 
+def patient_sentence(patient: dict | None) -> str:
+    """The card's one-line reading of the occlusion from the case's ``cases.csv`` row
+    (the primary clot and its fragments), e.g. ``"left clot, 14 mm long, pervious"``;
+    empty without a row. Side, length and perviousness only: no arterial site is named,
+    since no measurement labels one (:func:`clotseg.measure.side.describe_clot`).
+
+    Examples:
+        >>> patient_sentence({"has_clot": "True", "side": "left", "length_mm": "14.2",
+        ...                   "pervious": "True", "clot_fragments": "2"})
+        'left clot, 14 mm long, pervious (2 fragments)'
+        >>> patient_sentence({"has_clot": "False"}), patient_sentence(None)
+        ('no clot', '')
+    """
+    from clotseg.measure.side import describe_clot
+
+    if not patient or "has_clot" not in patient:
+        return ""
+    found = str(patient.get("has_clot")).strip().lower() == "true"
+    text = describe_clot({**patient, "component": 1 if found else 0})
+    pieces = as_float(patient.get("clot_fragments"))
+    if found and pieces is not None and pieces > 1:
+        text += f" ({pieces:.0f} fragments)"
+    return text
+
+
 def review_summary(patients: dict[str, dict], case_ids: list[str]) -> str:
     """One line counting the cases flagged "review recommended" among ``case_ids``;
     empty when cases.csv has no QC columns (predicted before QC existed).
@@ -310,4 +335,5 @@ def case_card(cid: str, number: int, row: dict | None, clots: dict | None, index
                   for r in found[:MAX_CLOT_ROWS]],
         "clots_more": more, "clots_note": note,
         "review": review_recommended(patient), "qc_score": fmt((patient or {}).get("qc_score"), 2),
+        "sentence": patient_sentence(patient),
     }

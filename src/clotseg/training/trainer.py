@@ -392,7 +392,8 @@ class Trainer:
         D.barrier(info)
         self.train_cases, self.val_cases = cached(splits["train"]), cached(splits["val"])
         self.source, self.batch_mode = make_source(self.train_cases, cfg, self.device)
-        sampler = SliceSampler(self.train_cases, cfg.data.clot_fraction, cfg.data.patch)
+        sampler = SliceSampler(self.train_cases, cfg.data.clot_fraction, cfg.data.patch,
+                               cfg.data.hard_negative_fraction)
         self.factory = BatchFactory(self.source, sampler, cfg.train.batch_size, cfg.data.patch,
                                     cfg.augment, cfg.data.windows,
                                     modality_dropout=cfg.train.modality_dropout)
