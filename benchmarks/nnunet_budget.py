@@ -40,7 +40,13 @@ class _BudgetSpent(Exception):
 
 
 class nnUNetTrainerBudget(nnUNetTrainer):  # nnU-Net's naming convention for trainers
-    """nnU-Net's default trainer, stopped at the first epoch end past the budget.
+    """nnU-Net's default trainer, stopped at the first epoch end past the budget, or at the
+    first iteration past it when an epoch is longer than the budget allows.
+
+    nnU-Net's 2d plan on a CPU can make one epoch (250 iterations of a large batch) longer
+    than the whole budget; stopping only at epoch ends would then give it several times
+    clotseg's training time. Stopped mid-epoch, the weights of the last iteration are saved
+    as its final checkpoint (as at any stop) and ``budget.json`` counts the iterations.
 
     Two more differences, both outside the budgeted training: ``budget.json`` (epochs done,
     training seconds, batch and patch size) is written next to the checkpoints, and
@@ -69,9 +75,27 @@ class nnUNetTrainerBudget(nnUNetTrainer):  # nnU-Net's naming convention for tra
                 "budget_s": self.budget_s, "epochs": self.current_epoch,
                 "train_seconds": seconds, "stopped": stopped,
                 "iterations_per_epoch": self.num_iterations_per_epoch,
+                "iterations_done": getattr(self, "iterations_done", 0),
                 "batch_size": self.batch_size,
                 "patch_size": [int(v) for v in self.configuration_manager.patch_size],
             }, indent=2) + "\n")
+
+    def train_step(self, batch: dict) -> dict:
+        self._check_budget()
+        out = super().train_step(batch)
+        self.iterations_done = getattr(self, "iterations_done", 0) + 1
+        return out
+
+    def validation_step(self, batch: dict) -> dict:
+        self._check_budget()
+        return super().validation_step(batch)
+
+    def _check_budget(self) -> None:
+        """Stop mid-epoch once the budget is spent (after at least one iteration)."""
+        if getattr(self, "iterations_done", 0) and (
+                time.perf_counter() - self.t_start >= self.budget_s):
+            self.print_to_log_file(f"budget spent after {self.iterations_done} iterations")
+            raise _BudgetSpent
 
     def on_epoch_end(self) -> None:
         super().on_epoch_end()

@@ -297,6 +297,7 @@ def bench_nnunet(args, work: Path, train: Path, tests: dict[str, Path], logs: Pa
         res: dict = {"train_seconds": budget["train_seconds"], "epochs": budget["epochs"],
                      "train_wall_seconds": wall, "stopped": budget["stopped"],
                      "iterations_per_epoch": budget["iterations_per_epoch"],
+                     "iterations_done": budget.get("iterations_done"),
                      "batch_size": budget["batch_size"], "patch_size": budget["patch_size"],
                      "test": {}}
         for name, folder in inputs.items():
