@@ -99,8 +99,7 @@ def block_mean(vol: Volume, target_mm) -> Volume:
     coarse working grid, which makes the Gaussian and the resampling after it several
     times cheaper. Each block's value sits at its centre, so the geometry is kept
     (a partial block at the far edge is dropped). Hand-written: it is one reshape."""
-    f = np.maximum(1, np.floor(np.asarray(target_mm, float) / np.asarray(vol.spacing)
-                               + 1e-6)).astype(int)
+    f = np.asarray(block_factors(vol.spacing, target_mm))
     if f.max() < 2:
         return vol
     arr = np.asarray(vol.array)
@@ -111,6 +110,14 @@ def block_mean(vol: Volume, target_mm) -> Volume:
     return Volume.on_grid(a, Grid(tuple(int(v) for v in n),
                                   tuple(float(v) for v in np.asarray(vol.spacing) * f),
                                   tuple(float(v) for v in origin), vol.grid.direction))
+
+
+def block_factors(spacing, target_mm) -> tuple[int, int, int]:
+    """Voxels per block and axis that :func:`block_mean` averages: ``floor(target /
+    spacing)``, at least 1."""
+    f = np.maximum(1, np.floor(np.asarray(target_mm, float) / np.asarray(spacing, float)
+                               + 1e-6)).astype(int)
+    return tuple(int(v) for v in f)
 
 
 def grid_with_spacing(grid: Grid, spacing) -> Grid:
