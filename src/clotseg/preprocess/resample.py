@@ -61,9 +61,30 @@ def resample_to_grid(vol: Volume, grid: Grid, *, transform=None, interpolation: 
         return res.with_array(res.array.astype(arr.dtype, copy=False))
     src = vol.with_array(arr.astype(np.float32, copy=False)).to_sitk()
     method = sitk.sitkLinear if interpolation == "linear" else sitk.sitkBSpline
-    out = Volume.from_sitk(sitk.Resample(src, ref, tx, method, float(default_value),
-                                         sitk.sitkFloat32))
+    out = sitk.Resample(src, ref, tx, method, float(default_value), sitk.sitkFloat32)
+    del src
+    if arr.dtype.kind in "iu":
+        return _integer_volume(out, arr.dtype)
+    out = Volume.from_sitk(out)
     return out.with_array(_cast_like(out.array, arr.dtype))
+
+
+def _integer_volume(image, dtype: np.dtype) -> Volume:
+    """A float32 SimpleITK image as a Volume of integer ``dtype`` (rounded, clipped), the
+    values of :func:`_cast_like`, converted a slab at a time from a view of the image:
+    at clinical size (100 million voxels) a whole-volume ``rint``/``clip`` would hold two
+    more float32 copies of it."""
+    import SimpleITK as sitk
+
+    view = sitk.GetArrayViewFromImage(image)  # [k, j, i]; valid while ``image`` lives
+    out = np.empty(view.shape, dtype)
+    info = np.iinfo(dtype)
+    step = max(1, 4_000_000 // max(1, int(np.prod(view.shape[1:]))))
+    for a in range(0, view.shape[0], step):
+        out[a:a + step] = np.clip(np.rint(view[a:a + step]), info.min, info.max)
+    del view
+    return Volume(out.transpose(2, 1, 0), image.GetSpacing(), image.GetOrigin(),
+                  image.GetDirection())
 
 
 def _resample_label(vol: Volume, ref, tx) -> Volume:
