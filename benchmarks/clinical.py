@@ -98,7 +98,35 @@ def write_case(folder: Path, seed: int) -> dict:
             "cta_voxels": int(np.prod(case.cta.shape)), "synth_seconds": round(synth, 2),
             "truth_voxels": int(np.count_nonzero(case.clot.array)),
             "true_motion": {k: case.truth["ncct_motion"][k]
-                            for k in ("angle_deg", "translation_mm")}}
+                            for k in ("angle_deg", "translation_mm", "cta_to_ncct")}}
+
+
+def registration_error(case_dir: str, cta_to_ncct) -> dict:
+    """The registration ``predict`` runs (deterministic: same transform), against the
+    case's true motion: distances (mm) between where the estimated and the true
+    CTA-to-NCCT maps send the 8 corners of a box halfway into the CTA."""
+    from clotseg.io.readers import read_volume
+    from clotseg.preprocess.register import register_rigid
+
+    cta = read_volume(Path(case_dir) / "cta.nii.gz")
+    ncct = read_volume(Path(case_dir) / "ncct.nii.gz")
+    c0, t0 = time.process_time(), time.perf_counter()
+    res = register_rigid(cta, ncct, warn=False)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    shape = np.asarray(cta.shape) - 1
+    corners = np.array([[a, b, c] for a in (0.25, 0.75) for b in (0.25, 0.75)
+                        for c in (0.25, 0.75)]) * shape
+    pts = cta.grid.index_to_physical(corners)
+    m = np.asarray(cta_to_ncct, float)
+    truth = pts @ m[:3, :3].T + m[:3, 3]
+    est = np.array([res.transform.TransformPoint(p.tolist()) for p in pts])
+    err = np.linalg.norm(est - truth, axis=1)
+    return {"landmark_error_mm_mean": round(float(err.mean()), 3),
+            "landmark_error_mm_max": round(float(err.max()), 3),
+            "true_motion_at_landmarks_mm_mean": round(float(
+                np.linalg.norm(pts - truth, axis=1).mean()), 3),
+            "alignment_ok": bool(res.alignment_ok), "message": res.message,
+            "seconds": round(wall, 2), "cpu_seconds": round(cpu, 2)}
 
 
 def _peak_rss_gb() -> float:
@@ -270,6 +298,8 @@ def measure_clinical(tmp: Path, args, device: str) -> dict:
                                             str(tmp / "baseline"), device, threads,
                                             args.baseline_slices)
         row["speedup"] = round(row["baseline"]["seconds"] / row["optimised"]["seconds"], 2)
+    row["registration"] = _in_fresh_process(registration_error, str(case_dir),
+                                            row["case"]["true_motion"]["cta_to_ncct"])
     row["nnunet_v2_2d"] = _in_fresh_process(nnunet, args.nnunet_model, str(case_dir),
                                             str(tmp / "optimised"), threads)
     row["load_average_after"] = list(os.getloadavg())
