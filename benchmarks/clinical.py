@@ -20,20 +20,60 @@ STAGES = ["read", "roi", "register", "resample", "normalise", "infer", "restore"
           "postprocess", "ncct_on_cta", "write", "measure"]
 
 
-def default_run(folder: Path) -> Path:
-    """A run folder as ``clotseg train`` leaves it after training the default model on a
-    ``clotseg preprocess`` dataset with default settings (weights untrained: timing only)."""
+def trained_preprocessing(folder: Path) -> tuple:
+    """``model.json``'s ``preprocess`` as the default workflow leaves it, resolved by
+    ``clotseg train``'s own code (:func:`clotseg.data.spacing.model_preprocessing`) on a
+    small standard-phantom cohort written by ``clotseg synth --unregistered`` and
+    ``clotseg preprocess`` with their defaults: ``clotseg preprocess RAW PREP && clotseg
+    train PREP`` (registration and ROI included, the path of a real CTA + NCCT pair).
+    Returns (those settings, a record for the JSON that also says what ``clotseg train
+    RAW`` without preprocessing would store)."""
+    from clotseg.cli import main
+    from clotseg.config import Config
+    from clotseg.data.spacing import model_preprocessing
+    from clotseg.io.layouts import discover
+
+    raw, prep = folder / "raw", folder / "prep"
+    for argv in (["synth", str(raw), "--cases", "1", "--unregistered", "--quiet"],
+                 ["preprocess", str(raw), str(prep), "--quiet"]):
+        if main(argv) != 0:
+            raise RuntimeError(f"clotseg {' '.join(argv)} failed")
+    target = Config().data.target_spacing
+    used, _ = model_preprocessing(prep, target, discover(prep).cases)
+    if used is None:
+        raise RuntimeError("a preprocessed dataset must give its settings to the model")
+    # Without preprocessing, train would resample to the cohort's median spacing: that of
+    # synth's default cohort (its first 20 cases' grids; drawn, not rendered).
+    from clotseg.data.spacing import patient_spacing
+    from clotseg.synth import case_seed
+    from clotseg.synth.phantom import plan_case
+
+    median = np.median([patient_spacing(plan_case(case_seed(0, k), "small").grid)
+                        for k in range(20)], axis=0)
+    from_raw = {"register": False, "spacing": [round(float(v), 2) for v in median],
+                "roi": "none"}
+    return used, {
+        "workflow": "clotseg preprocess RAW PREP && clotseg train PREP (defaults)",
+        "model_json_preprocess": used.to_dict(),
+        "data_target_spacing": target,
+        "note": "train stores the preprocessed dataset's settings; data.target_spacing is "
+                "applied only to a dataset that was not preprocessed",
+        "train_on_raw_would_store": from_raw}
+
+
+def default_run(folder: Path, preprocess) -> Path:
+    """A run folder as ``clotseg train`` leaves it after training the default model, with
+    ``preprocess`` (:func:`trained_preprocessing`) in its ``model.json`` (weights
+    untrained: timing only)."""
     import torch
 
     from clotseg.models import create_model
-    from clotseg.preprocess.pipeline import PreprocessSettings
     from clotseg.runs import ModelSpec, save_model_spec
 
     torch.manual_seed(0)
     model = create_model(DEFAULT_MODEL["name"], **DEFAULT_MODEL["kwargs"])
     save_model_spec(folder, ModelSpec(DEFAULT_MODEL["name"], DEFAULT_MODEL["kwargs"],
-                                      slab=DEFAULT_MODEL["slab"],
-                                      preprocess=PreprocessSettings()))
+                                      slab=DEFAULT_MODEL["slab"], preprocess=preprocess))
     (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.state_dict(), "model_name": DEFAULT_MODEL["name"],
                 "model_kwargs": DEFAULT_MODEL["kwargs"], "epoch": 0},
@@ -58,7 +98,35 @@ def write_case(folder: Path, seed: int) -> dict:
             "cta_voxels": int(np.prod(case.cta.shape)), "synth_seconds": round(synth, 2),
             "truth_voxels": int(np.count_nonzero(case.clot.array)),
             "true_motion": {k: case.truth["ncct_motion"][k]
-                            for k in ("angle_deg", "translation_mm")}}
+                            for k in ("angle_deg", "translation_mm", "cta_to_ncct")}}
+
+
+def registration_error(case_dir: str, cta_to_ncct) -> dict:
+    """The registration ``predict`` runs (deterministic: same transform), against the
+    case's true motion: distances (mm) between where the estimated and the true
+    CTA-to-NCCT maps send the 8 corners of a box halfway into the CTA."""
+    from clotseg.io.readers import read_volume
+    from clotseg.preprocess.register import register_rigid
+
+    cta = read_volume(Path(case_dir) / "cta.nii.gz")
+    ncct = read_volume(Path(case_dir) / "ncct.nii.gz")
+    c0, t0 = time.process_time(), time.perf_counter()
+    res = register_rigid(cta, ncct, warn=False)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    shape = np.asarray(cta.shape) - 1
+    corners = np.array([[a, b, c] for a in (0.25, 0.75) for b in (0.25, 0.75)
+                        for c in (0.25, 0.75)]) * shape
+    pts = cta.grid.index_to_physical(corners)
+    m = np.asarray(cta_to_ncct, float)
+    truth = pts @ m[:3, :3].T + m[:3, 3]
+    est = np.array([res.transform.TransformPoint(p.tolist()) for p in pts])
+    err = np.linalg.norm(est - truth, axis=1)
+    return {"landmark_error_mm_mean": round(float(err.mean()), 3),
+            "landmark_error_mm_max": round(float(err.max()), 3),
+            "true_motion_at_landmarks_mm_mean": round(float(
+                np.linalg.norm(pts - truth, axis=1).mean()), 3),
+            "alignment_ok": bool(res.alignment_ok), "message": res.message,
+            "seconds": round(wall, 2), "cpu_seconds": round(cpu, 2)}
 
 
 def _peak_rss_gb() -> float:
@@ -216,10 +284,11 @@ def _in_fresh_process(fn, *args):
 def measure_clinical(tmp: Path, args, device: str) -> dict:
     """Everything above for one case; the result block of the JSON."""
     threads = args.threads or len(os.sched_getaffinity(0))
-    case_dir, run = tmp / "case", default_run(tmp / "run")
+    preprocess, how = trained_preprocessing(tmp / "train_data")
+    case_dir, run = tmp / "case", default_run(tmp / "run", preprocess)
     row: dict = {"case": write_case(case_dir, args.seed), "model": DEFAULT_MODEL,
-                 "preprocess": "clotseg preprocess defaults (register, ROI auto 120 mm)",
-                 "threads": threads, "load_average_before": list(os.getloadavg())}
+                 "preprocess": how, "threads": threads,
+                 "load_average_before": list(os.getloadavg())}
     for name in ("optimised", "baseline"):
         (tmp / name).mkdir(parents=True, exist_ok=True)
     row["optimised"] = _in_fresh_process(optimised, str(run), str(case_dir),
@@ -229,6 +298,8 @@ def measure_clinical(tmp: Path, args, device: str) -> dict:
                                             str(tmp / "baseline"), device, threads,
                                             args.baseline_slices)
         row["speedup"] = round(row["baseline"]["seconds"] / row["optimised"]["seconds"], 2)
+    row["registration"] = _in_fresh_process(registration_error, str(case_dir),
+                                            row["case"]["true_motion"]["cta_to_ncct"])
     row["nnunet_v2_2d"] = _in_fresh_process(nnunet, args.nnunet_model, str(case_dir),
                                             str(tmp / "optimised"), threads)
     row["load_average_after"] = list(os.getloadavg())

@@ -16,13 +16,17 @@ speed-up ≥ 2 at the same Dice.
 
 ``--sizes clinical`` is the real-size benchmark: one ``clotseg synth --size clinical`` case
 (512 × 512 × 280–400 CTA, 2.5–5 mm NCCT on its own, slightly moved grid), the default
-model (``unet-original`` base 16, 2.5D slab 3) in a run folder that repeats the default
-``clotseg preprocess`` (registration, automatic 120 mm ROI, no resampling), as ``predict``
-runs it, stage by stage (read, register, ROI, infer, restore, write, measure) with the
-peak resident memory of the process. Each path runs in a fresh process, so peaks do not
+model (``unet-original`` base 16, 2.5D slab 3) in a run folder whose ``model.json``
+preprocessing is what ``clotseg train`` resolves for a ``clotseg preprocess`` dataset
+made with the defaults (registration, automatic 120 mm ROI, the CTA's own spacing; see
+clinical.trained_preprocessing), as ``predict`` runs it, stage by stage (read, register,
+ROI, infer, restore, write, measure) with the peak resident memory of the process. Each path runs in a fresh process, so peaks do not
 mix. The plain baseline is the whole volume slice by slice, without ROI, fp32; its
 network part is timed on ``--baseline-slices`` evenly spread slices and scaled to all
-slices (the JSON says so), so the benchmark stays within minutes on two cores.
+slices (the JSON says so), so the benchmark stays within minutes on two cores. The
+registration is also run on its own and compared with the case's true motion
+(``registration``: landmark error in mm). Predict's stages and the registration carry
+CPU seconds next to wall seconds: on a shared machine they are what load does not inflate.
 nnU-Net v2 2d prediction of the same case is timed when ``nnunetv2`` is installed and a
 trained 2d model folder is given with ``--nnunet-model``; otherwise the JSON says why not.
 """

@@ -54,3 +54,22 @@ def resample_settings(target, cases: list[CaseRef]) -> dict | None:
         return None
     spacing = median_spacing(cases) if target == "auto" else tuple(float(v) for v in target)
     return PreprocessSettings(register=False, spacing=spacing, roi="none").to_dict()
+
+
+def model_preprocessing(data, target, train_cases: list[CaseRef]):
+    """What ``clotseg train`` stores as ``model.json`` ``preprocess`` for a model trained
+    on ``data`` with ``data.target_spacing = target``, and the resampling its cache
+    applies: ``(settings or None, resample settings dict or None)``.
+
+    A dataset written by ``clotseg preprocess`` carries its settings, which predict
+    repeats on raw scans (register, ROI, and its ``--target-spacing`` if one was given);
+    ``target`` is then not applied. Otherwise every case is resampled to ``target``
+    (``auto``: the median spacing of ``train_cases``), with no registration and no ROI.
+    """
+    from clotseg.preprocess.pipeline import PreprocessSettings, inference_settings_of
+
+    settings = inference_settings_of(data)
+    if settings is not None:
+        return settings, None
+    resample = resample_settings(target, train_cases)
+    return (None if resample is None else PreprocessSettings.from_dict(resample)), resample

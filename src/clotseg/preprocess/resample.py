@@ -61,9 +61,30 @@ def resample_to_grid(vol: Volume, grid: Grid, *, transform=None, interpolation: 
         return res.with_array(res.array.astype(arr.dtype, copy=False))
     src = vol.with_array(arr.astype(np.float32, copy=False)).to_sitk()
     method = sitk.sitkLinear if interpolation == "linear" else sitk.sitkBSpline
-    out = Volume.from_sitk(sitk.Resample(src, ref, tx, method, float(default_value),
-                                         sitk.sitkFloat32))
+    out = sitk.Resample(src, ref, tx, method, float(default_value), sitk.sitkFloat32)
+    del src
+    if arr.dtype.kind in "iu":
+        return _integer_volume(out, arr.dtype)
+    out = Volume.from_sitk(out)
     return out.with_array(_cast_like(out.array, arr.dtype))
+
+
+def _integer_volume(image, dtype: np.dtype) -> Volume:
+    """A float32 SimpleITK image as a Volume of integer ``dtype`` (rounded, clipped), the
+    values of :func:`_cast_like`, converted a slab at a time from a view of the image:
+    at clinical size (100 million voxels) a whole-volume ``rint``/``clip`` would hold two
+    more float32 copies of it."""
+    import SimpleITK as sitk
+
+    view = sitk.GetArrayViewFromImage(image)  # [k, j, i]; valid while ``image`` lives
+    out = np.empty(view.shape, dtype)
+    info = np.iinfo(dtype)
+    step = max(1, 4_000_000 // max(1, int(np.prod(view.shape[1:]))))
+    for a in range(0, view.shape[0], step):
+        out[a:a + step] = np.clip(np.rint(view[a:a + step]), info.min, info.max)
+    del view
+    return Volume(out.transpose(2, 1, 0), image.GetSpacing(), image.GetOrigin(),
+                  image.GetDirection())
 
 
 def _resample_label(vol: Volume, ref, tx) -> Volume:
@@ -99,8 +120,7 @@ def block_mean(vol: Volume, target_mm) -> Volume:
     coarse working grid, which makes the Gaussian and the resampling after it several
     times cheaper. Each block's value sits at its centre, so the geometry is kept
     (a partial block at the far edge is dropped). Hand-written: it is one reshape."""
-    f = np.maximum(1, np.floor(np.asarray(target_mm, float) / np.asarray(vol.spacing)
-                               + 1e-6)).astype(int)
+    f = np.asarray(block_factors(vol.spacing, target_mm))
     if f.max() < 2:
         return vol
     arr = np.asarray(vol.array)
@@ -111,6 +131,14 @@ def block_mean(vol: Volume, target_mm) -> Volume:
     return Volume.on_grid(a, Grid(tuple(int(v) for v in n),
                                   tuple(float(v) for v in np.asarray(vol.spacing) * f),
                                   tuple(float(v) for v in origin), vol.grid.direction))
+
+
+def block_factors(spacing, target_mm) -> tuple[int, int, int]:
+    """Voxels per block and axis that :func:`block_mean` averages: ``floor(target /
+    spacing)``, at least 1."""
+    f = np.maximum(1, np.floor(np.asarray(target_mm, float) / np.asarray(spacing, float)
+                               + 1e-6)).astype(int)
+    return tuple(int(v) for v in f)
 
 
 def grid_with_spacing(grid: Grid, spacing) -> Grid:

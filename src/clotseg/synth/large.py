@@ -64,9 +64,12 @@ def coarse_grid(grid: Grid, factors) -> Grid:
 
 def upsample_linear(coarse: np.ndarray, factors, shape) -> np.ndarray:
     """Separable linear interpolation of samples at every ``factors[a]``-th index onto
-    every index of ``shape`` (float32; at most two full-size arrays alive at a time)."""
+    every index of ``shape`` (float32; at most two full-size arrays alive at a time).
+    The last array axis is done first and the first axis last, so that the one pass at
+    full size gathers whole contiguous planes."""
     out = np.asarray(coarse, np.float32)
-    for ax, (f, n) in enumerate(zip(factors, shape)):
+    for ax in reversed(range(out.ndim)):
+        f, n = int(factors[ax]), int(shape[ax])
         i = np.arange(n)
         i0 = i // f
         w = ((i - i0 * f) / f).astype(np.float32)
@@ -85,11 +88,11 @@ def upsample_linear(coarse: np.ndarray, factors, shape) -> np.ndarray:
 
 def upsample_nearest(coarse: np.ndarray, factors, shape) -> np.ndarray:
     """Nearest-sample upsampling of a label array (same index convention): index ``i``
-    takes coarse sample ``(i + f // 2) // f``."""
+    takes coarse sample ``(i + f // 2) // f`` (one gather per axis, the first axis last)."""
     out = coarse
-    for ax, (f, n) in enumerate(zip(factors, shape)):
-        rep = np.repeat(out, f, axis=ax)
-        out = np.take(rep, np.arange(f // 2, f // 2 + n), axis=ax)
+    for ax in reversed(range(coarse.ndim)):
+        f, n = int(factors[ax]), int(shape[ax])
+        out = np.take(out, (np.arange(n) + f // 2) // f, axis=ax)
     return np.ascontiguousarray(out)
 
 
@@ -104,6 +107,20 @@ def _ramp(n: int, width: int, at_start: bool, at_stop: bool) -> np.ndarray:
         if at_stop:
             w = np.minimum(w, (n - i - 0.5) / width)
     return np.clip(w, 0.0, 1.0)
+
+
+def detail_box(grid: Grid, points_lps: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Index box ``[start, stop)`` of ``grid`` rendered at full resolution: the points
+    (the vessel tree, LPS mm) plus :data:`TREE_MARGIN_MM`, in whole groups of ``k``
+    slices along the slice axis."""
+    sp, shape = np.asarray(grid.spacing), np.asarray(grid.shape)
+    ax = grid.axial_axis()
+    idx = grid.physical_to_index(np.atleast_2d(points_lps))
+    pad = TREE_MARGIN_MM / sp
+    start = np.clip(np.floor(idx.min(0) - pad), 0, shape - 1).astype(int)
+    stop = np.clip(np.ceil(idx.max(0) + pad) + 1, start + 1, shape).astype(int)
+    start[ax], stop[ax] = start[ax] // k * k, -(-stop[ax] // k) * k  # whole thick slices
+    return start, stop
 
 
 def render_large(render: Callable[[Grid], Rendered], grid: Grid, points_lps: np.ndarray,
@@ -142,11 +159,7 @@ def render_large(render: Callable[[Grid], Rendered], grid: Grid, points_lps: np.
         labels = upsample_nearest(c_lab, factors, shape)
         occ = np.zeros(grid.shape, bool)
     del c_cta, c_lab
-    idx = grid.physical_to_index(np.atleast_2d(points_lps))
-    pad = TREE_MARGIN_MM / sp
-    start = np.clip(np.floor(idx.min(0) - pad), 0, shape - 1).astype(int)
-    stop = np.clip(np.ceil(idx.max(0) + pad) + 1, start + 1, shape).astype(int)
-    start[ax], stop[ax] = start[ax] // k * k, -(-stop[ax] // k) * k  # whole thick slices
+    start, stop = detail_box(grid, points_lps, k)
     f_cta, f_ncct, f_occ, f_lab = render(sub_grid(grid, start, stop))
     if k > 1:
         f_ncct = slab_average(f_ncct, ax, k)

@@ -435,7 +435,12 @@ def render_case(plan: CasePlan, *, registered: bool = True,
     seeds = img["noise_seeds"]
     cta, ncct, clot_occ, labels = _render_on(plan, grid, np.eye(4), img["streaks"][:2])
     sigma = _noise_sigma(grid)
-    cta = _finish(cta, grid, img["psf_mm"], sigma * img["noise_scale"][0], seeds[0])
+    # At clinical size only the full-resolution box around the vessel tree has detail
+    # finer than the scanner's blur; the rest is interpolated from a 2 mm render.
+    detail = (large.detail_box(grid, _tree_points(plan, np.eye(4)))
+              if large.is_large(grid) else None)
+    cta = _finish(cta, grid, img["psf_mm"], sigma * img["noise_scale"][0], seeds[0],
+                  blur_box=detail)
     mask = (clot_occ >= 0.5) & (labels != LABELS["calcification"])
     del clot_occ
     if thickness is None:
@@ -481,11 +486,17 @@ def _render_on(plan: CasePlan, grid: Grid, to_cta: np.ndarray, streaks: list[dic
         if k == 1:
             return out
         return out[0], large.slab_average(out[1], grid.axial_axis(), k), out[2], out[3]
-    tree = np.vstack(plan.tree.points) @ plan.pose.T + plan.centre  # CTA LPS
-    inv = np.linalg.inv(to_cta)
-    points = tree @ inv[:3, :3].T + inv[:3, 3]
+    points = _tree_points(plan, to_cta)
     return large.render_large(lambda g: _render(plan, g, to_cta, streaks, ncct_only), grid,
                               points, ncct_only, k)
+
+
+def _tree_points(plan: CasePlan, to_cta: np.ndarray) -> np.ndarray:
+    """The vessel tree's centreline points (LPS mm) in the frame of a grid whose points
+    ``to_cta`` maps to the CTA's."""
+    tree = np.vstack(plan.tree.points) @ plan.pose.T + plan.centre  # CTA LPS
+    inv = np.linalg.inv(to_cta)
+    return tree @ inv[:3, :3].T + inv[:3, 3]
 
 
 def _finish_near(hu: np.ndarray, mask: np.ndarray, grid: Grid, psf_mm: float, sigma: float,
@@ -616,10 +627,13 @@ def _add_streaks(out: np.ndarray, plan: CasePlan, grid: Grid, to_cta: np.ndarray
 
 
 def _finish(hu: np.ndarray, grid: Grid, psf_mm: float, sigma: float, seed,
-            slab_averaged: bool = False) -> np.ndarray:
+            slab_averaged: bool = False, blur_box=None) -> np.ndarray:
     """Scanner blur (PSF plus slice profile), correlated noise, integer HU.
     ``slab_averaged``: the slice profile is already in ``hu`` (thick slices made from
-    sub-slices), only the PSF remains."""
+    sub-slices), only the PSF remains. ``blur_box`` (index ``(start, stop)``): blur only
+    there, where a large grid was rendered at full resolution; elsewhere ``hu`` is
+    linearly interpolated from a 2 mm render, which a sub-millimetre blur leaves as it is
+    (:mod:`clotseg.synth.large`)."""
     sp = np.asarray(grid.spacing)
     ax = grid.axial_axis()
     inplane = float(min(sp))
@@ -628,9 +642,23 @@ def _finish(hu: np.ndarray, grid: Grid, psf_mm: float, sigma: float, seed,
     # partial-volume edges (one in-plane voxel) already account for.
     if not slab_averaged:
         blur_mm[ax] = np.sqrt(psf_mm**2 + max(sp[ax] ** 2 - inplane**2, 0.0) / 12.0)
-    out = ndimage.gaussian_filter(hu.astype(np.float32, copy=False), blur_mm / sp, truncate=3.0)
+    if blur_box is None:
+        out = ndimage.gaussian_filter(hu.astype(np.float32, copy=False), blur_mm / sp,
+                                      truncate=3.0)
+    else:
+        out = hu.astype(np.float32, copy=False)
+        start, stop = (np.asarray(b, int) for b in blur_box)
+        reach = np.ceil(3.0 * blur_mm / sp).astype(int) + 1  # the kernel's radius
+        lo, hi = np.maximum(start - reach, 0), np.minimum(stop + reach, out.shape)
+        outer = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+        inner = tuple(slice(int(a - c), int(b - c)) for a, b, c in zip(start, stop, lo))
+        blurred = ndimage.gaussian_filter(out[outer], blur_mm / sp, truncate=3.0)
+        out[tuple(slice(int(a), int(b)) for a, b in zip(start, stop))] = blurred[inner]
+        del blurred
     out += _correlated_noise(grid.shape, ax, sigma, seed)
-    return np.clip(np.round(out), -1024, 3071).astype(np.int16)  # scanners store integer HU
+    np.round(out, out=out)
+    np.clip(out, -1024, 3071, out=out)
+    return out.astype(np.int16)  # scanners store integer HU
 
 
 def _correlated_noise(shape, axial: int, sigma: float, seed) -> np.ndarray:

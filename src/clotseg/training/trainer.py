@@ -363,18 +363,13 @@ class Trainer:
 
         Trained on ``clotseg preprocess`` output, predict repeats that preprocessing on
         raw scans and maps the mask back onto the original CTA grid; otherwise every case
-        is resampled to one voxel size (``data.target_spacing``), repeated by predict."""
-        from clotseg.preprocess.pipeline import PreprocessSettings, inference_settings_of
+        is resampled to one voxel size (``data.target_spacing``), repeated by predict
+        (:func:`clotseg.data.spacing.model_preprocessing`)."""
+        from clotseg.data.spacing import model_preprocessing
 
-        self.spec.preprocess = inference_settings_of(self.data)
-        if self.spec.preprocess is not None:
-            return None
-        from clotseg.data.spacing import resample_settings
-
-        resample = resample_settings(self.cfg.data.target_spacing,
-                                     self.index.subset(self.splits["train"]).cases)
-        self.spec.preprocess = (None if resample is None
-                                else PreprocessSettings.from_dict(resample))
+        self.spec.preprocess, resample = model_preprocessing(
+            self.data, self.cfg.data.target_spacing,
+            self.index.subset(self.splits["train"]).cases)
         return resample
 
     def build_data(self) -> None:
