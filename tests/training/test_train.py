@@ -198,6 +198,30 @@ def test_preprocess_train_predict_on_the_raw_scans(phantom_cohort, tmp_path):
     assert file_grid(written).same_as(file_grid(case / "cta.nii.gz"))
 
 
+def test_target_spacing_applies_on_top_of_a_preprocessed_dataset(phantom_cohort, tmp_path):
+    """A dataset preprocessed at each scan's own spacing still gets one voxel size: the
+    cache resamples the (registered, cropped) cases to the median spacing and model.json
+    makes predict register, crop and resample to it; a spacing chosen at preprocess wins."""
+    from clotseg.data.spacing import median_spacing, model_preprocessing
+    from clotseg.io.layouts import discover
+    from clotseg.preprocess.pipeline import PreprocessSettings
+
+    cases = discover(phantom_cohort).cases
+    (tmp_path / "preprocess.json").write_text(json.dumps(
+        {"settings": PreprocessSettings(register=True, roi="auto").to_dict()}))
+    settings, resample = model_preprocessing(tmp_path, "auto", cases)
+    assert settings.register is True and settings.roi == "auto"
+    assert settings.spacing == median_spacing(cases)
+    assert resample["register"] is False and resample["roi"] == "none"  # done already
+    assert tuple(resample["spacing"]) == settings.spacing
+    settings, resample = model_preprocessing(tmp_path, "none", cases)
+    assert settings.spacing is None and resample is None
+    (tmp_path / "preprocess.json").write_text(json.dumps(
+        {"settings": PreprocessSettings(register=True, spacing=(0.8, 0.8, 1.0)).to_dict()}))
+    settings, resample = model_preprocessing(tmp_path, [0.5, 0.5, 0.5], cases)
+    assert settings.spacing == (0.8, 0.8, 1.0) and resample is None
+
+
 def test_mask_roi_is_not_repeated_at_inference(tmp_path):
     """Crops around the reference clot cannot be made without a mask: predict keeps the
     registration and spacing and uses the whole volume."""

@@ -62,14 +62,22 @@ def model_preprocessing(data, target, train_cases: list[CaseRef]):
     applies: ``(settings or None, resample settings dict or None)``.
 
     A dataset written by ``clotseg preprocess`` carries its settings, which predict
-    repeats on raw scans (register, ROI, and its ``--target-spacing`` if one was given);
-    ``target`` is then not applied. Otherwise every case is resampled to ``target``
-    (``auto``: the median spacing of ``train_cases``), with no registration and no ROI.
+    repeats on raw scans (register, ROI, and its ``--target-spacing`` if one was given).
+    When it kept each scan's own spacing, ``target`` still applies: the cached cases
+    (already registered and cropped) are resampled to it, and predict resamples its ROI
+    to it, so that a clinical 0.4 mm scan and a 0.7 mm one show the network vessels of
+    one size, as for raw data (and inference runs on a sixth of the voxels of a 0.4 mm
+    ROI). Otherwise every case is resampled to ``target`` (``auto``: the median spacing
+    of ``train_cases``), with no registration and no ROI.
     """
+    import dataclasses
+
     from clotseg.preprocess.pipeline import PreprocessSettings, inference_settings_of
 
     settings = inference_settings_of(data)
-    if settings is not None:
-        return settings, None
     resample = resample_settings(target, train_cases)
-    return (None if resample is None else PreprocessSettings.from_dict(resample)), resample
+    if settings is None:
+        return (None if resample is None else PreprocessSettings.from_dict(resample)), resample
+    if settings.spacing is not None or resample is None:
+        return settings, None
+    return dataclasses.replace(settings, spacing=tuple(resample["spacing"])), resample
