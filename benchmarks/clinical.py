@@ -264,6 +264,11 @@ def nnunet(model_dir: str | None, case_dir: str, out: str, threads: int) -> dict
     write_volume(ncct_on_cta_grid(cta, read_volume(Path(case_dir) / "ncct.nii.gz")),
                  src / "case_0001.nii.gz")
     del cta
+    if Path(model_dir, "fold_0", "budget.json").is_file():  # trained by peer_nnunet.py
+        import nnunet_budget  # its trainer class, which nnU-Net's own search cannot find
+        from nnunetv2.inference import predict_from_raw_data
+
+        predict_from_raw_data.recursive_find_trainer_class_by_name = nnunet_budget.find_trainer
     predictor = nnUNetPredictor(device=torch.device("cpu"), use_mirroring=True)
     predictor.initialize_from_trained_model_folder(model_dir, use_folds=(0,),
                                                    checkpoint_name="checkpoint_final.pth")
@@ -276,9 +281,18 @@ def nnunet(model_dir: str | None, case_dir: str, out: str, threads: int) -> dict
             "peak_rss_gb": round(_peak_rss_gb(), 3)}
 
 
-def _in_fresh_process(fn, *args):
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(fn, *args).result()
+def _in_fresh_process(fn, *args, timeout: float | None = None):
+    """``fn(*args)`` in a fresh process (its own peak memory); past ``timeout`` seconds the
+    process is killed and TimeoutError raised."""
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"))
+    try:
+        return pool.submit(fn, *args).result(timeout=timeout)
+    except TimeoutError:
+        for proc in list(getattr(pool, "_processes", {}).values()):  # no public kill
+            proc.kill()
+        raise
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def measure_clinical(tmp: Path, args, device: str) -> dict:
@@ -300,8 +314,12 @@ def measure_clinical(tmp: Path, args, device: str) -> dict:
         row["speedup"] = round(row["baseline"]["seconds"] / row["optimised"]["seconds"], 2)
     row["registration"] = _in_fresh_process(registration_error, str(case_dir),
                                             row["case"]["true_motion"]["cta_to_ncct"])
-    row["nnunet_v2_2d"] = _in_fresh_process(nnunet, args.nnunet_model, str(case_dir),
-                                            str(tmp / "optimised"), threads)
+    try:
+        row["nnunet_v2_2d"] = _in_fresh_process(nnunet, args.nnunet_model, str(case_dir),
+                                                str(tmp / "optimised"), threads,
+                                                timeout=args.nnunet_timeout)
+    except TimeoutError:
+        row["nnunet_v2_2d"] = {"timed_out_after_s": args.nnunet_timeout, "tta": "mirroring"}
     row["load_average_after"] = list(os.getloadavg())
     o = row["optimised"]
     row["targets"] = {"end_to_end_s": 60, "end_to_end_met": o["seconds"] <= 60,

@@ -54,6 +54,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--baseline-slices", type=int, default=12,
                    help="clinical: slices the plain baseline's network is timed on")
     p.add_argument("--nnunet-model", help="clinical: a trained nnU-Net v2 2d model folder")
+    p.add_argument("--nnunet-timeout", type=float, default=900.0, metavar="S",
+                   help="clinical: stop nnU-Net's prediction after S seconds (on a small "
+                        "CPU a whole head takes hours); the JSON then says so")
     p.add_argument("--seed", type=int, default=7, help="phantom case seed")
     p.add_argument("--model", default="unet-original", help="registered model name")
     p.add_argument("--base", type=int, default=32, help="model width (32 = original size)")
