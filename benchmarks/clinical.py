@@ -56,8 +56,8 @@ def trained_preprocessing(folder: Path) -> tuple:
         "workflow": "clotseg preprocess RAW PREP && clotseg train PREP (defaults)",
         "model_json_preprocess": used.to_dict(),
         "data_target_spacing": target,
-        "note": "train stores the preprocessed dataset's settings; data.target_spacing is "
-                "applied only to a dataset that was not preprocessed",
+        "note": "train stores the preprocessed dataset's settings, with data.target_spacing "
+                "(the median spacing of its cases) when preprocess kept each scan's own",
         "train_on_raw_would_store": from_raw}
 
 
