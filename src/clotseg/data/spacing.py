@@ -75,9 +75,11 @@ def model_preprocessing(data, target, train_cases: list[CaseRef]):
     from clotseg.preprocess.pipeline import PreprocessSettings, inference_settings_of
 
     settings = inference_settings_of(data)
+    if settings is not None and settings.spacing is not None:
+        return settings, None  # preprocess chose the spacing: no need to read the headers
     resample = resample_settings(target, train_cases)
     if settings is None:
         return (None if resample is None else PreprocessSettings.from_dict(resample)), resample
-    if settings.spacing is not None or resample is None:
+    if resample is None:
         return settings, None
     return dataclasses.replace(settings, spacing=tuple(resample["spacing"])), resample
