@@ -92,9 +92,9 @@ def main(argv=None) -> int:
     from clotseg.io.layouts import discover
     from clotseg.synth import write_cohort
     from clotseg.training.losses import make_loss
+    from clotseg.training.optim import make_optimizer
     from clotseg.training.trainer import (
         build_model,
-        make_optimizer,
         model_spec,
         resolve_device,
         train_step,

@@ -72,9 +72,9 @@ def main(argv=None) -> int:
     from clotseg.data.dataset import BatchFactory, SliceSampler, batch_iterator, batch_seed
     from clotseg.io.layouts import discover
     from clotseg.training.losses import make_loss
+    from clotseg.training.optim import make_optimizer
     from clotseg.training.trainer import (
         build_model,
-        make_optimizer,
         make_source,
         model_spec,
         resolve_device,

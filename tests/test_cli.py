@@ -82,3 +82,26 @@ def test_mps_device_is_understood():
 
         with pytest.raises(ClotsegError, match="no Apple MPS device"):
             resolve_device("mps")
+
+
+def test_value_flags_hold_for_one_command_only(tmp_path, monkeypatch, capsys):
+    """--replace-nonfinite / --mask-255 reach the command (and its workers) through the
+    environment; a later main() in the same process must not inherit them."""
+    import os
+
+    monkeypatch.delenv("CLOTSEG_REPLACE_NONFINITE", raising=False)
+    monkeypatch.delenv("CLOTSEG_MASK_255", raising=False)
+    seen = {}
+
+    def fake_evaluate(pred, data, out, cases, **kw):
+        seen["replace"] = os.environ.get("CLOTSEG_REPLACE_NONFINITE")
+        seen["mask255"] = os.environ.get("CLOTSEG_MASK_255")
+        raise FileNotFoundError(2, "no such folder", str(pred))
+
+    monkeypatch.setattr("clotseg.metrics.evaluate.evaluate_dirs", fake_evaluate)
+    code = main(["evaluate", str(tmp_path / "p"), str(tmp_path / "d"), "--out",
+                 str(tmp_path / "e.csv"), "--replace-nonfinite", "-1000", "--mask-255"])
+    assert code == 1
+    assert seen == {"replace": "-1000.0", "mask255": "1"}
+    assert "CLOTSEG_REPLACE_NONFINITE" not in os.environ
+    assert "CLOTSEG_MASK_255" not in os.environ

@@ -54,6 +54,10 @@ def _wanted_command(argv: list[str]) -> str | None:
     return next((a for a in argv if a in names), None)
 
 
+#: Environment variables a command may set for itself and its workers; restored after it.
+_COMMAND_ENV = ("TQDM_DISABLE", "CLOTSEG_MASK_255", "CLOTSEG_REPLACE_NONFINITE")
+
+
 def _module(name: str):
     return importlib.import_module(f"clotseg.commands.{name.replace('-', '_')}")
 
@@ -78,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     # Progress bars only for a person watching a terminal: not with --quiet, not when
     # output goes to a file or a batch system's log. TQDM_DISABLE turns off every bar.
     args.progress = not args.quiet and sys.stdout.isatty() and sys.stderr.isatty()
-    saved_env = os.environ.get("TQDM_DISABLE")
+    # Flags passed on through the environment (progress, --mask-255, --replace-nonfinite)
+    # hold for this command only: a second main() in the same process starts clean.
+    saved_env = {name: os.environ.get(name) for name in _COMMAND_ENV}
     if not args.progress:
         os.environ["TQDM_DISABLE"] = "1"
     try:
@@ -100,10 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         return _unexpected(args.command, exc)
     finally:
-        if saved_env is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = saved_env
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _unexpected(command: str, exc: Exception) -> int:

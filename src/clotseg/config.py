@@ -123,6 +123,9 @@ class TrainConfig:
     time_limit_min: float | None = None  # stop (with a checkpoint) when this budget is used
     schedule_by_time: bool = True  # with a time limit, fit the LR schedule into it
     patience: int = 12  # early stopping: epochs without a better validation Dice
+    # ... counted only once the learning-rate schedule is this far (0-1): while the rate
+    # is high the validation Dice swings, and an early lucky epoch must not end the run
+    patience_from: float = 0.5
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast where supported (CUDA); fp32 on CPU
@@ -334,6 +337,9 @@ def check(cfg: Config) -> Config:
         problems.append("train.epochs, batch_size, steps_per_epoch, val_batch_size must be >= 1")
     if t.time_limit_min is not None and t.time_limit_min <= 0:
         problems.append("train.time_limit_min must be > 0")
+    if not 0 <= t.patience_from <= 1:
+        problems.append(f"train.patience_from must be a share of the schedule in [0, 1], "
+                        f"got {t.patience_from}")
     if not 0 <= t.modality_dropout <= MAX_MODALITY_DROPOUT:
         problems.append(f"train.modality_dropout must be a probability in "
                         f"[0, {MAX_MODALITY_DROPOUT}], got {t.modality_dropout}")

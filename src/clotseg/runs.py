@@ -94,6 +94,7 @@ def read_metrics(path: Path) -> list[dict]:
 ADDED_SETTINGS: dict[tuple[str, str], object] = {
     ("train", "modality_dropout"): 0.0,
     ("data", "hard_negative_fraction"): 0.0,
+    ("train", "patience_from"): 0.0,
 }
 
 

@@ -10,8 +10,6 @@ limit with ``train.schedule_by_time``: then the schedule follows the clock.
 
 from __future__ import annotations
 
-import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +40,7 @@ from clotseg.runs import ModelSpec, Run, TrainSummary
 from clotseg.training import distributed as D
 from clotseg.training.checkpoint import rng_state, set_rng_state
 from clotseg.training.logging import RunLog, plot_curves
+from clotseg.training.optim import Clock, LRSchedule, make_optimizer, setup_torch
 
 
 @dataclass
@@ -75,64 +74,6 @@ def build_model(spec: ModelSpec) -> torch.nn.Module:
     except TypeError as exc:
         raise ConfigError(f"model {spec.model_name!r}: bad arguments {spec.model_kwargs} "
                           f"({exc})") from None
-
-
-class LRSchedule:
-    """Learning-rate factor from training progress ``p`` in [0, 1]: linear warm-up, then
-    cosine decay to ``min_lr_ratio`` (``cosine``), a one-cycle shape (rise from lr/25 over
-    at least a quarter of training, cosine decay) or ``constant``.
-
-    ``p`` is the step count over ``epochs * steps_per_epoch``; with a time limit and
-    ``train.schedule_by_time``, the share of the time budget used, when that is larger,
-    so that a time-limited run still ends its schedule with a small learning rate.
-    """
-
-    def __init__(self, cfg: Config, total_steps: int):
-        self.o, self.total = cfg.optim, max(1, total_steps)
-        self.step, self.progress = 0, 0.0
-
-    def factor(self, p: float) -> float:
-        o, p = self.o, min(max(p, 0.0), 1.0)
-        if o.schedule == "constant":
-            return min(1.0, p / o.warmup) if o.warmup and p < o.warmup else 1.0
-        if o.schedule == "onecycle":
-            w = max(o.warmup, 0.25)
-            if p < w:
-                return 0.04 + 0.96 * 0.5 * (1 - math.cos(math.pi * p / w))
-        else:
-            w = o.warmup
-            if p < w:
-                return max(p / w, 0.01)
-        q = (p - w) / max(1e-9, 1 - w)
-        return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * q))
-
-    def advance(self, time_progress: float | None = None) -> float:
-        """Progress after one more step (time progress: from rank 0, may be None)."""
-        self.step += 1
-        p = self.step / self.total
-        if time_progress is not None:
-            p = max(p, time_progress)
-        self.progress = min(p, 1.0)
-        return self.progress
-
-    def state_dict(self) -> dict:
-        return {"step": self.step, "progress": self.progress}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.step, self.progress = int(state["step"]), float(state["progress"])
-
-
-def make_optimizer(cfg: Config, params, device: torch.device | None = None
-                   ) -> torch.optim.Optimizer:
-    """AdamW / Adam / SGD from ``cfg.optim`` (fused kernels on CUDA)."""
-    o = cfg.optim
-    fused = {"fused": True} if device is not None and device.type == "cuda" else {}
-    if o.name == "adamw":
-        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, **fused)
-    if o.name == "adam":  # the original's L2 penalty: weight decay added to the gradient
-        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay, **fused)
-    return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.momentum > 0,
-                           weight_decay=o.weight_decay)
 
 
 def validate(model, cases: list[CachedCase], cfg: Config, device, info: D.DistInfo) -> float:
@@ -170,18 +111,6 @@ def _splits(run: Run, cfg: Config, ids: list[str], resume: bool) -> dict:
                        seed=d.split_seed)
 
 
-def _setup_torch(cfg: Config, device: torch.device) -> None:
-    if cfg.train.threads > 0:
-        torch.set_num_threads(cfg.train.threads)
-    if cfg.train.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = not cfg.train.deterministic
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-
-
 def make_source(cases: list[CachedCase], cfg: Config, device: torch.device):
     """The batch source: the cohort in device memory when wanted and it fits, else the
     memory-mapped cache (read by DataLoader workers when ``data.workers`` > 0)."""
@@ -207,32 +136,6 @@ class _State:
     best_epoch: int = -1
     bad: int = 0
 
-
-class _Clock:
-    """Time budget of a ``--time-limit`` run: when to stop and how far the schedule is."""
-
-    def __init__(self, limit_min: float | None, t_start: float, progress0: float,
-                 tail_passes: int = 1):
-        self.limit = limit_min * 60 if limit_min else None
-        self.t_start, self.t_loop = t_start, time.perf_counter()
-        self.p0 = progress0
-        self.val_s, self.step_s = 0.0, 0.0
-        # passes over the validation cases still to come after the last step: the last
-        # validation, and the post-processing tuning when it is on
-        self.tail = tail_passes
-
-    def should_stop(self) -> bool:
-        if self.limit is None:
-            return False
-        return (time.perf_counter() - self.t_start + self.tail * self.val_s + self.step_s
-                > self.limit)
-
-    def progress(self) -> float | None:
-        if self.limit is None:
-            return None
-        budget = self.limit - (self.t_loop - self.t_start) - self.tail * self.val_s
-        used = (time.perf_counter() - self.t_loop) / max(budget, 1e-3)
-        return self.p0 + (1 - self.p0) * min(used, 1.0)
 
 def train(data: str | Path, run: str | Path, cfg: Config, *, resume: bool = False,
           npy_spacing=None, progress: bool = True) -> TrainResult:
@@ -335,7 +238,7 @@ class Trainer:
         fail before any data is read), read the dataset index and the splits, and write
         ``config.yaml``, ``splits.json`` and ``model.json``."""
         cfg, run = self.cfg, self.run
-        _setup_torch(cfg, self.device)
+        setup_torch(cfg, self.device)
         last = run.checkpoint_file("last")
         if self.resume and not last.is_file():
             raise ClotsegError(f"{last}: nothing to resume (no checkpoint in {run.path})")
@@ -415,7 +318,7 @@ class Trainer:
         from clotseg.training.losses import make_loss
 
         self.loss_fn = make_loss(cfg.train.loss)
-        self.clock = _Clock(cfg.train.time_limit_min, self.t_start, self.sched.progress,
+        self.clock = Clock(cfg.train.time_limit_min, self.t_start, self.sched.progress,
                             2 if cfg.train.tune_postprocess else 1)  # tuning + filter: one pass
 
     def _restore(self) -> None:
@@ -508,7 +411,10 @@ class Trainer:
         self.total_data_s += stats.data_s
         self.total_slices += stats.slices
         improved = dice > st.best
-        st.bad = 0 if improved else st.bad + 1
+        if improved:
+            st.bad = 0
+        elif self.sched.progress >= self.cfg.train.patience_from:
+            st.bad += 1  # early stopping waits for the schedule (train.patience_from)
         if improved:
             st.best, st.best_epoch = dice, epoch
         self.rows.append({"epoch": epoch + 1, "train_loss": stats.loss, "val_dice": dice,
