@@ -111,6 +111,18 @@ def test_one_modality_is_a_case_and_neither_is_a_problem(tmp_path):
     assert single.layout == "case" and single.case_ids == ["b"]
 
 
+def test_folder_named_like_a_volume_file_is_a_problem(tmp_path):
+    # cta.nii.gz/ as a folder must not turn the case into a silent NCCT-only one
+    _, ncct, _ = _pair()
+    write_volume(ncct, tmp_path / "p1" / "ncct.nii.gz")
+    (tmp_path / "p1" / "cta.nii.gz").mkdir()
+    index = discover(tmp_path)
+    assert any("folder named like a volume file" in p and "cta.nii.gz" in p
+               for p in index["p1"].problems)
+    with pytest.raises(DatasetError, match="folder named like a volume file"):
+        index["p1"].load()
+
+
 def test_no_dataset_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="no dataset found"):

@@ -138,3 +138,24 @@ def test_volume_rejects_bad_input():
         Volume(np.zeros((3, 3)))
     with pytest.raises(ValueError):
         Volume(np.zeros((3, 3, 3)), spacing=(1, 0, 1))
+
+
+def _raw_nrrd(path, directions: str) -> None:
+    """A 4x4x3 int16 NRRD whose header has the given ``space directions``."""
+    data = np.arange(48, dtype="<i2")
+    header = ("NRRD0004\ntype: int16\ndimension: 3\nspace: left-posterior-superior\n"
+              f"sizes: 4 4 3\nspace directions: {directions}\nkinds: domain domain domain\n"
+              "endian: little\nencoding: raw\nspace origin: (0,0,0)\n\n")
+    path.write_bytes(header.encode() + data.tobytes())
+
+
+@pytest.mark.parametrize("directions, reason", [
+    ("(0.6,0,0) (0.6,0,0) (0,0,1)", "axis directions are degenerate"),
+    ("(0,0,0) (0,0.6,0) (0,0,1)", "zero or negative"),
+])
+def test_degenerate_nrrd_geometry_is_named(tmp_path, directions, reason):
+    path = tmp_path / "ncct.nrrd"
+    _raw_nrrd(path, directions)
+    with pytest.raises(VolumeReadError, match=reason) as info:
+        read_volume(path)
+    assert str(path) in str(info.value)

@@ -110,7 +110,7 @@ def test_time_limit_stops_cleanly_with_a_checkpoint(phantom_cohort, tmp_path):
     assert float(read_rows(run)[0]["lr"]) < 0.5 * 3e-3
 
 
-@pytest.mark.parametrize("patience_from, epochs_done", [(0.0, 3), (0.5, 6)])
+@pytest.mark.parametrize("patience_from, epochs_done", [(0.0, 3), (0.8, 9)])
 def test_early_stopping_waits_for_the_schedule(phantom_cohort, tmp_path, monkeypatch,
                                                patience_from, epochs_done):
     """A lucky first validation must not end a run while the learning rate is still high:
@@ -122,8 +122,8 @@ def test_early_stopping_waits_for_the_schedule(phantom_cohort, tmp_path, monkeyp
                  "--set", "train.patience=2", "--set", f"train.patience_from={patience_from}",
                  "--set", "train.tune_postprocess=false"]) == 0
     info = json.loads((run / "train.json").read_text())
-    # 0.0: epochs 2 and 3 are the two bad ones; 0.5: counting starts at epoch 5 (half of
-    # the 10 planned epochs' steps), so epochs 5 and 6 are
+    # 0.0: epochs 2 and 3 are the two bad ones; 0.8: counting starts at epoch 8 (80 % of
+    # the 10 planned epochs' steps), so epochs 8 and 9 are
     assert info["stopped"] == "early-stopping" and info["epochs_done"] == epochs_done
     assert info["best_epoch"] == 1
 

@@ -237,6 +237,11 @@ def _case_from_folder(folder: Path, case_id: str) -> CaseRef:
         if len(found) > 1:  # never pick one of them silently
             problems.append(f"{found[0]}: more than one {what} in the case folder "
                             f"({', '.join(p.name for p in found)}); keep only one")
+    for p in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if (p.is_dir() and volume_suffix(p) and not p.name.startswith(".")
+                and strip_suffix(p).lower() in ("cta", "ncct", *MASK_NAMES)):
+            problems.append(f"{p}: a folder named like a volume file; expected a file "
+                            f"(or a DICOM folder named {strip_suffix(p)}/)")
     if cta is None and ncct is None:  # one of them alone is a one-modality case
         problems.append(f"{folder}: neither a CTA nor an NCCT (no cta.* / ncct.* file or "
                         "cta/ / ncct/ DICOM folder)")

@@ -269,6 +269,13 @@ def _check_gzip(path: Path, stop_after: int | None = None) -> int:
 def _short_itk_message(exc: Exception) -> str:
     """Reduce ITK's multi-line exception text to its informative last line."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for ln in lines:  # the reason sits on the "ITK ERROR" line; matrices follow it
+        if "ITK ERROR:" in ln:
+            reason = ln.split("ITK ERROR:", 1)[1].split("):", 1)[-1].strip()
+            if "determinant is 0" in reason:
+                return ("the header's axis directions are degenerate (two axes parallel "
+                        "or one of length zero): no valid voxel-to-patient mapping")
+            return "cannot read: " + reason.split(". Refusing", 1)[0][:200]
     for ln in reversed(lines):
         if "Description:" in ln:
             return "cannot read: " + ln.split("Description:", 1)[1].strip()
