@@ -324,6 +324,11 @@ def main(argv=None) -> None:
         info = json.loads(train_json.read_text())
         result["training"] = {k: info.get(k) for k in ("best_val_dice", "best_epoch",
                                                        "epochs_done", "stopped", "seconds")}
+    model_json = run / "model.json"
+    if model_json.is_file():  # the post-processing predict uses (chosen on validation)
+        spec = json.loads(model_json.read_text())
+        result.setdefault("training", {})["postprocess"] = {
+            k: spec.get(k) for k in ("threshold", "min_component_mm3")}
     result["cohorts"] = {}
     result["inputs"] = args.inputs
     for name in ("same", "shifted"):
