@@ -267,7 +267,8 @@ def _check_gzip(path: Path, stop_after: int | None = None) -> int:
 
 
 def _short_itk_message(exc: Exception) -> str:
-    """Reduce ITK's multi-line exception text to its informative last line."""
+    """Reduce ITK's multi-line exception text to one informative line: the reason on its
+    ``ITK ERROR`` line (degenerate directions named in plain words), else the last line."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     for ln in lines:  # the reason sits on the "ITK ERROR" line; matrices follow it
         if "ITK ERROR:" in ln:
