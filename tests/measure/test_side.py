@@ -2,9 +2,11 @@
 the clot centroid in LPS patient coordinates against the head's midline estimated on the
 CTA, whatever the storage direction (identity, left-right flipped, permuted, oblique).
 
-Two scenes: an analytic head (ellipsoid with a skull) whose midline is deliberately not at
-x = 0, and the phantom's own patient rendered on a grid wide enough to hold the whole
-head, whose clot side is known from the drawn segment (``M1_L`` is on the left)."""
+Scenes: an analytic head (ellipsoid with a skull) whose midline is deliberately not at
+x = 0; the phantom's own patient rendered on a grid wide enough to hold the whole head,
+whose clot side is known from the drawn segment (``M1_L`` is on the left); and
+region-of-interest scans that cut the head, where the midline is the arteries' mirror
+plane (a pair of analytic arteries, the ``small`` phantom)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import pytest
 
 from clotseg.io.volume import Grid, Volume
 from clotseg.measure.clots import CLOTS_CSV_COLUMNS, measure_case, write_clots_csv
+from clotseg.measure.midline import estimate_midline, head_midline_x, vessel_midline
 from clotseg.measure.side import MIDLINE_MM, describe_clot, side_of
 from clotseg.synth import plan_case
 from clotseg.synth.phantom import _clot_points, render_case
@@ -134,6 +137,9 @@ def test_side_of_and_describe_clot():
     assert side_of(10.0, 3.0) == "left" and side_of(-10.0, 3.0) == "right"
     assert side_of(3.0 + MIDLINE_MM, 3.0) == "midline"
     assert side_of(12.0, math.nan) is None and side_of(math.nan, 0.0) is None
+    # A range of equally plausible midlines: named only when every plane agrees.
+    assert side_of(30.0, (-5.0, 10.0)) == "left" and side_of(-30.0, (-5.0, 10.0)) == "right"
+    assert side_of(8.0, (-5.0, 10.0)) is None and side_of(0.0, (-1.0, 1.0)) == "midline"
     row = {"component": 1, "side": "left", "length_mm": 14.2, "pervious": True}
     assert describe_clot(row) == "left clot, 14 mm long, pervious"
     text = {"component": "2", "side": "midline", "length_mm": "8.6000", "pervious": "False"}
@@ -168,12 +174,53 @@ def test_phantom_clot_side_matches_the_drawn_segment():
     assert {r["side"] for r in _measure(vols)} == {"right"}
 
 
-def test_region_of_interest_phantom_gets_no_side(phantom_cohort):
+def test_region_of_interest_phantom_gets_its_side_from_the_arteries(phantom_cohort):
     """The cohort's cases are regions around the Circle of Willis that cut the head left
-    and right: the midline is unknown and the side stays empty rather than guessed."""
+    and right: the head's outline says nothing, the paired arteries' mirror plane does.
+    Every side named agrees with the drawn segment (``M1_L`` is left); a case whose image
+    allows planes on either side of the clot keeps it empty."""
     from clotseg.io.layouts import discover
 
-    for case in discover(phantom_cohort).cases[:3]:
+    with open(phantom_cohort / "truth.csv", newline="") as fh:
+        truth = {r["case_id"]: r for r in csv.DictReader(fh)}
+    named = 0
+    for case in discover(phantom_cohort).cases:
         vols = case.load()
-        for row in measure_case(case.case_id, vols.mask, vols.cta, vols.ncct):
-            assert row["side"] is None
+        rows = measure_case(case.case_id, vols.mask, vols.cta, vols.ncct)
+        if truth[case.case_id]["has_clot"] != "True":
+            continue
+        want = {"L": "left", "R": "right"}[truth[case.case_id]["segment"][-1]]
+        assert rows[0]["side"] in (want, None), case.case_id
+        named += rows[0]["side"] == want
+    assert named >= 4
+
+
+def test_arteries_mirror_plane_in_a_cut_field_of_view():
+    """A region-of-interest scan (head cut left and right) with a pair of arteries mirrored
+    about the head's midline: the side comes from their mirror plane in every storage
+    direction; one artery alone (its own mirror image) gives no midline."""
+    grid = _grid(np.eye(3), (80.0, 60.0, 16.0), (0.8, 0.8, 1.0), (HEAD_X + 6.0, 0.0, 0.0))
+    pts = grid.index_to_physical(np.indices(grid.shape).reshape(3, -1).T).reshape(
+        *grid.shape, 3)
+    x, y, z = pts[..., 0] - HEAD_X, pts[..., 1], pts[..., 2]
+    pair = ((np.hypot(np.abs(x) - 14.0, z) <= 1.5) & (y < 10)) | (
+        (np.hypot(np.abs(x) - 24.0, z - 4.0) <= 1.2) & (np.abs(y - 12) < 6))
+    clot = np.sqrt((x - 14.0) ** 2 + (y + 5) ** 2 + z**2) <= 2.0  # in the left artery
+    cta = np.where(clot, 70, np.where(pair, 320, 35)).astype(np.int16)
+    vols = tuple(Volume.on_grid(a, grid) for a in (clot.astype(np.uint8), cta, cta))
+    views = {"identity": vols, "flipped": tuple(_flip_x(v) for v in vols),
+             "permuted": tuple(_permute(v) for v in vols)}
+    for name, view in views.items():
+        assert math.isnan(head_midline_x(view[1])), name  # no head outline here
+        midline = estimate_midline(view[1], view[1])
+        assert midline.source == "vessels", name
+        assert midline.low - 1.0 <= HEAD_X <= midline.high + 1.0, (name, midline)
+        (row,) = _measure(view)
+        assert row["side"] == "left", name
+        # The clot (radius 2 mm) mirrored across that plane lands on the right artery
+        # (radius 1.5 mm, 320 HU; tissue 35 HU around it): mostly artery.
+        assert 200.0 < row["contralateral_ncct_mean_hu"] <= 320.0, name
+    one = np.where(clot, 70, np.where(pair & (x > 0), 320, 35)).astype(np.int16)
+    alone = Volume.on_grid(one, grid)
+    assert not vessel_midline(alone).known
+    assert measure_case("one", vols[0], alone, alone)[0]["side"] is None

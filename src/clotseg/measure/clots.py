@@ -21,13 +21,16 @@ finds the contralateral artery).
 * ``centroid_*_mm``: centre of the clot voxels in LPS patient coordinates (mm).
 * ``max_prob``: highest predicted probability inside the clot (NaN without a map).
 * ``contralateral_ncct_mean_hu`` and ``relative_density`` (clot / contralateral NCCT
-  mean): see :func:`contralateral_ncct_mean`; NaN when the head's midline cannot be
-  found (head not wholly inside the field of view), or the mirror image falls outside
-  the scan or onto the clot itself (a midline clot, e.g. basilar).
+  mean): see :func:`contralateral_ncct_mean`, mirrored across the head's midline on the
+  NCCT or, when the head is not wholly in view, the arteries' mirror plane if the CTA
+  fixes it to within 3 mm (:mod:`clotseg.measure.midline`); NaN when neither is found,
+  or the mirror image falls outside the scan or onto the clot itself (a midline clot,
+  e.g. basilar).
 * ``side``: ``left`` / ``right`` / ``midline`` (within 4 mm) from the centroid and the
-  head's midline estimated on the CTA (:mod:`clotseg.measure.side`); empty when the
-  midline cannot be found. Without a CTA the midline is estimated the same way on the
-  NCCT (the head's outline is the same in both scans).
+  head's midline estimated on the CTA (:mod:`clotseg.measure.midline`: the head's
+  outline, or the arteries' mirror plane when the head is not wholly in view); empty
+  when the midline cannot be found or the clot's side is not the same for every plane
+  the image allows. Without a CTA the midline is the head's outline on the NCCT.
 * ``qc_score``: the review score of this component (0 = trustworthy, 1 = review; see
   :mod:`clotseg.inference.qc`), filled in by ``predict``; NaN when measuring a mask
   without the prediction's probability map.
@@ -48,12 +51,11 @@ from clotseg.io.tables import csv_text, write_csv
 from clotseg.io.volume import Volume
 from clotseg.masks import bounding_box, component_labels
 from clotseg.measure.centreline import centreline_length_mm
+from clotseg.measure.midline import Midline, estimate_midline, head_midline_x
 from clotseg.measure.side import side_of
 
 #: Perviousness threshold: pervious when CTA − NCCT ≥ 10.9 HU (Santos 2016, Stroke).
 PERVIOUS_HU = 10.9
-#: Voxels above this NCCT value are head (tissue and bone) when finding the midline.
-HEAD_HU = -300.0
 #: How far (mm) around the mirrored position the contralateral artery is looked for.
 CONTRA_SEARCH_MM = 3.0
 
@@ -97,8 +99,9 @@ def measure_case(case_id: str, mask: Volume, cta: Volume | None, ncct: Volume | 
         return [_empty_row(case_id, prob, inputs)]
     offset = np.array([s.start for s in bbox])
     labels, n = component_labels(any_clot[bbox])  # numbered largest first
-    midline = head_midline_x(ncct) if ncct is not None else NAN
-    side_midline = head_midline_x(ref)  # the CTA (the NCCT without one) fills its own grid
+    # the CTA (the NCCT without one) fills its own grid; its arteries when the head does not
+    side_midline = estimate_midline(ref, cta)
+    midline = _mirror_plane(ncct, side_midline)
     rows = []
     for k, local_box in enumerate(ndimage.find_objects(labels), start=1):
         local = labels[local_box] == k
@@ -116,7 +119,7 @@ def measure_case(case_id: str, mask: Volume, cta: Volume | None, ncct: Volume | 
         row["contralateral_ncct_mean_hu"] = contra
         row["relative_density"] = (row["ncct_mean_hu"] / contra
                                    if math.isfinite(contra) and contra > 0 else NAN)
-        row["side"] = side_of(float(centroid[0]), side_midline)
+        row["side"] = side_of(float(centroid[0]), (side_midline.low, side_midline.high))
         row["qc_score"] = NAN  # predict fills it in (inference computes it)
         row["inputs"] = inputs
         rows.append(row)
@@ -190,26 +193,17 @@ def _empty_row(case_id: str, prob: np.ndarray | None, inputs: str = "cta+ncct") 
     return row
 
 
-def head_midline_x(ncct: Volume) -> float:
-    """LPS x (mm) of the head's mid-sagittal plane, estimated as the left-right centre of
-    mass of the head (NCCT > -300 HU); computed from per-axis sums (no voxel list).
-
-    Assumes the head is not turned much in the scanner (yaw/roll of a few degrees) and
-    lies wholly inside the field of view left to right: when the head fills more than a
-    quarter of the first or last left-right slab, the centre of mass says nothing about
-    the midline and NaN is returned.
-    """
-    head = np.asarray(ncct.array) > HEAD_HU
-    total = int(head.sum())
-    if total == 0:
+def _mirror_plane(ncct: Volume | None, midline: Midline) -> float:
+    """The plane to mirror a clot across for its contralateral NCCT: the head's outline
+    on the NCCT, else the arteries' mirror plane when it is known to within
+    :data:`CONTRA_SEARCH_MM` (the search around the mirror image absorbs the rest)."""
+    if ncct is None:
         return NAN
-    lr_axis = int(np.argmax(np.abs(ncct.grid.direction_matrix[0, :])))
-    first, last = np.take(head, 0, axis=lr_axis), np.take(head, -1, axis=lr_axis)
-    if max(first.mean(), last.mean()) > 0.25:
-        return NAN
-    mean_index = [float((np.arange(n) * head.sum(axis=tuple(a for a in range(3) if a != ax))
-                         ).sum() / total) for ax, n in enumerate(head.shape)]
-    return float(ncct.grid.index_to_physical(mean_index)[0, 0])
+    x = head_midline_x(ncct)
+    if math.isfinite(x) or midline.source != "vessels":
+        return x
+    return (midline.low + midline.high) / 2 if midline.high - midline.low <= CONTRA_SEARCH_MM \
+        else NAN
 
 
 def contralateral_ncct_mean(index: np.ndarray, clot: np.ndarray, cta: Volume, ncct: Volume,

@@ -28,7 +28,8 @@ from scipy import ndimage
 from clotseg.io.volume import Volume
 from clotseg.masks import FRAGMENT_GAP_MM, bounding_box, components, fragments_of, primary_component
 from clotseg.measure.centreline import centreline_length_mm
-from clotseg.measure.clots import NAN, PERVIOUS_HU, head_midline_x, inputs_text
+from clotseg.measure.clots import NAN, PERVIOUS_HU, inputs_text
+from clotseg.measure.midline import estimate_midline
 from clotseg.measure.side import side_of
 
 __all__ = ["FRAGMENT_GAP_MM", "PATIENT_CSV_COLUMNS", "summarise_patient"]
@@ -98,8 +99,13 @@ def summarise_patient(case_id: str, mask: Volume, cta: Volume | None, ncct: Volu
                centroid_x_mm=float(centroid[0]), centroid_y_mm=float(centroid[1]),
                centroid_z_mm=float(centroid[2]), other_components=len(others),
                other_volume_mm3=float(sum(sizes[k - 1] for k in others) * mask.voxel_volume),
-               side=side_of(float(centroid[0]), head_midline_x(ref)))
+               side=side_of(float(centroid[0]), _midline_range(ref, cta)))
     return row
+
+
+def _midline_range(ref: Volume, cta: Volume | None) -> tuple[float, float]:
+    m = estimate_midline(ref, cta)
+    return m.low, m.high
 
 
 def _clot_hu(vol: Volume | None, bbox: tuple, clot: np.ndarray) -> np.ndarray | None:

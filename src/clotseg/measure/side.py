@@ -5,12 +5,14 @@ index)), and in LPS the patient's **left is +x**. A clot's side therefore comes 
 centroid in physical coordinates — never from array indices, which flipped, permuted or
 oblique storage directions would turn around — compared with the head's mid-sagittal
 plane. That plane is not x = 0 in general (the scanner's origin is anywhere), so it is
-estimated from the image (:func:`clotseg.measure.clots.head_midline_x`: left-right centre
-of mass of the head on the CTA; on the NCCT for a case without a CTA: the head's
-outline, all that is used, is the same in both scans). A clot whose centroid lies within
-:data:`MIDLINE_MM` of it (e.g. the basilar artery) is called ``midline`` rather than
-guessed, and when the midline cannot be estimated (head not wholly inside the field of
-view left to right, as in a region-of-interest scan) the side is left empty.
+estimated from the image (:mod:`clotseg.measure.midline`: the left-right centre of mass
+of the head on the CTA, or on the NCCT for a case without a CTA, the head's outline
+being the same in both scans; when the head is not wholly inside the field of view, as
+in a region-of-interest scan, the plane that mirrors the CTA's paired arteries onto each
+other). A clot whose centroid lies within :data:`MIDLINE_MM` of it (e.g. the basilar
+artery) is called ``midline`` rather than guessed, and when no midline can be estimated,
+or the image allows planes on which the clot's side would differ, the side is left
+empty.
 """
 
 from __future__ import annotations
@@ -25,14 +27,31 @@ MIDLINE_MM = 4.0
 SIDES = ("left", "right", "midline")
 
 
-def side_of(centroid_x_mm: float, midline_x_mm: float, tolerance_mm: float = MIDLINE_MM
-            ) -> str | None:
+def side_of(centroid_x_mm: float, midline_x_mm: float | tuple[float, float],
+            tolerance_mm: float = MIDLINE_MM) -> str | None:
     """``"left"``, ``"right"`` or ``"midline"`` for a clot centroid at LPS x
     ``centroid_x_mm``; None when either value is unknown (NaN). LPS +x is the patient's
-    left, so a centroid at larger x than the midline is on the left."""
-    if not (math.isfinite(centroid_x_mm) and math.isfinite(midline_x_mm)):
+    left, so a centroid at larger x than the midline is on the left.
+
+    ``midline_x_mm`` may be a ``(low, high)`` range of planes the image cannot tell apart
+    (:class:`clotseg.measure.midline.Midline`): the side is named only when it is the same
+    for every plane in the range, else None.
+
+    Examples:
+        >>> side_of(30.0, 2.0), side_of(-3.0, (-8.0, 2.0)), side_of(-3.0, (-20.0, 2.0))
+        ('left', 'right', None)
+    """
+    if isinstance(midline_x_mm, (tuple, list)):
+        low, high = float(midline_x_mm[0]), float(midline_x_mm[1])
+    else:
+        low = high = float(midline_x_mm)
+    if not (math.isfinite(centroid_x_mm) and math.isfinite(low) and math.isfinite(high)):
         return None
-    offset = centroid_x_mm - midline_x_mm
+    sides = {_side(centroid_x_mm - m, tolerance_mm) for m in (low, high)}
+    return sides.pop() if len(sides) == 1 else None
+
+
+def _side(offset: float, tolerance_mm: float) -> str:
     if abs(offset) <= tolerance_mm:
         return "midline"
     return "left" if offset > 0 else "right"
