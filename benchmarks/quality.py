@@ -31,6 +31,7 @@ the others, with the same metrics (perviousness needs both, so it is empty there
     python benchmarks/quality.py --run RUN                            # score an existing run
     python benchmarks/quality.py --quick                              # a few minutes, smoke
     python benchmarks/quality.py --run RUN --inputs ncct              # NCCT-only cohorts
+    python benchmarks/quality.py --run RUN --tta --ensemble RUN2      # flip TTA, 2-run mean
 
 Wall-clock budgets depend on the machine and its load; the JSON records both.
 """
@@ -77,6 +78,11 @@ def parse(argv=None) -> argparse.Namespace:
                    help="training config override (repeatable)")
     p.add_argument("--run", default=None, help="score this trained run instead of training")
     p.add_argument("--device", default="auto")
+    p.add_argument("--tta", action="store_true",
+                   help="predict with flip test-time augmentation (predict --tta)")
+    p.add_argument("--ensemble", nargs="+", default=[], metavar="RUN",
+                   help="more trained runs whose probabilities predict averages with the "
+                        "scored run's (predict --runs)")
     p.add_argument("--no-fp-filter", action="store_true",
                    help="predict without the run's learned false-positive filter")
     p.add_argument("--inputs", default="both,cta,ncct", type=_inputs_arg,
@@ -287,6 +293,13 @@ def score(pred: Path, data: Path) -> dict:
     }
 
 
+def predict_options(args: argparse.Namespace) -> list[str]:
+    """The ``clotseg predict`` flags this configuration adds."""
+    opts = ["--no-fp-filter"] if args.no_fp_filter else []
+    opts += ["--tta"] if args.tta else []
+    return opts + (["--runs", *args.ensemble] if args.ensemble else [])
+
+
 def main(argv=None) -> None:
     args = parse(argv)
     if args.quick:
@@ -312,7 +325,8 @@ def main(argv=None) -> None:
         t_train = time.perf_counter() - t
     result = {"benchmark": "quality", "label": args.label, "overrides": args.set,
               "train_thick_ncct": args.train_thick_ncct,
-              "fp_filter": not args.no_fp_filter,
+              "fp_filter": not args.no_fp_filter, "tta": args.tta,
+              "ensemble": [str(r) for r in args.ensemble],
               "time_limit_min": None if args.epochs else args.time_limit,
               "epochs": args.epochs, "train_cases": args.train_cases,
               "test_cases": args.test_cases, "run": str(run),
@@ -339,7 +353,7 @@ def main(argv=None) -> None:
             pred = work / "preds" / f"{args.label}_{name}{suffix}"
             t = time.perf_counter()
             clotseg("predict", str(run), str(cohort), str(pred), "--quiet",
-                    "--device", args.device, *(["--no-fp-filter"] if args.no_fp_filter else []))
+                    "--device", args.device, *predict_options(args))
             secs = time.perf_counter() - t
             result["cohorts"][f"{name}{suffix}"] = {
                 "inputs": ["cta", "ncct"] if drop is None else [inputs],
