@@ -4,7 +4,8 @@
 ``<case>_prob.nii.gz``; this script turns those maps into masks with each variant, measures
 them per patient (``cases.csv``, as ``predict`` does) and scores them exactly as
 ``benchmarks/quality.py`` does, so variants of threshold, hysteresis and the primary-clot
-rule can be compared on the same network output. Prints JSON; ``--out`` also writes it.
+rule (and growing the kept clot, ``primary_grown_*``: what ``predict`` does with
+``train.grow_threshold``) can be compared on the same network output. Prints JSON; ``--out`` also writes it.
 
     python benchmarks/postprocess_variants.py PRED DATA --threshold 0.6 --out v.json
 """
@@ -25,7 +26,7 @@ import quality  # noqa: E402  (the benchmark next to this one)
 
 from clotseg.io.layouts import discover  # noqa: E402
 from clotseg.io.readers import read_volume, write_volume  # noqa: E402
-from clotseg.masks import STRUCTURE_26, filter_components, keep_primary  # noqa: E402
+from clotseg.masks import STRUCTURE_26, filter_components, grow_into, keep_primary  # noqa: E402
 from clotseg.measure.patient import PATIENT_CSV_COLUMNS, summarise_patient  # noqa: E402
 from clotseg.preprocess.resample import resample_to_grid  # noqa: E402
 
@@ -48,11 +49,19 @@ def variants(t: float) -> dict:
     def primary(make):
         return lambda p, s: keep_primary(make(p, s), p, s)[0]
 
+    def grown(make, low):  # predict's default: primary clot, then grown (not into the dropped)
+        def run(p, s):
+            candidates = make(p, s)
+            kept = keep_primary(candidates, p, s)[0]
+            return grow_into(kept, p, low, exclude=candidates > kept)
+        return run
+
     return {"base": plain(t), "primary": primary(plain(t)),
             "hysteresis_0.3": lambda p, s: hysteresis(p, s, t, 0.3),
             "hysteresis_0.3_primary": primary(lambda p, s: hysteresis(p, s, t, 0.3)),
             "threshold_0.4": plain(0.4), "threshold_0.4_primary": primary(plain(0.4)),
-            "threshold_0.3_primary": primary(plain(0.3))}
+            "threshold_0.3_primary": primary(plain(0.3)),
+            "primary_grown_0.3": grown(plain(t), 0.3), "primary_grown_0.2": grown(plain(t), 0.2)}
 
 
 def score_variant(name, make, loaded, data: Path, work: Path) -> dict:

@@ -68,3 +68,26 @@ def test_single_or_empty_mask_is_unchanged():
     assert (kept == one).all() and dropped == []
     labels, n = components(one)
     assert primary_component(labels, n, None) == 1
+
+
+def test_grow_into_lengthens_the_kept_clot_and_adds_no_component():
+    """The confident core (0.9) grows along its touching 0.4 tail, not into a separate
+    0.4 blob, not past a 0.2 gap, and never into an excluded (dropped) component."""
+    from clotseg.masks import grow_into
+
+    prob = np.zeros((30, 5, 5), np.float32)
+    prob[5:10, 2, 2] = 0.9  # the core the threshold keeps
+    prob[10:16, 2, 2] = 0.4  # the rest of the clot, just below the threshold
+    prob[16, 2, 2] = 0.2  # a gap below the growth level
+    prob[17:20, 2, 2] = 0.4  # beyond the gap: not connected at >= 0.3
+    prob[25:28, 0, 0] = 0.45  # a separate faint blob
+    core = prob >= 0.8
+    grown = grow_into(core, prob, 0.3)
+    assert grown.dtype == np.uint8
+    assert grown[:, 2, 2].nonzero()[0].tolist() == list(range(5, 16))
+    assert not grown[25:28, 0, 0].any() and not grown[17:20].any()
+    assert grow_into(np.zeros_like(core), prob, 0.3).sum() == 0  # nothing kept: nothing grows
+    dropped = np.zeros_like(core)
+    dropped[12:14, 2, 2] = True  # a dropped component sitting on the tail blocks it
+    assert grow_into(core, prob, 0.3, exclude=dropped)[:, 2, 2].nonzero()[0].tolist() == \
+        list(range(5, 12))

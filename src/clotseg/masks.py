@@ -189,6 +189,36 @@ def fragments_of(labels: np.ndarray, boxes: list, primary: int, spacing: Sequenc
     return [primary] + [int(k) for k in near if k != primary]
 
 
+def grow_into(mask: np.ndarray, prob: np.ndarray, low: float,
+              exclude: np.ndarray | None = None) -> np.ndarray:
+    """``mask`` grown into every voxel of ``prob >= low`` connected to it (26-connected),
+    as uint8; components of ``prob >= low`` that do not touch ``mask`` are not added, nor
+    any voxel of ``exclude`` (e.g. the components the primary-clot rule dropped, so that
+    a low-probability bridge cannot bring one back).
+
+    Why: a slice-wise network marks a clot's confident core above the threshold while the
+    rest of its length (the thin or faint end, the slices where the clot turns) stays
+    just below it; growing only what was already kept lengthens the clot without adding a
+    component anywhere, so the detection of every patient is unchanged. Hysteresis
+    thresholding (seeds at the threshold, grown to ``low``), applied after the primary-clot
+    rule rather than before it.
+
+    Examples:
+        >>> p = np.array([0.9, 0.4, 0.35, 0.1, 0.5, 0.0]).reshape(6, 1, 1)
+        >>> grow_into(p >= 0.8, p, 0.3).ravel().tolist()
+        [1, 1, 1, 0, 0, 0]
+    """
+    mask = np.asarray(mask) > 0
+    if not mask.any():
+        return mask.astype(np.uint8)
+    grow = np.asarray(prob) >= low
+    if exclude is not None:
+        grow &= ~(np.asarray(exclude) > 0)
+    labels, _ = ndimage.label(mask | grow, structure=STRUCTURE_26)
+    touched = np.unique(labels[mask])
+    return np.isin(labels, touched[touched > 0]).astype(np.uint8)
+
+
 def keep_primary(mask: np.ndarray, prob: np.ndarray | None, spacing: Sequence[float],
                  gap_mm: float = FRAGMENT_GAP_MM) -> tuple[np.ndarray, list[dict]]:
     """Keep the primary clot (:func:`primary_component`) and its fragments; drop the

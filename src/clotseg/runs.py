@@ -95,6 +95,7 @@ ADDED_SETTINGS: dict[tuple[str, str], object] = {
     ("train", "modality_dropout"): 0.0,
     ("data", "hard_negative_fraction"): 0.0,
     ("train", "patience_from"): 0.0,
+    ("train", "grow_threshold"): 0.0,
 }
 
 
@@ -109,6 +110,9 @@ class ModelSpec:
     pad_multiple: int = 16  # slices are zero-padded to a multiple of this
     threshold: float = 0.5  # on the sigmoid probability
     min_component_mm3: float = 5.0  # predicted components smaller than this are dropped
+    # the kept clot grows into touching voxels of at least this probability; None (runs
+    # from before it existed) or 0: no growth
+    grow_threshold: float | None = None
     preprocess: PreprocessSettings | None = None  # None = native grid
     component_filter: dict[str, Any] | None = None  # learned false-positive filter, or None
     # QC review-flag threshold chosen on validation (clotseg.inference.qc.QcSettings as a
@@ -172,6 +176,9 @@ def _validate_spec(spec: ModelSpec) -> None:
          "a number in (0, 1]"),
         ("min_component_mm3", _number(spec.min_component_mm3) and spec.min_component_mm3 >= 0,
          "a number >= 0"),
+        ("grow_threshold", spec.grow_threshold is None or (
+            _number(spec.grow_threshold) and 0 <= spec.grow_threshold < 1),
+         "null or a number in [0, 1)"),
         ("preprocess", spec.preprocess is None
          or isinstance(spec.preprocess, PreprocessSettings), "an object or null"),
         ("qc", spec.qc is None or (isinstance(spec.qc, dict) and _number(spec.qc.get("threshold"))

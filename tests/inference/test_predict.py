@@ -242,3 +242,35 @@ def test_run_trained_on_preprocessed_data_maps_back_to_cta_grid(tmp_path, spacin
         got = mask.array.astype(bool)
         dice = 2 * (core & got).sum() / (core.sum() + got.sum())
         assert dice > 0.8 and (prob[~core] < 0.99).all()
+
+
+def test_kept_clot_grows_to_the_runs_grow_threshold_and_not_into_a_dropped_speck(
+        tmp_path, paint_run):
+    """``predict`` keeps the primary clot, then grows it into its touching voxels of at
+    least ``model.json``'s ``grow_threshold``: the clot's faint tail joins it, a faint
+    separate blob and the dropped speck stay out; a run without the field (trained before
+    it existed) does not grow."""
+    from clotseg.inference.predictor import Predictor
+    from clotseg.io.volume import Volume
+    from clotseg.runs import load_model_spec, save_model_spec
+
+    prob = np.zeros((60, 8, 6), np.float32)
+    prob[10:20, 4, 3] = 0.95  # core of the clot
+    prob[20:30, 4, 3] = 0.4  # its faint tail
+    prob[50:53, 4, 3] = 0.9  # a speck 15 mm away, which the primary-clot rule drops
+    prob[30:50, 4, 3] = 0.35  # a faint bridge from the clot's tail to the speck
+    prob[2:5, 1, 1] = 0.45  # a faint separate blob
+    vol = Volume(np.zeros(prob.shape, np.int16), (0.5, 0.5, 0.5))
+    spec = load_model_spec(paint_run)
+    # Grown along tail and bridge up to the speck, whose voxels stay dropped.
+    for grow, expected in ((0.3, set(range(10, 50))), (None, set(range(10, 20)))):
+        spec.threshold, spec.grow_threshold = 0.5, grow
+        save_model_spec(paint_run, spec)
+        pred = Predictor.from_runs(paint_run, device="cpu")
+        pred.probability = lambda cta, ncct, case_id="case": (prob, None)
+        seg = pred.segment(vol, vol, "c")
+        mask = np.asarray(seg.mask.array)
+        assert set(mask[:, 4, 3].nonzero()[0].tolist()) == expected, grow
+        assert not mask[50:53].any() and not mask[2:5, 1, 1].any()
+        assert pred.post["grow_threshold"] == (grow or 0.0)
+        assert len(seg.dropped) == 1

@@ -113,3 +113,28 @@ def test_hard_negative_share_is_checked_and_old_runs_read_as_trained(tmp_path):
     del cfg["data"]["hard_negative_fraction"]  # a run from before hard negatives
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     assert Run(tmp_path).read_config().data.hard_negative_fraction == 0.0
+
+
+def test_grow_threshold_is_checked_stored_and_old_runs_do_not_grow(tmp_path):
+    import json
+
+    import yaml
+
+    from clotseg.runs import ModelSpec, Run
+    from clotseg.training.trainer import model_spec
+
+    assert preset("default").train.grow_threshold == 0.3
+    assert model_spec(preset("default")).grow_threshold == 0.3  # what predict will use
+    for bad in ("1.0", "-0.1"):
+        with pytest.raises(ConfigError, match="grow_threshold"):
+            check(apply_overrides(preset("default"), [f"train.grow_threshold={bad}"]))
+    cfg = preset("default").to_dict()
+    del cfg["train"]["grow_threshold"]  # a run from before growth
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert Run(tmp_path).read_config().train.grow_threshold == 0.0
+    spec = model_spec(preset("default")).to_json()
+    data = json.loads(spec)
+    assert ModelSpec.from_dict({k: v for k, v in data.items() if k != "grow_threshold"}
+                               ).grow_threshold is None
+    with pytest.raises(ValueError, match="grow_threshold"):
+        ModelSpec.from_dict({**data, "grow_threshold": 1.5})

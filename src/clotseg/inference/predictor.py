@@ -34,7 +34,7 @@ from clotseg.inference.postprocess import postprocess
 from clotseg.inference.qc import QcSettings
 from clotseg.io.ongrid import check_grid, cta_grid_on_disk, file_grid, write_on_grid
 from clotseg.io.volume import Volume
-from clotseg.masks import FRAGMENT_GAP_MM, bounding_box, keep_primary
+from clotseg.masks import FRAGMENT_GAP_MM, bounding_box, grow_into, keep_primary
 from clotseg.timing import stage
 
 __all__ = ["MASK_SUFFIX", "CaseResult", "Predictor", "Segmentation", "available_cpus",
@@ -112,7 +112,8 @@ class Predictor:
     Post-processing defaults (threshold, minimum clot volume) come from the first run's
     ``model.json``; fold runs of one training share them. By default only the primary
     clot and its fragments are kept (:func:`clotseg.masks.keep_primary`); what that drops
-    is returned in :attr:`Segmentation.dropped`.
+    is returned in :attr:`Segmentation.dropped`. What is kept then grows into the touching
+    voxels of at least the run's ``grow_threshold`` (:func:`clotseg.masks.grow_into`).
     """
 
     members: list[Member]
@@ -164,6 +165,7 @@ class Predictor:
                                       else self.min_component_mm3),
                 "keep_largest": self.keep_largest,
                 "component_filter": bool(self.use_filter and spec.component_filter),
+                "grow_threshold": float(spec.grow_threshold or 0.0),
                 "primary_clot_only": self.primary_only, "fragment_gap_mm": FRAGMENT_GAP_MM}
 
     def describe(self) -> dict:
@@ -258,8 +260,12 @@ class Predictor:
             if box is not None and self.component_filter is not None:
                 mask[box] = self.component_filter.apply(mask[box], prob[box], ref.spacing)
             dropped: list[dict] = []
+            candidates = mask[box].copy() if box is not None else None
             if box is not None and self.primary_only:
                 mask[box], dropped = keep_primary(mask[box], prob[box], ref.spacing)
+            if box is not None and p["grow_threshold"]:  # not back into what was dropped
+                mask[box] = grow_into(mask[box], prob[box], p["grow_threshold"],
+                                      exclude=candidates > mask[box])
         inputs = tuple(n for n, v in (("cta", cta), ("ncct", ncct)) if v is not None)
         seg = Segmentation(Volume.on_grid(mask, ref.grid), prob, ncct_on_ref, dropped,
                            inputs=inputs)

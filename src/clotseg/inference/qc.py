@@ -304,14 +304,16 @@ def _threshold_rule(s: np.ndarray, bad: np.ndarray, good: np.ndarray) -> tuple[f
 
 def validation_qc(cases: Sequence[tuple[np.ndarray, np.ndarray, Sequence[float]]],
                   threshold: float, min_component_mm3: float,
-                  component_filter: dict | None = None) -> QcSettings:
+                  component_filter: dict | None = None,
+                  grow_threshold: float | None = None) -> QcSettings:
     """Choose the flag threshold on validation cases, each post-processed as ``predict``
     does by default (threshold, smallest component, the learned filter when there is
-    one, the primary clot and its fragments) and scored with :func:`case_qc`.
+    one, the primary clot and its fragments, grown into touching voxels of at least
+    ``grow_threshold``) and scored with :func:`case_qc`.
 
     Args:
         cases: ``(prob, reference mask, spacing)`` per validation case.
-        threshold, min_component_mm3: the run's post-processing.
+        threshold, min_component_mm3, grow_threshold: the run's post-processing.
         component_filter: the run's false-positive filter (``model.json``), or None.
 
     Examples:
@@ -321,7 +323,7 @@ def validation_qc(cases: Sequence[tuple[np.ndarray, np.ndarray, Sequence[float]]
     """
     from clotseg.inference.fp_filter import ComponentFilter
     from clotseg.inference.postprocess import postprocess
-    from clotseg.masks import keep_primary
+    from clotseg.masks import grow_into, keep_primary
     from clotseg.metrics.overlap import dice
 
     filt = ComponentFilter.from_dict(component_filter) if component_filter else None
@@ -331,7 +333,10 @@ def validation_qc(cases: Sequence[tuple[np.ndarray, np.ndarray, Sequence[float]]
                            min_component_mm3=min_component_mm3)
         if filt is not None:
             mask = filt.apply(mask, prob, spacing)
-        mask, _ = keep_primary(mask, prob, spacing)
+        kept, _ = keep_primary(mask, prob, spacing)
+        if grow_threshold:
+            kept = grow_into(kept, prob, grow_threshold, exclude=mask > kept)
+        mask = kept
         scores.append(case_qc(prob, mask, spacing, threshold)[0])
         dices.append(dice(mask, ref))
     return choose_threshold(scores, dices)

@@ -60,7 +60,8 @@ def model_spec(cfg: Config) -> ModelSpec:
     return ModelSpec(cfg.model.name, kwargs, slab=cfg.data.slab,
                      windows={k: [float(x) for x in v] for k, v in cfg.data.windows.items()},
                      pad_multiple=cfg.data.pad_multiple, threshold=cfg.train.threshold,
-                     min_component_mm3=cfg.train.min_component_mm3, preprocess=None,
+                     min_component_mm3=cfg.train.min_component_mm3,
+                     grow_threshold=float(cfg.train.grow_threshold), preprocess=None,
                      modality_dropout=float(cfg.train.modality_dropout))
 
 
@@ -536,7 +537,7 @@ class Trainer:
         spec = self.spec
         q = validation_qc([(p, np.asarray(c.mask), c.spacing) for c, p in
                            zip(self.val_cases, probs)], spec.threshold,
-                          spec.min_component_mm3, spec.component_filter)
+                          spec.min_component_mm3, spec.component_filter, spec.grow_threshold)
         f = q.fitted_on
         self._say(f"QC review threshold {q.threshold:g} chosen on {f.get('cases', 0)} validation "
                   f"cases: flags {f.get('bad_flagged', 0)} of {f.get('bad', 0)} with Dice < 0.5, "
