@@ -61,6 +61,7 @@ def variants(t: float) -> dict:
             "hysteresis_0.3_primary": primary(lambda p, s: hysteresis(p, s, t, 0.3)),
             "threshold_0.4": plain(0.4), "threshold_0.4_primary": primary(plain(0.4)),
             "threshold_0.3_primary": primary(plain(0.3)),
+            "primary_grown_0.5": grown(plain(t), 0.5), "primary_grown_0.4": grown(plain(t), 0.4),
             "primary_grown_0.3": grown(plain(t), 0.3), "primary_grown_0.2": grown(plain(t), 0.2)}
 
 

@@ -139,10 +139,12 @@ class TrainConfig:
     min_component_mm3: float = 5.0  # smaller predicted components are dropped
     # The kept clot is then grown into the touching voxels of at least this probability
     # (0 = off): a slice-wise network marks the clot's confident core, the rest of its
-    # length sits just below the threshold. On saved maps of two 30-min phantom runs it
-    # raised the Dice median of unseen patients by 0.09-0.14 without changing which
-    # patients got a mask (clotseg.masks.grow_into; benchmarks/postprocess_variants.py)
-    grow_threshold: float = 0.3
+    # length sits just below the (validation-chosen, often 0.8) threshold. On saved maps of
+    # two 30-min phantom runs and the demo's run, 0.5 raised the Dice median of unseen
+    # patients by 0.04-0.16 without changing which patients got a mask; 0.3-0.4 grew the
+    # demo's clots well past their true volume (clotseg.masks.grow_into;
+    # benchmarks/results/quality_postprocess_grow.json)
+    grow_threshold: float = 0.5
     tune_postprocess: bool = True  # pick threshold + min component on validation at the end
     fp_filter: bool = False  # learn a component filter on validation (lost test clots: off)
     val_batch_size: int = 32

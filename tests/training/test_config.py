@@ -123,8 +123,8 @@ def test_grow_threshold_is_checked_stored_and_old_runs_do_not_grow(tmp_path):
     from clotseg.runs import ModelSpec, Run
     from clotseg.training.trainer import model_spec
 
-    assert preset("default").train.grow_threshold == 0.3
-    assert model_spec(preset("default")).grow_threshold == 0.3  # what predict will use
+    assert preset("default").train.grow_threshold == 0.5
+    assert model_spec(preset("default")).grow_threshold == 0.5  # what predict will use
     for bad in ("1.0", "-0.1"):
         with pytest.raises(ConfigError, match="grow_threshold"):
             check(apply_overrides(preset("default"), [f"train.grow_threshold={bad}"]))
