@@ -72,7 +72,7 @@ def make_fake_run(root: Path) -> dict[str, Path]:
          "val": ["v1"], "test": sorted(cases)}))
     (run / "model.json").write_text(json.dumps(
         {"model_name": "unet-original", "model_kwargs": {"base": 16}, "slab": 3,
-         "threshold": 0.5, "min_component_mm3": 5.0}))
+         "threshold": 0.5, "min_component_mm3": 5.0, "grow_threshold": 0.5}))
     (run / "train.json").write_text(json.dumps(
         {"best_val_dice": 0.5, "best_epoch": 5, "epochs_done": 5, "seconds": 187.0,
          "stopped": "epochs", "device": "cpu", "world_size": 1, "data": str(data)}))
@@ -208,6 +208,8 @@ def test_run_and_evaluation_summary(report, fake):
     text = " ".join(_parse(html).text)
     assert "3 / 1 / 4" in text  # train / val / test sizes
     assert "cpu" in text and "3 min 07 s" in text  # device and training time
+    assert "threshold 0.5, components under 5.0 mm³ dropped; the kept clot grown into " \
+           "touching voxels of probability ≥ 0.5" in text  # predict's post-processing
     summary = json.loads(fake["eval"].with_suffix(".json").read_text())
     d = summary["metrics"]["dice"]
     assert f"{d['median']:.3f}" in text and f"{d['q1']:.3f} – {d['q3']:.3f}" in text

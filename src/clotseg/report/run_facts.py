@@ -130,8 +130,10 @@ def _inference_text(spec: ModelSpec, train: TrainSummary) -> str:
         how = (f" (chosen on validation: Dice {tuned['val_dice']:.3f} vs "
                f"{tuned['configured_val_dice']:.3f} with the configured values)"
                if tuned.get("changed") else " (configured; tuning on validation kept it)")
+    grow = (f"; the kept clot grown into touching voxels of probability ≥ "
+            f"{spec.grow_threshold:g}" if spec.grow_threshold else "")
     return (f"threshold {spec.threshold}, components under {spec.min_component_mm3} mm³ "
-            f"dropped{how}")
+            f"dropped{how}{grow}")
 
 
 def _training_rows(info: RunInfo) -> list[tuple[str, str]]:
