@@ -5,7 +5,8 @@
 them per patient (``cases.csv``, as ``predict`` does) and scores them exactly as
 ``benchmarks/quality.py`` does, so variants of threshold, hysteresis and the primary-clot
 rule (and growing the kept clot, ``primary_grown_*``: what ``predict`` does with
-``train.grow_threshold``) can be compared on the same network output. Prints JSON; ``--out`` also writes it.
+``train.grow_threshold``) can be compared on the same network output. Prints JSON;
+``--out`` also writes it.
 
     python benchmarks/postprocess_variants.py PRED DATA --threshold 0.6 --out v.json
 """
@@ -26,7 +27,12 @@ import quality  # noqa: E402  (the benchmark next to this one)
 
 from clotseg.io.layouts import discover  # noqa: E402
 from clotseg.io.readers import read_volume, write_volume  # noqa: E402
-from clotseg.masks import STRUCTURE_26, filter_components, grow_into, keep_primary  # noqa: E402
+from clotseg.masks import (  # noqa: E402
+    STRUCTURE_26,
+    filter_components,
+    keep_primary,
+    keep_primary_grown,
+)
 from clotseg.measure.patient import PATIENT_CSV_COLUMNS, summarise_patient  # noqa: E402
 from clotseg.preprocess.resample import resample_to_grid  # noqa: E402
 
@@ -50,11 +56,7 @@ def variants(t: float) -> dict:
         return lambda p, s: keep_primary(make(p, s), p, s)[0]
 
     def grown(make, low):  # predict's default: primary clot, then grown (not into the dropped)
-        def run(p, s):
-            candidates = make(p, s)
-            kept = keep_primary(candidates, p, s)[0]
-            return grow_into(kept, p, low, exclude=candidates > kept)
-        return run
+        return lambda p, s: keep_primary_grown(make(p, s), p, s, low)[0]
 
     return {"base": plain(t), "primary": primary(plain(t)),
             "hysteresis_0.3": lambda p, s: hysteresis(p, s, t, 0.3),

@@ -269,3 +269,21 @@ def keep_primary(mask: np.ndarray, prob: np.ndarray | None, spacing: Sequence[fl
                                            .min()), 2)}
                for k in range(1, n + 1) if not keep[k]]
     return kept.astype(np.uint8), dropped
+
+
+def keep_primary_grown(mask: np.ndarray, prob: np.ndarray, spacing: Sequence[float],
+                       grow_threshold: float | None) -> tuple[np.ndarray, list[dict]]:
+    """:func:`keep_primary`, then the kept clot grown into its touching voxels of at least
+    ``grow_threshold`` (:func:`grow_into`; None or 0: no growth), never into a component
+    the rule dropped: ``predict``'s post-processing after the threshold and size rule.
+
+    Examples:
+        >>> p = np.array([0.9, 0.6, 0.0, 0.0, 0.6, 0.7]).reshape(6, 1, 1)
+        >>> kept, dropped = keep_primary_grown(p >= 0.65, p, (20, 1, 1), 0.5)
+        >>> kept.ravel().tolist(), len(dropped)
+        ([1, 1, 0, 0, 0, 0], 1)
+    """
+    kept, dropped = keep_primary(mask, prob, spacing)
+    if grow_threshold:
+        kept = grow_into(kept, prob, grow_threshold, exclude=(np.asarray(mask) > 0) & (kept == 0))
+    return kept, dropped

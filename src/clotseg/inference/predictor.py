@@ -34,7 +34,7 @@ from clotseg.inference.postprocess import postprocess
 from clotseg.inference.qc import QcSettings
 from clotseg.io.ongrid import check_grid, cta_grid_on_disk, file_grid, write_on_grid
 from clotseg.io.volume import Volume
-from clotseg.masks import FRAGMENT_GAP_MM, bounding_box, grow_into, keep_primary
+from clotseg.masks import FRAGMENT_GAP_MM, bounding_box, grow_into, keep_primary_grown
 from clotseg.timing import stage
 
 __all__ = ["MASK_SUFFIX", "CaseResult", "Predictor", "Segmentation", "available_cpus",
@@ -260,12 +260,11 @@ class Predictor:
             if box is not None and self.component_filter is not None:
                 mask[box] = self.component_filter.apply(mask[box], prob[box], ref.spacing)
             dropped: list[dict] = []
-            candidates = mask[box].copy() if box is not None else None
             if box is not None and self.primary_only:
-                mask[box], dropped = keep_primary(mask[box], prob[box], ref.spacing)
-            if box is not None and p["grow_threshold"]:  # not back into what was dropped
-                mask[box] = grow_into(mask[box], prob[box], p["grow_threshold"],
-                                      exclude=candidates > mask[box])
+                mask[box], dropped = keep_primary_grown(mask[box], prob[box], ref.spacing,
+                                                        p["grow_threshold"])
+            elif box is not None and p["grow_threshold"]:
+                mask[box] = grow_into(mask[box], prob[box], p["grow_threshold"])
         inputs = tuple(n for n, v in (("cta", cta), ("ncct", ncct)) if v is not None)
         seg = Segmentation(Volume.on_grid(mask, ref.grid), prob, ncct_on_ref, dropped,
                            inputs=inputs)

@@ -323,7 +323,7 @@ def validation_qc(cases: Sequence[tuple[np.ndarray, np.ndarray, Sequence[float]]
     """
     from clotseg.inference.fp_filter import ComponentFilter
     from clotseg.inference.postprocess import postprocess
-    from clotseg.masks import grow_into, keep_primary
+    from clotseg.masks import keep_primary_grown
     from clotseg.metrics.overlap import dice
 
     filt = ComponentFilter.from_dict(component_filter) if component_filter else None
@@ -333,10 +333,7 @@ def validation_qc(cases: Sequence[tuple[np.ndarray, np.ndarray, Sequence[float]]
                            min_component_mm3=min_component_mm3)
         if filt is not None:
             mask = filt.apply(mask, prob, spacing)
-        kept, _ = keep_primary(mask, prob, spacing)
-        if grow_threshold:
-            kept = grow_into(kept, prob, grow_threshold, exclude=mask > kept)
-        mask = kept
+        mask, _ = keep_primary_grown(mask, prob, spacing, grow_threshold)
         scores.append(case_qc(prob, mask, spacing, threshold)[0])
         dices.append(dice(mask, ref))
     return choose_threshold(scores, dices)

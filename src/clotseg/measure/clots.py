@@ -119,7 +119,7 @@ def measure_case(case_id: str, mask: Volume, cta: Volume | None, ncct: Volume | 
         row["contralateral_ncct_mean_hu"] = contra
         row["relative_density"] = (row["ncct_mean_hu"] / contra
                                    if math.isfinite(contra) and contra > 0 else NAN)
-        row["side"] = side_of(float(centroid[0]), (side_midline.low, side_midline.high))
+        row["side"] = side_of(float(centroid[0]), side_midline.range)
         row["qc_score"] = NAN  # predict fills it in (inference computes it)
         row["inputs"] = inputs
         rows.append(row)

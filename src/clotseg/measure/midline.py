@@ -70,6 +70,11 @@ class Midline:
     source: str  # "head", "vessels" or "" (none)
 
     @property
+    def range(self) -> tuple[float, float]:
+        """``(low, high)``, the form :func:`clotseg.measure.side.side_of` takes."""
+        return self.low, self.high
+
+    @property
     def known(self) -> bool:
         return math.isfinite(self.low) and math.isfinite(self.high)
 

@@ -99,13 +99,8 @@ def summarise_patient(case_id: str, mask: Volume, cta: Volume | None, ncct: Volu
                centroid_x_mm=float(centroid[0]), centroid_y_mm=float(centroid[1]),
                centroid_z_mm=float(centroid[2]), other_components=len(others),
                other_volume_mm3=float(sum(sizes[k - 1] for k in others) * mask.voxel_volume),
-               side=side_of(float(centroid[0]), _midline_range(ref, cta)))
+               side=side_of(float(centroid[0]), estimate_midline(ref, cta).range))
     return row
-
-
-def _midline_range(ref: Volume, cta: Volume | None) -> tuple[float, float]:
-    m = estimate_midline(ref, cta)
-    return m.low, m.high
 
 
 def _clot_hu(vol: Volume | None, bbox: tuple, clot: np.ndarray) -> np.ndarray | None:
