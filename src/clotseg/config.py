@@ -32,6 +32,10 @@ DEFAULT_WINDOWS: dict[str, tuple[float, float]] = {"cta": (-100.0, 700.0), "ncct
 #: paired CTA+NCCT input, the main use, would be the minority of what the network sees.
 MAX_MODALITY_DROPOUT = 0.5
 
+#: ``data.roi`` values. ``preprocess --roi mask`` has no counterpart: predict has no mask
+#: to centre a box on.
+TRAIN_ROI_MODES = ("none", "auto")
+
 
 def default_windows() -> dict[str, list[float]]:
     """:data:`DEFAULT_WINDOWS` as lists, the form a config and ``model.json`` store.
@@ -53,6 +57,13 @@ class DataConfig:
     # spacing of the training cases (as nnU-Net does), a list [x, y, z], or none = each
     # scan's own spacing. Makes the model see vessels at one size whatever the scanner.
     target_spacing: list | str | None = "auto"
+    # Crop every case to the automatic Circle-of-Willis box (as `preprocess --roi auto`)
+    # when it is cached, and every new scan the same way at predict time: "none" keeps the
+    # whole volume, "auto" is for raw whole-head scans (a 512 x 512 x 300 CTA caches a
+    # fifth of its voxels and training crops land near the vessels, not in the skull).
+    # A dataset written by `clotseg preprocess` carries its own ROI.
+    roi: str = "none"
+    roi_size_mm: float = 120.0  # edge of the ROI cube (mm)
     patch: int = 64  # square training crop in pixels; 0 = the padded full slice
     clot_fraction: float = 0.5  # share of each batch drawn from slices that contain clot
     # share of each batch centred near a vessel or a dense spot outside the clot (hard
@@ -333,6 +344,12 @@ def check(cfg: Config) -> Config:
                     for v in ts))):
         problems.append(f"data.target_spacing must be auto, none or [x, y, z] mm (each in "
                         f"(0, 20)), got {ts!r}")
+    if d.roi not in TRAIN_ROI_MODES:
+        problems.append(f"data.roi must be one of {', '.join(TRAIN_ROI_MODES)}, got {d.roi!r}")
+    if not (isinstance(d.roi_size_mm, (int, float)) and not isinstance(d.roi_size_mm, bool)
+            and 20 <= d.roi_size_mm <= 500):
+        problems.append(f"data.roi_size_mm must be a length in [20, 500] mm, got "
+                        f"{d.roi_size_mm!r}")
     for name in ("cta", "ncct"):
         w = d.windows.get(name) if isinstance(d.windows, dict) else None
         if not (isinstance(w, list) and len(w) == 2 and float(w[1]) > float(w[0])):

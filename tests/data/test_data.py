@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from clotseg.config import AugmentConfig
-from clotseg.data.augment import augment_batch, gaussian_blur, low_resolution
+from clotseg.data.augment import (
+    augment_batch,
+    gaussian_blur,
+    low_resolution,
+    spatial_matrices,
+)
 from clotseg.data.cache import build_cache
 from clotseg.data.dataset import (
     BatchFactory,
@@ -17,6 +22,7 @@ from clotseg.data.dataset import (
     batch_iterator,
     batch_seed,
     canvas_size,
+    reach,
 )
 from clotseg.data.slabs import DEFAULT_WINDOWS, pad_to_multiple, prepare_case, slab
 from clotseg.data.splits import load_splits, make_splits, save_splits
@@ -191,6 +197,58 @@ def test_resident_and_memmap_sources_and_workers_give_identical_batches(cached):
     for s, (x, y) in zip(seeds, loaded):
         x0, y0 = a.make(s)
         assert torch.equal(x, x0) and torch.equal(y, y0)
+
+
+def test_windowed_gather_is_the_canvas_window_and_reaches_what_augmentation_samples(cached):
+    """A window read from the memory-mapped cache equals the same window of the padded
+    canvas (zeros past the canvas and the case), and :func:`reach` covers every pixel the
+    warp of an augmented crop samples, so crops from windows equal crops from the canvas."""
+    cases = cached[2]
+    canvas = canvas_size(cases, 16, 32)
+    src = MemmapSource(cases, 3, canvas)
+    picks = np.array([[0, 5], [1, 9], [2, 0], [0, 20]])
+    origins = np.array([[-7, -9], [10, 12], [canvas[0] - 20, canvas[1] - 5], [3, -40]])
+    full_x, full_y = src.gather(picks)
+    pad = 60
+    fx = torch.nn.functional.pad(full_x, (pad, pad, pad, pad))
+    fy = torch.nn.functional.pad(full_y, (pad, pad, pad, pad))
+    x, y = src.gather(picks, origins, (48, 48))
+    assert x.shape == (4, 6, 48, 48) and y.shape == (4, 1, 48, 48)
+    for b, (r, c) in enumerate(origins + pad):
+        assert torch.equal(x[b], fx[b, :, r:r + 48, c:c + 48])
+        assert torch.equal(y[b], fy[b, :, r:r + 48, c:c + 48])
+    assert x[2].abs().sum() > 0 and x[3].abs().sum() > 0  # the windows do hold the case
+    # the farthest point an augmented crop can sample stays inside its window
+    cfg = AugmentConfig()
+    side = reach(32, cfg)
+    corners = torch.tensor([[15.5, 15.5], [15.5, -15.5], [-15.5, 15.5], [-15.5, -15.5]],
+                           dtype=torch.float64)  # the crop's corners from its centre
+    mats = spatial_matrices(4000, AugmentConfig(spatial_prob=1.0, scale=cfg.scale),
+                            torch.Generator().manual_seed(0))
+    farthest = (mats[:, None] @ corners[None, :, :, None]).abs().max() + 1  # + bilinear
+    assert farthest <= (side - 1) / 2 and side % 2 == 0 and side < 64
+    assert reach(32, AugmentConfig(enabled=False)) == 36  # no warp: the crop and a margin
+
+
+def test_page_cache_warm_up_reads_the_cohort_once_or_skips_when_too_big(cached,
+                                                                         monkeypatch):
+    from clotseg.data import cache as cache_mod
+
+    cases = cached[2]
+    opened = []
+    real_open = cache_mod.os.open
+    monkeypatch.setattr(cache_mod.os, "open",
+                        lambda path, flags: opened.append(str(path)) or real_open(path, flags))
+    thread = cache_mod.warm_page_cache(cases)
+    assert thread is not None
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    expected = {str(c.slices.filename) for c in cases} | {str(c.mask_slices.filename)
+                                                          for c in cases}
+    assert set(opened) == expected  # every image and mask file, nothing else
+    assert cache_mod.warm_page_cache(cases, share=1e-12) is None  # would not fit: skipped
+    monkeypatch.setattr(cache_mod, "_available_bytes", lambda: None)
+    assert cache_mod.warm_page_cache(cases) is None  # unknown memory: skipped
 
 
 def test_unaugmented_crop_is_exact(cached):

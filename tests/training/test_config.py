@@ -65,7 +65,9 @@ def test_bad_keys_and_values_are_clear_errors(tmp_path):
     ("augment.gamma=[2, 1]", "augment.gamma"), ("data.windows={cta: [1, 0], ncct: [0, 1]}",
                                                 "windows.cta"),
     ("data.target_spacing=[0.5, 0]", "target_spacing"), ("data.target_spacing=fine",
-                                                         "target_spacing")])
+                                                         "target_spacing"),
+    ("data.roi=mask", "data.roi must be one of none, auto"), ("data.roi_size_mm=5",
+                                                              "roi_size_mm")])
 def test_check_rejects_settings_that_cannot_work(override, message):
     with pytest.raises(ConfigError, match=message):
         check(apply_overrides(Config(), [override]))

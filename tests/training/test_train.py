@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -65,6 +66,7 @@ def test_two_epoch_run_writes_every_artifact(phantom_cohort, tmp_path, capsys):
     else:
         assert (tuned["threshold"], tuned["min_component_mm3"]) == (0.5, 5.0)
     assert not [p for p in run.rglob("*") if ".tmp" in p.name]
+    assert not list((run / "cache").glob("val_prob_*"))  # the spilled maps are gone
     # a second train into the same folder without --resume is refused
     assert main(["train", str(phantom_cohort), "--out", str(run), "--epochs", "2", *TINY]) == 1
 
@@ -238,6 +240,83 @@ def test_target_spacing_applies_on_top_of_a_preprocessed_dataset(phantom_cohort,
         {"settings": PreprocessSettings(register=True, spacing=(0.8, 0.8, 1.0)).to_dict()}))
     settings, resample = model_preprocessing(tmp_path, [0.5, 0.5, 0.5], cases)
     assert settings.spacing == (0.8, 0.8, 1.0) and resample is None
+
+
+def test_roi_auto_crops_the_cache_and_predict_repeats_it(phantom_cohort, tmp_path):
+    """data.roi=auto on raw scans: the cached cases are the Circle-of-Willis box (not the
+    whole volume), model.json makes predict crop the same box without registering, and
+    the mask comes back on the whole CTA grid."""
+    from clotseg.data.spacing import median_spacing
+    from clotseg.io.layouts import discover
+    from clotseg.io.ongrid import file_grid
+
+    run, out = tmp_path / "run", tmp_path / "pred"
+    assert main(["train", str(phantom_cohort), "--out", str(run), "--epochs", "1", *TINY,
+                 "--set", "data.roi=auto", "--set", "data.roi_size_mm=40",
+                 "--set", "train.tune_postprocess=false"]) == 0
+    spec = load_model_spec(run)
+    assert (spec.preprocess.roi, spec.preprocess.roi_size_mm) == ("auto", 40.0)
+    assert spec.preprocess.register is False
+    train_ids = json.loads((run / "splits.json").read_text())["train"]
+    sp = median_spacing(discover(phantom_cohort).subset(train_ids).cases)
+    assert spec.preprocess.spacing == sp
+    images = sorted((run / "cache").glob("*.image.npy"))
+    assert images
+    for f in images:  # slice-major (Z, 2, X, Y): the 40 mm box on every axis (its corners
+        z, _, x, y = np.load(f, mmap_mode="r").shape  # are rounded to whole voxels of the
+        mm = np.array([x, y, z]) * np.asarray(sp)  # scan, then of the resampled grid)
+        assert np.all(np.abs(mm - 40.0) < 3.0), (f.name, mm)
+    for case in discover(phantom_cohort).cases:  # the whole volumes are ~60 mm in-plane
+        grid = file_grid(case.cta)
+        assert (np.asarray(grid.shape) * np.asarray(grid.spacing) > 55.0).sum() >= 2
+    case = sorted(p for p in phantom_cohort.iterdir() if p.is_dir())[0]
+    assert main(["predict", str(run), str(case), str(out)]) == 0
+    assert file_grid(out / f"{case.name}.nii.gz").same_as(file_grid(case / "cta.nii.gz"))
+
+
+def test_roi_that_cuts_a_training_clot_is_a_warning_naming_the_case(phantom_cohort,
+                                                                   tmp_path):
+    from clotseg.config import default_windows
+    from clotseg.data.cache import cache_case
+    from clotseg.data.spacing import resample_settings
+    from clotseg.io.layouts import discover
+
+    cases = discover(phantom_cohort).cases
+    settings = resample_settings("none", cases, "auto", 20.0)
+    assert settings["spacing"] is None and settings["roi"] == "auto"
+    cut = []
+    for case in cases:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            entry = cache_case(case, tmp_path / "cache", default_windows(), settings)
+        total = int(np.count_nonzero(case.read("mask").array))
+        kept = int(np.count_nonzero(entry.mask_slices))
+        messages = [str(w.message) for w in caught if "ROI cuts the clot" in str(w.message)]
+        if kept < total:  # a clot voxel outside the box: said, with the case and the counts
+            assert len(messages) == 1 and messages[0].startswith(f"case {case.case_id}:")
+            assert f"{total - kept} of {total} clot voxels" in messages[0]
+            assert "data.roi_size_mm" in messages[0]
+            cut.append(case.case_id)
+        else:
+            assert not messages
+    assert cut  # a 20 mm box cuts some of the phantom's clots
+
+
+def test_data_roi_is_refused_on_a_preprocessed_dataset(phantom_cohort, tmp_path):
+    from clotseg.data.spacing import model_preprocessing
+    from clotseg.errors import ConfigError
+    from clotseg.io.layouts import discover
+    from clotseg.preprocess.pipeline import PreprocessSettings
+
+    cases = discover(phantom_cohort).cases
+    settings, resample = model_preprocessing(phantom_cohort, "none", cases, "auto", 90.0)
+    assert resample == PreprocessSettings(register=False, roi="auto",
+                                          roi_size_mm=90.0).to_dict()
+    assert settings == PreprocessSettings.from_dict(resample)
+    (tmp_path / "preprocess.json").write_text(json.dumps(
+        {"settings": PreprocessSettings(register=True, roi="none").to_dict()}))
+    with pytest.raises(ConfigError, match="preprocess --roi"):
+        model_preprocessing(tmp_path, "auto", cases, "auto")
 
 
 def test_mask_roi_is_not_repeated_at_inference(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from clotseg.training.tuning import MIN_GAIN, _scores
 
@@ -47,3 +48,28 @@ def test_empty_reference_and_empty_prediction_score_one():
     s, found = _scores(prob, np.zeros_like(prob, dtype=bool), (1, 1, 1), [0.5], [0.0, 5.0])
     assert s.tolist() == [[1.0, 1.0]] and found.all()
     assert 0 < MIN_GAIN < 0.05
+
+
+def test_spilled_validation_maps_equal_the_in_memory_ones(phantom_cohort, tmp_path):
+    """Maps written to disk and memory-mapped back (memory bounded by one case) are the
+    maps themselves."""
+    from clotseg.config import Config
+    from clotseg.data.cache import build_cache
+    from clotseg.io.layouts import discover
+    from clotseg.training.trainer import build_model, model_spec
+    from clotseg.training.tuning import validation_probabilities
+
+    cfg = Config()
+    cfg.model.base, cfg.data.slab = 4, 1
+    cases = build_cache(discover(phantom_cohort).cases[:2], tmp_path / "cache",
+                        cfg.data.windows, progress=False)
+    torch.manual_seed(0)
+    model = build_model(model_spec(cfg)).eval()
+    held = validation_probabilities(model, cases, cfg, torch.device("cpu"))
+    (tmp_path / "spill").mkdir()
+    spilled = validation_probabilities(model, cases, cfg, torch.device("cpu"),
+                                       spill=tmp_path / "spill")
+    for a, b, case in zip(held, spilled, cases):
+        assert isinstance(b, np.memmap) and b.shape == case.mask.shape
+        np.testing.assert_array_equal(a, b)
+    assert len(list((tmp_path / "spill").glob("*.prob.npy"))) == 2

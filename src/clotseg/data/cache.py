@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,12 +150,8 @@ def _prepare(case: CaseRef, windows: dict, resample: dict | None = None):
                            f"CTA and an NCCT ({files}); `predict` takes one-modality cases")
     if vols.mask is None:
         raise ClotsegError(f"case {case.case_id}: no clot mask; training needs one ({files})")
-    if resample:  # the preprocessing predict repeats (e.g. one voxel size for all cases)
-        from clotseg.preprocess.pipeline import PreprocessSettings, preprocess_case
-
-        pre = preprocess_case(vols.cta, vols.ncct, vols.mask,
-                              PreprocessSettings.from_dict(resample))
-        vols = type(vols)(vols.case_id, pre.cta, pre.ncct, pre.mask)
+    if resample:  # the preprocessing predict repeats (one voxel size, an ROI)
+        vols = _preprocess(vols, resample)
     try:
         prep = prepare_case(case.case_id, vols.cta, vols.ncct, vols.mask,
                             {k: tuple(v) for k, v in windows.items()})
@@ -162,6 +161,27 @@ def _prepare(case: CaseRef, windows: dict, resample: dict | None = None):
         raise ClotsegError(f"case {case.case_id}: non-finite voxel values (NaN/inf) in "
                            f"{case.cta} or {case.ncct}; run `clotseg check`")
     return prep
+
+
+def _preprocess(vols, resample: dict):
+    """``vols`` resampled and cropped as ``resample`` says; its warnings (an ROI that cuts
+    the clot: those clot voxels are not trained on) are repeated with the case's name."""
+    from clotseg.preprocess.pipeline import PreprocessSettings, preprocess_case
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pre = preprocess_case(vols.cta, vols.ncct, vols.mask,
+                              PreprocessSettings.from_dict(resample))
+    cut = (pre.record.mask or {}).get("clot_voxels_outside_roi", 0)
+    for w in caught:
+        if not (cut and "ROI cuts the clot" in str(w.message)):
+            warnings.warn(f"case {vols.case_id}: {w.message}", w.category, stacklevel=3)
+    if cut:
+        warnings.warn(f"case {vols.case_id}: the ROI cuts the clot ({cut} of "
+                      f"{pre.record.mask['clot_voxels']} clot voxels lie outside the "
+                      f"{resample['roi_size_mm']} mm box and are not trained on); raise "
+                      "data.roi_size_mm or set data.roi=none", UserWarning, stacklevel=3)
+    return type(vols)(vols.case_id, pre.cta, pre.ncct, pre.mask)
 
 
 def cache_case(case: CaseRef, cache_dir: Path, windows: dict, resample: Any = None
@@ -211,3 +231,58 @@ def build_cache(cases: list[CaseRef], cache_dir: Path, windows: dict,
 
         it = tqdm(cases, desc="caching", unit="case", leave=False)
     return [cache_case(c, cache_dir, windows, resample) for c in it]
+
+
+#: Share of the memory the OS reports available that a cohort's cache may take for
+#: :func:`warm_page_cache` to read it ahead.
+WARM_SHARE = 0.5
+
+
+def _available_bytes() -> int | None:
+    """``MemAvailable`` of ``/proc/meminfo`` (Linux), None where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def warm_page_cache(cases: list[CachedCase], share: float = WARM_SHARE
+                    ) -> threading.Thread | None:
+    """Read the cohort's cache files once, in a background thread, so that the OS keeps
+    them in its page cache before training's random reads fault them in page by page.
+
+    Training reads a window of a few slices at random places of every case: on a cold
+    cache each read waits for the disk (measured on 80 whole-head ROI cases, 7 GB: the
+    data path took half of the step time cold, a tenth warm). A sequential read of the
+    same bytes takes seconds and costs no process memory (the pages belong to the OS,
+    which drops them under pressure). Skipped (None) when the files exceed ``share`` of
+    the available memory (they would evict each other) or it cannot be known.
+    """
+    files = [Path(c.slices.filename) for c in cases if getattr(c.slices, "filename", None)]
+    files += [Path(c.mask_slices.filename) for c in cases
+              if getattr(c.mask_slices, "filename", None)]
+    total = sum(f.stat().st_size for f in files if f.is_file())
+    available = _available_bytes()
+    if not files or available is None or total > share * available:
+        return None
+
+    def read_all() -> None:
+        for f in files:
+            try:
+                fd = os.open(f, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                while os.read(fd, 16 << 20):  # the GIL is released while the OS reads
+                    pass
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+
+    thread = threading.Thread(target=read_all, name="clotseg-warm-cache", daemon=True)
+    thread.start()
+    return thread

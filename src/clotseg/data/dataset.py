@@ -9,7 +9,8 @@ A batch is made in three steps, the same on every device:
    it): :class:`ResidentSource` holds the whole cohort in one device tensor and gathers a
    batch with a single indexing operation (the GPU path), while
    :class:`MemmapSource` reads slabs from the memory-mapped cache (the CPU and
-   does-not-fit path; host RAM does not grow with the cohort);
+   does-not-fit path; host RAM does not grow with the cohort), only the window around
+   each crop that augmentation can reach (:func:`reach`);
 3. :func:`clotseg.data.augment.augment_batch` crops to the training patch and augments, on
    the batch's device.
 
@@ -20,6 +21,7 @@ an uninterrupted one would have seen.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -111,26 +113,40 @@ class _Source:
 
 
 class MemmapSource(_Source):
-    """Reads each slab from the memory-mapped cache (one contiguous read per sample)."""
+    """Reads each slab from the memory-mapped cache (one contiguous read per sample), or
+    only a window of it around the sample's crop (``origins``/``size``): a 300-pixel slice
+    of a whole-head ROI costs seven times the reading and copying of the window a 64-pixel
+    crop can reach."""
+
+    windowed = True
 
     def __init__(self, cases: list[CachedCase], slab: int, canvas: tuple[int, int]):
         super().__init__(cases, slab, canvas)
         self.cases = cases
 
-    def gather(self, picks):
-        H, W = self.canvas
+    def gather(self, picks, origins: np.ndarray | None = None,
+               size: tuple[int, int] | None = None):
+        """Slabs on the canvas, or the ``size`` windows of the canvas whose corners are
+        ``origins`` (B, 2; may reach past the canvas: zeros there, as on the canvas)."""
+        H, W = self.canvas if size is None else size
+        if origins is None:
+            origins = np.zeros((len(picks), 2), np.int64)
         # Explicit zeros: padding is the window minimum, never uninitialised memory.
         x = torch.zeros((len(picks), 2 * self.slab, H, W))
         y = torch.zeros((len(picks), 1, H, W))
         for b, (ci, z) in enumerate(picks):
             case = self.cases[ci]
+            (h, w) = case.plane
+            r0, c0 = (int(v) for v in np.asarray(origins[b]) - self.offsets[ci])  # in the case
+            rs, re, cs, ce = max(r0, 0), min(r0 + H, h), max(c0, 0), min(c0 + W, w)
+            if rs >= re or cs >= ce:
+                continue  # the window lies in the padding
             idx = slab_indices(int(z), case.depth, self.slab)
-            s = np.asarray(case.slices[idx[0]:idx[-1] + 1])[idx - idx[0]]  # (slab, 2, X, Y)
-            (top, left), (h, w) = self.offsets[ci], case.plane
-            x[b, :, top:top + h, left:left + w] = torch.from_numpy(
-                s.transpose(1, 0, 2, 3).reshape(-1, h, w).astype(np.float32))
-            y[b, 0, top:top + h, left:left + w] = torch.from_numpy(
-                np.asarray(case.mask_slices[int(z)], dtype=np.float32))
+            s = np.asarray(case.slices[idx[0]:idx[-1] + 1, :, rs:re, cs:ce])[idx - idx[0]]
+            x[b, :, rs - r0:re - r0, cs - c0:ce - c0] = torch.from_numpy(
+                s.transpose(1, 0, 2, 3).reshape(-1, re - rs, ce - cs).astype(np.float32))
+            y[b, 0, rs - r0:re - r0, cs - c0:ce - c0] = torch.from_numpy(
+                np.asarray(case.mask_slices[int(z), rs:re, cs:ce], dtype=np.float32))
         return x, y
 
 
@@ -175,6 +191,17 @@ def resident_bytes(cases: list[CachedCase], canvas: tuple[int, int]) -> int:
     return sum(c.depth for c in cases) * canvas[0] * canvas[1] * 5  # 2 x float16 + uint8
 
 
+def reach(patch: int, cfg: AugmentConfig) -> int:
+    """Side of the square around a crop's centre that its augmented sampling can touch:
+    the crop's corners turned by any angle and shrunk to ``scale[0]`` (the warp maps
+    output offsets through rotation / scale), plus bilinear neighbours and a margin; an
+    even number, so a window around an even crop has whole-pixel corners."""
+    smallest = float(cfg.scale[0]) if cfg.enabled and cfg.spatial_prob > 0 else 1.0
+    radius = patch / 2 * (math.sqrt(2) if cfg.enabled and cfg.spatial_prob > 0 else 1.0)
+    side = 2 * math.ceil(radius / smallest) + 4
+    return side + (side - patch) % 2
+
+
 class BatchFactory:
     """Makes training batch ``seed``: sample, gather, crop + augment, on the source's device."""
 
@@ -193,18 +220,26 @@ class BatchFactory:
         dev = self.source.device
         noise_gen = gen if dev.type == "cpu" else torch.Generator(dev).manual_seed(seed)
         picks, centres = self.sampler.draw(self.batch_size, gen)
-        x, y = self.source.gather(picks)
         H, W = self.source.canvas
+        cfg = self.augment or AugmentConfig(enabled=False)
         if self.patch:
             p = self.patch
             c = centres + self.source.offsets[picks[:, 0]]
             # keep the crop window inside the canvas; integer corner -> exact unaugmented crop
             top = np.clip(np.round(c - (p - 1) / 2), 0, [H - p, W - p])
-            centres_t = torch.from_numpy(top + (p - 1) / 2)
+            centre = top + (p - 1) / 2
+            win = reach(p, cfg)
+            if getattr(self.source, "windowed", False) and win < max(H, W):
+                origins = (top - (win - p) // 2).astype(np.int64)  # whole pixels
+                x, y = self.source.gather(picks, origins, (win, win))
+                centre = centre - origins
+            else:
+                x, y = self.source.gather(picks)
+            centres_t = torch.from_numpy(centre)
             size = (p, p)
         else:
+            x, y = self.source.gather(picks)
             centres_t, size = None, None
-        cfg = self.augment or AugmentConfig(enabled=False)
         x, y = augment_batch(x, y, cfg, gen, centres=centres_t, out_size=size,
                              noise_gen=noise_gen, hu_per_unit=self.hu_per_unit)
         return drop_modality(x, self.modality_dropout, gen), y

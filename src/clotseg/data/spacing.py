@@ -45,18 +45,23 @@ def median_spacing(cases: list[CaseRef]) -> tuple[float, float, float]:
     return tuple(float(v) for v in np.round(sp, 2))
 
 
-def resample_settings(target, cases: list[CaseRef]) -> dict | None:
-    """Preprocessing settings (no registration, no ROI) that resample to ``target``
-    (``auto``, ``none``/None or [x, y, z] mm); None when nothing is to be done."""
+def resample_settings(target, cases: list[CaseRef], roi: str = "none",
+                      roi_size_mm: float = 120.0) -> dict | None:
+    """Preprocessing settings (no registration) that resample to ``target`` (``auto``,
+    ``none``/None or [x, y, z] mm) and crop to ``roi`` (``none`` or ``auto``, a cube of
+    ``roi_size_mm``); None when nothing is to be done."""
     from clotseg.preprocess.pipeline import PreprocessSettings
 
-    if target in (None, "none"):
+    if target in (None, "none") and roi == "none":
         return None
-    spacing = median_spacing(cases) if target == "auto" else tuple(float(v) for v in target)
-    return PreprocessSettings(register=False, spacing=spacing, roi="none").to_dict()
+    spacing = (None if target in (None, "none") else median_spacing(cases)
+               if target == "auto" else tuple(float(v) for v in target))
+    return PreprocessSettings(register=False, spacing=spacing, roi=roi,
+                              roi_size_mm=roi_size_mm).to_dict()
 
 
-def model_preprocessing(data, target, train_cases: list[CaseRef]):
+def model_preprocessing(data, target, train_cases: list[CaseRef], roi: str = "none",
+                        roi_size_mm: float = 120.0):
     """What ``clotseg train`` stores as ``model.json`` ``preprocess`` for a model trained
     on ``data`` with ``data.target_spacing = target``, and the resampling its cache
     applies: ``(settings or None, resample settings dict or None)``.
@@ -68,18 +73,25 @@ def model_preprocessing(data, target, train_cases: list[CaseRef]):
     to it, so that a clinical 0.4 mm scan and a 0.7 mm one show the network vessels of
     one size, as for raw data (and inference runs on a sixth of the voxels of a 0.4 mm
     ROI). Otherwise every case is resampled to ``target`` (``auto``: the median spacing
-    of ``train_cases``), with no registration and no ROI.
+    of ``train_cases``), with no registration, cropped to the automatic ROI when ``roi``
+    is ``auto`` (``data.roi``: whole-head scans cache a fifth of their voxels).
     """
     import dataclasses
 
+    from clotseg.errors import ConfigError
     from clotseg.preprocess.pipeline import PreprocessSettings, inference_settings_of
 
     settings = inference_settings_of(data)
+    if settings is not None and roi != "none":
+        raise ConfigError(f"data.roi={roi}: {data} was written by `clotseg preprocess`, which "
+                          f"chose its ROI already (roi: {settings.roi}); set it there "
+                          "(`preprocess --roi`) and leave data.roi at none")
     if settings is not None and settings.spacing is not None:
         return settings, None  # preprocess chose the spacing: no need to read the headers
-    resample = resample_settings(target, train_cases)
     if settings is None:
+        resample = resample_settings(target, train_cases, roi, roi_size_mm)
         return (None if resample is None else PreprocessSettings.from_dict(resample)), resample
+    resample = resample_settings(target, train_cases)
     if resample is None:
         return settings, None
     return dataclasses.replace(settings, spacing=tuple(resample["spacing"])), resample

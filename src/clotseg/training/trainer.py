@@ -10,6 +10,7 @@ limit with ``train.schedule_by_time``: then the schedule follows the clock.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from clotseg.config import Config, check
-from clotseg.data.cache import CachedCase, build_cache
+from clotseg.data.cache import CachedCase, build_cache, warm_page_cache
 from clotseg.data.dataset import (
     BatchFactory,
     MemmapSource,
@@ -273,14 +274,16 @@ class Trainer:
 
         self.spec.preprocess, resample = model_preprocessing(
             self.data, self.cfg.data.target_spacing,
-            self.index.subset(self.splits["train"]).cases)
+            self.index.subset(self.splits["train"]).cases, self.cfg.data.roi,
+            self.cfg.data.roi_size_mm)
         return resample
 
     def build_data(self) -> None:
         """Cache the training and validation cases (rank 0 builds, the others open) and
         make the batch source and factory."""
         cfg, info, splits = self.cfg, self.info, self.splits
-        cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else self.run.cache_dir
+        self.cache_dir = cache_dir = (Path(cfg.data.cache_dir) if cfg.data.cache_dir
+                                      else self.run.cache_dir)
 
         def cached(ids: list[str], progress: bool = False) -> list[CachedCase]:
             return build_cache(self.index.subset(ids).cases, cache_dir, cfg.data.windows,
@@ -291,6 +294,8 @@ class Trainer:
         D.barrier(info)
         self.train_cases, self.val_cases = cached(splits["train"]), cached(splits["val"])
         self.source, self.batch_mode = make_source(self.train_cases, cfg, self.device)
+        if self.batch_mode == "stream" and warm_page_cache(self.train_cases) is not None:
+            self._say("reading the cached training cases ahead into the OS page cache")
         sampler = SliceSampler(self.train_cases, cfg.data.clot_fraction, cfg.data.patch,
                                cfg.data.hard_negative_fraction)
         self.factory = BatchFactory(self.source, sampler, cfg.train.batch_size, cfg.data.patch,
@@ -500,12 +505,16 @@ class Trainer:
         cfg, spec = self.cfg, self.spec
         best = copy.deepcopy(self.model)
         best.load_state_dict(self.run.load_checkpoint("best", self.device)["model"])
-        probs = validation_probabilities(best, self.val_cases, cfg, self.device)
-        tuned = tune_postprocess(best, self.val_cases, cfg, self.device, probs=probs)
-        spec.threshold, spec.min_component_mm3 = tuned.threshold, tuned.min_component_mm3
-        if cfg.train.fp_filter:
-            spec.component_filter = self._fit_filter(probs)
-        spec.qc = self._fit_qc(probs)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="val_prob_", dir=self.cache_dir) as spill:
+            probs = validation_probabilities(best, self.val_cases, cfg, self.device,
+                                             spill=Path(spill))
+            tuned = tune_postprocess(best, self.val_cases, cfg, self.device, probs=probs)
+            spec.threshold, spec.min_component_mm3 = tuned.threshold, tuned.min_component_mm3
+            if cfg.train.fp_filter:
+                spec.component_filter = self._fit_filter(probs)
+            spec.qc = self._fit_qc(probs)
+            del probs  # the maps close before their folder goes
         self.run.write_spec(spec)
         self._say(f"post-processing chosen on validation: threshold {tuned.threshold:g}, "
                   f"components < {tuned.min_component_mm3:g} mm³ dropped (val Dice "

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -78,14 +79,28 @@ def _scores(prob: np.ndarray, ref: np.ndarray, spacing, thresholds, sizes
     return dice, found
 
 
-def validation_probabilities(model, cases: list[CachedCase], cfg: Config, device
-                             ) -> list[np.ndarray]:
-    """Probability maps of ``cases`` (canonical order), predicted as ``predict`` does."""
+def validation_probabilities(model, cases: list[CachedCase], cfg: Config, device,
+                             spill: Path | None = None) -> list[np.ndarray]:
+    """Probability maps of ``cases`` (canonical order), predicted as ``predict`` does.
+
+    ``spill``: a folder where each map is written as it is made and handed back
+    memory-mapped, so host memory holds one map at a time whatever the number of
+    validation cases (a whole-head ROI's map is 80 MB).
+    """
     net = prepare_model(copy.deepcopy(model), device, in_channels=2 * cfg.data.slab)
-    return [predict_probabilities(net, np.asarray(case.image, dtype=np.float32),
-                                  slab=cfg.data.slab, pad_multiple=cfg.data.pad_multiple,
-                                  batch_size=cfg.train.val_batch_size, device=device,
-                                  amp=cfg.train.amp) for case in cases]
+    out = []
+    for case in cases:
+        prob = predict_probabilities(net, np.asarray(case.image, dtype=np.float32),
+                                     slab=cfg.data.slab, pad_multiple=cfg.data.pad_multiple,
+                                     batch_size=cfg.train.val_batch_size, device=device,
+                                     amp=cfg.train.amp)
+        if spill is not None:
+            path = Path(spill) / f"{case.case_id}.prob.npy"
+            np.save(path, prob)
+            del prob
+            prob = np.load(path, mmap_mode="r")
+        out.append(prob)
+    return out
 
 
 def tune_postprocess(model, cases: list[CachedCase], cfg: Config, device,
