@@ -114,9 +114,9 @@ class _Source:
 
 class MemmapSource(_Source):
     """Reads each slab from the memory-mapped cache (one contiguous read per sample), or
-    only a window of it around the sample's crop (``origins``/``size``): a 300-pixel slice
-    of a whole-head ROI costs seven times the reading and copying of the window a 64-pixel
-    crop can reach."""
+    only a window of it around the sample's crop (``origins``/``size``): a 281-pixel slice
+    of a whole-head ROI costs six times the reading and copying of the 112-pixel window a
+    64-pixel crop can reach."""
 
     windowed = True
 
@@ -193,9 +193,9 @@ def resident_bytes(cases: list[CachedCase], canvas: tuple[int, int]) -> int:
 
 def reach(patch: int, cfg: AugmentConfig) -> int:
     """Side of the square around a crop's centre that its augmented sampling can touch:
-    the crop's corners turned by any angle and shrunk to ``scale[0]`` (the warp maps
-    output offsets through rotation / scale), plus bilinear neighbours and a margin; an
-    even number, so a window around an even crop has whole-pixel corners."""
+    the crop's corners turned by any angle and stretched by ``1 / scale[0]`` (the warp
+    maps output offsets through rotation and 1 / scale), plus bilinear neighbours and a
+    margin; an even number, so a window around an even crop has whole-pixel corners."""
     smallest = float(cfg.scale[0]) if cfg.enabled and cfg.spatial_prob > 0 else 1.0
     radius = patch / 2 * (math.sqrt(2) if cfg.enabled and cfg.spatial_prob > 0 else 1.0)
     side = 2 * math.ceil(radius / smallest) + 4
