@@ -208,12 +208,13 @@ def bare_step(run: Path, steps: int, threads: int) -> dict:
 
 
 def cache_summary(run: Path, distinct: Path, seconds_caching: float, n_cases: int) -> dict:
+    from clotseg.data.spacing import case_grid
     from clotseg.io.layouts import discover
 
     images = sorted((run / "cache").glob("*.image.npy"))
     shapes = [np.load(f, mmap_mode="r").shape for f in images]
     disk = sum(f.stat().st_size for f in (run / "cache").iterdir() if f.is_file())
-    raw_voxels = [int(np.prod(c.read("cta").shape)) for c in discover(distinct).cases]
+    raw_voxels = [int(np.prod(case_grid(c).shape)) for c in discover(distinct).cases]
     cached_voxels = [int(np.prod((s[0], *s[2:]))) for s in shapes]
     return {"cases": len(images), "seconds": round(seconds_caching, 1),
             "seconds_per_case": round(seconds_caching / max(n_cases, 1), 2),
