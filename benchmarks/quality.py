@@ -32,6 +32,12 @@ the others, with the same metrics (perviousness needs both, so it is empty there
     python benchmarks/quality.py --quick                              # a few minutes, smoke
     python benchmarks/quality.py --run RUN --inputs ncct              # NCCT-only cohorts
     python benchmarks/quality.py --run RUN --tta --ensemble RUN2      # flip TTA, 2-run mean
+    python benchmarks/quality.py --run RUN --test-cases 90 --cohorts shifted  # 90 patients
+    python benchmarks/quality.py --train-shift shifted --label ceiling  # trained on the test site
+
+``--train-shift shifted`` draws the training cohort with the shifted site's settings (other
+patients): what the same budget reaches when nothing is shifted, a ceiling to read the
+other arms against, never a method (a user cannot train on a site they have not seen).
 
 Wall-clock budgets depend on the machine and its load; the JSON records both.
 """
@@ -71,6 +77,10 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--train-thick-ncct", type=float, default=0.0, metavar="SHARE",
                    help="share of training cases whose NCCT is a 2.5/5 mm reconstruction "
                         "(synth --thick-ncct; the test cohorts are unchanged)")
+    p.add_argument("--train-shift", default="standard", choices=("standard", "shifted"),
+                   help="phantom settings of the training cohort; 'shifted' trains on the "
+                        "held-out site's settings (other patients): the ceiling the budget "
+                        "reaches when nothing is shifted, not an arm to compare as a method")
     p.add_argument("--test-cases", type=int, default=30)
     p.add_argument("--time-limit", type=float, default=30.0, help="training budget, minutes")
     p.add_argument("--epochs", type=int, default=None, help="fixed epochs instead of a budget")
@@ -88,6 +98,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--inputs", default="both,cta,ncct", type=_inputs_arg,
                    help="scans to predict each test cohort with, comma-separated: both, cta "
                         "(NCCT removed), ncct (CTA removed); default all three")
+    p.add_argument("--cohorts", default="same,shifted", type=_cohorts_arg,
+                   help="test cohorts to score, comma-separated (default same,shifted)")
     p.add_argument("--quick", action="store_true", help="tiny cohorts and budget (smoke test)")
     p.add_argument("--out", default=None, help="also write the JSON here")
     return p.parse_args(argv)
@@ -101,6 +113,15 @@ def _inputs_arg(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(f"--inputs {text!r}: choose from "
                                          f"{', '.join(INPUTS)} (comma-separated)")
     return list(dict.fromkeys(items))
+
+
+def _cohorts_arg(text: str) -> list[str]:
+    """``--cohorts``: a comma-separated subset of the test cohorts, in the order given."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in items if t not in COHORTS or t == "train"]
+    if not items or bad:
+        raise argparse.ArgumentTypeError(f"expected same and/or shifted, got {text!r}")
+    return items
 
 
 def cohort_without(data: Path, drop: str, dest: Path) -> Path:
@@ -151,13 +172,19 @@ def clotseg(*argv: str) -> None:
         raise SystemExit(f"failed ({done.returncode}): clotseg {' '.join(argv)}")
 
 
-def make_cohorts(work: Path, n_train: int, n_test: int, train_thick: float = 0.0
-                 ) -> dict[str, Path]:
+def make_cohorts(work: Path, n_train: int, n_test: int, train_thick: float = 0.0,
+                 train_shift: str = "standard", names=tuple(COHORTS)) -> dict[str, Path]:
+    """The benchmark's cohorts ``names`` under ``work/data``, made where missing."""
     dirs = {}
     for name, (seed, shift, fmt) in COHORTS.items():
+        if name not in names:
+            continue
         n = n_train if name == "train" else n_test
         thick = train_thick if name == "train" else 0.0
-        d = work / "data" / (f"{name}_{n}" + (f"_thick{thick:g}" if thick else ""))
+        tag = f"_thick{thick:g}" if thick else ""
+        if name == "train" and train_shift != shift:
+            shift, tag = train_shift, f"{tag}_{train_shift}"
+        d = work / "data" / f"{name}_{n}{tag}"
         if (d / "truth.csv").is_file():
             _check_cohort_version(d)
         else:
@@ -307,7 +334,8 @@ def main(argv=None) -> None:
         args.time_limit = min(args.time_limit, 1.5)
     work = Path(args.work)
     t0 = time.perf_counter()
-    data = make_cohorts(work, args.train_cases, args.test_cases, args.train_thick_ncct)
+    data = make_cohorts(work, args.train_cases, args.test_cases, args.train_thick_ncct,
+                        args.train_shift, ([] if args.run else ["train"]) + args.cohorts)
     t_synth = time.perf_counter() - t0
     run = Path(args.run) if args.run else work / "runs" / args.label
     t_train = 0.0
@@ -324,7 +352,7 @@ def main(argv=None) -> None:
         clotseg(*argv)
         t_train = time.perf_counter() - t
     result = {"benchmark": "quality", "label": args.label, "overrides": args.set,
-              "train_thick_ncct": args.train_thick_ncct,
+              "train_thick_ncct": args.train_thick_ncct, "train_shift": args.train_shift,
               "fp_filter": not args.no_fp_filter, "tta": args.tta,
               "ensemble": [str(r) for r in args.ensemble],
               "time_limit_min": None if args.epochs else args.time_limit,
@@ -345,7 +373,7 @@ def main(argv=None) -> None:
             k: spec.get(k) for k in ("threshold", "min_component_mm3")}
     result["cohorts"] = {}
     result["inputs"] = args.inputs
-    for name in ("same", "shifted"):
+    for name in args.cohorts:
         for inputs in args.inputs:
             drop, suffix = INPUTS[inputs]
             cohort = data[name] if drop is None else cohort_without(
