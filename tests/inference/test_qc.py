@@ -114,7 +114,30 @@ def test_threshold_balanced_when_a_bad_case_scores_like_the_good_ones():
     q = choose_threshold(scores, dice)
     assert 0.3 < q.threshold <= 0.9  # flags the visible bad case, none of the good ones
     assert q.fitted_on["bad_flagged"] == 1 and q.fitted_on["good_flagged"] == 0
-    assert "most good" in q.fitted_on["rule"]
+    assert "at most 20 % of them" in q.fitted_on["rule"]
+
+
+def test_threshold_flags_what_outscores_the_good_cases_when_nothing_separates():
+    # A demo run's ten validation cases: both bad cases score below the good ones, so no
+    # threshold flags a bad case without a good one. The threshold must still sit just
+    # above the good cases (the flag fires on a worse-looking new case), not at the top
+    # of the range where it never fires.
+    scores = [0.11, 0.6, 0.62, 0.63, 0.7, 0.74, 0.77, 0.94, 0.96, 0.98]
+    dice = [0.0, 0.86, 0.75, 0.49, 1.0, 0.73, 0.89, 0.67, 0.64, 0.75]
+    q = choose_threshold(scores, dice)
+    assert q.threshold == pytest.approx(0.78)
+    assert q.fitted_on["good_flagged"] == 0 and q.fitted_on["bad_flagged"] == 0
+    assert q.review(0.94) and not q.review(0.77)
+    assert "at most 20 % of them" in q.fitted_on["rule"]
+
+
+def test_threshold_flags_at_most_a_fifth_of_the_good_cases():
+    scores = [0.9, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75]
+    dice = [0.1, 0.2, 0.85, 0.9, 0.85, 0.9, 0.85, 0.9, 0.85, 0.9, 0.85]
+    q = choose_threshold(scores, dice)  # flagging the 0.3 bad case would flag every good one
+    flagged_good = sum(s >= q.threshold for s, d in zip(scores, dice) if d >= 0.8)
+    assert flagged_good <= 0.2 * 9 and q.review(0.9)
+    assert q.threshold == pytest.approx(0.71)  # the lowest that keeps to one in five
 
 
 def test_threshold_without_bad_cases_or_cases():

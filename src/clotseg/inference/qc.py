@@ -63,6 +63,9 @@ CANDIDATES = tuple(round(float(t), 2) for t in np.arange(0.05, 0.96, 0.01))
 BAD_DICE = 0.5
 #: Validation Dice from which a case should not be flagged.
 GOOD_DICE = 0.8
+#: Most of the good validation cases the chosen threshold may flag (the review target:
+#: at most one in five patients with a good mask sent for review).
+GOOD_FLAGGED_SHARE = 0.2
 
 __all__ = ["DEFAULT_THRESHOLD", "QcSettings", "WEIGHTS", "case_qc", "choose_threshold",
            "combine", "component_qc", "features", "validation_qc"]
@@ -250,12 +253,14 @@ def choose_threshold(scores: Sequence[float], dice: Sequence[float]) -> QcSettin
     """The flag threshold chosen on validation cases.
 
     Rule: the highest candidate threshold that still flags every validation case with
-    Dice below :data:`BAD_DICE`. When that would flag more than half of the good cases
-    (Dice >= :data:`GOOD_DICE`: a bad case the score cannot see), the balanced choice
-    instead: the threshold with the largest share of bad cases flagged minus share of
-    good cases flagged (the higher threshold on a tie). With no bad case, the lowest
-    threshold that flags at most one in five good cases, never below
-    :data:`DEFAULT_THRESHOLD`. With no case at all, the default.
+    Dice below :data:`BAD_DICE`, as long as it flags at most :data:`GOOD_FLAGGED_SHARE`
+    of the good cases (Dice >= :data:`GOOD_DICE`). When it would flag more (a bad case
+    the score cannot see), the lowest threshold that flags at most that share of the
+    good cases: as many bad cases as the good cases allow. A "balanced" choice (bad
+    share minus good share) used to stand here; where no threshold separated the
+    validation cases it picked the highest candidate and the flag never fired. With no
+    bad case, the lowest threshold that flags at most that share of the good cases,
+    never below :data:`DEFAULT_THRESHOLD`. With no case at all, the default.
 
     Args:
         scores: QC score per validation case.
@@ -289,17 +294,18 @@ def _share(flags: np.ndarray) -> float:
 
 def _threshold_rule(s: np.ndarray, bad: np.ndarray, good: np.ndarray) -> tuple[float, str]:
     """:func:`choose_threshold`'s threshold and the rule that gave it."""
+    quiet = min((c for c in CANDIDATES if _share(s[good] >= c) <= GOOD_FLAGGED_SHARE),
+                default=CANDIDATES[-1])
+    share = f"{GOOD_FLAGGED_SHARE:.0%}".replace("%", " %")
     if not bad.any():
-        quiet = [c for c in CANDIDATES if _share(s[good] >= c) <= 0.2]
-        return (max(min(quiet, default=DEFAULT_THRESHOLD), DEFAULT_THRESHOLD),
-                f"no validation case with Dice < {BAD_DICE}: flags at most 20 % of the "
+        return (max(quiet, DEFAULT_THRESHOLD),
+                f"no validation case with Dice < {BAD_DICE}: flags at most {share} of the "
                 f"good cases, not below {DEFAULT_THRESHOLD}")
     t = max([c for c in CANDIDATES if c <= float(s[bad].min()) + 1e-9], default=CANDIDATES[0])
-    if _share(s[good] >= t) <= 0.5:
+    if _share(s[good] >= t) <= GOOD_FLAGGED_SHARE:
         return t, f"highest threshold that flags every validation case with Dice < {BAD_DICE}"
-    gain = [(_share(s[bad] >= c) - _share(s[good] >= c), c) for c in CANDIDATES]
-    return (max(gain)[1], "flagging every bad case would flag most good ones: most bad "
-            "flagged minus good flagged")
+    return quiet, (f"flagging every bad case would flag more than {share} of the good ones: "
+                   f"the lowest threshold that flags at most {share} of them")
 
 
 def validation_qc(cases: Sequence[tuple[np.ndarray, np.ndarray, Sequence[float]]],
