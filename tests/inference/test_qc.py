@@ -108,7 +108,7 @@ def test_threshold_flags_every_bad_validation_case():
     assert q.fitted_on["good_flagged"] == 0
 
 
-def test_threshold_balanced_when_a_bad_case_scores_like_the_good_ones():
+def test_threshold_spares_the_good_cases_when_a_bad_case_scores_like_them():
     scores = [0.9, 0.05, 0.2, 0.25, 0.3, 0.22]  # the second bad case looks clean
     dice = [0.1, 0.2, 0.9, 0.9, 0.85, 0.95]
     q = choose_threshold(scores, dice)
@@ -118,7 +118,7 @@ def test_threshold_balanced_when_a_bad_case_scores_like_the_good_ones():
 
 
 def test_threshold_flags_what_outscores_the_good_cases_when_nothing_separates():
-    # A demo run's ten validation cases: both bad cases score below the good ones, so no
+    # A demo run's ten validation cases: both bad cases score below most good ones, so no
     # threshold flags a bad case without a good one. The threshold must still sit just
     # above the good cases (the flag fires on a worse-looking new case), not at the top
     # of the range where it never fires.
