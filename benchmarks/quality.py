@@ -54,6 +54,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -105,23 +106,20 @@ def parse(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _inputs_arg(text: str) -> list[str]:
-    """``--inputs``: a comma-separated subset of :data:`INPUTS`, in the order given."""
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [t for t in items if t not in INPUTS]
-    if not items or bad:
-        raise argparse.ArgumentTypeError(f"--inputs {text!r}: choose from "
-                                         f"{', '.join(INPUTS)} (comma-separated)")
-    return list(dict.fromkeys(items))
+def _subset(flag: str, allowed) -> Callable[[str], list[str]]:
+    """An argparse type for ``flag``: a comma-separated subset of ``allowed``, in the order
+    given, each item once."""
+    def parse_subset(text: str) -> list[str]:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if not items or any(t not in allowed for t in items):
+            raise argparse.ArgumentTypeError(f"{flag} {text!r}: choose from "
+                                             f"{', '.join(allowed)} (comma-separated)")
+        return list(dict.fromkeys(items))
+    return parse_subset
 
 
-def _cohorts_arg(text: str) -> list[str]:
-    """``--cohorts``: a comma-separated subset of the test cohorts, in the order given."""
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [t for t in items if t not in COHORTS or t == "train"]
-    if not items or bad:
-        raise argparse.ArgumentTypeError(f"expected same and/or shifted, got {text!r}")
-    return items
+_inputs_arg = _subset("--inputs", tuple(INPUTS))
+_cohorts_arg = _subset("--cohorts", tuple(c for c in COHORTS if c != "train"))
 
 
 def cohort_without(data: Path, drop: str, dest: Path) -> Path:
