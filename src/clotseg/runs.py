@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clotseg.config import default_windows
+from clotseg.config import LEGACY_WINDOWS, default_windows
 from clotseg.errors import ClotsegError, UsageError
 from clotseg.io.atomic import atomic_path, write_text
 from clotseg.preprocess.settings import PreprocessSettings
@@ -142,6 +142,9 @@ class ModelSpec:
             raise ValueError(f"expected a JSON object, found {type(data).__name__}")
         known = {f for f in cls.__dataclass_fields__}
         kw = {k: v for k, v in data.items() if k in known}
+        # a model.json without windows predates the current defaults: it was trained on
+        # the windows of its time, not today's
+        kw.setdefault("windows", {k: list(w) for k, w in LEGACY_WINDOWS.items()})
         if isinstance(kw.get("preprocess"), dict):  # {} (falsy) meant the native grid
             try:
                 kw["preprocess"] = (PreprocessSettings.from_dict(kw["preprocess"])

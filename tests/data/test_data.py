@@ -158,6 +158,26 @@ def test_hard_negative_points_lie_on_vessels_and_dense_spots_outside_the_clot(ca
         assert lumen.sum() > 10 and (dense & ~lumen).sum() > 10  # both pools
 
 
+def test_hard_negative_lumen_pool_leaves_out_what_the_window_saturates():
+    """With a CTA window that ends below the top of the lumen range (300 < 600 HU), a
+    saturated voxel may be bone or calcification: only lumen the window still shows counts;
+    dense NCCT spots count only where the CTA shows no lumen."""
+    from clotseg.data.cache import hard_negative_points
+
+    windows = {"cta": [-20.0, 300.0], "ncct": [0.0, 100.0]}
+    hu_cta = np.full((1, 8, 8), 30.0)
+    hu_cta[0, 1, 1] = 200.0  # lumen the window shows
+    hu_cta[0, 2, 2] = 1200.0  # bone: saturated
+    hu_cta[0, 5, 5] = 250.0  # lumen over dense NCCT: a lumen point, not a dense one
+    hu_ncct = np.full((1, 8, 8), 30.0)
+    hu_ncct[0, 4, 4] = 70.0  # dense spot without lumen
+    hu_ncct[0, 5, 5] = 70.0
+    slices = np.stack([(hu_cta + 20) / 320, hu_ncct / 100], axis=1).clip(0, 1)
+    pts = hard_negative_points(slices.astype(np.float32), np.zeros((1, 8, 8), np.uint8),
+                               windows, "case")
+    assert sorted(map(tuple, pts[:, 1:].tolist())) == [(1, 1), (4, 4), (5, 5)]
+
+
 def test_sampler_centres_its_hard_share_near_hard_points(cached):
     cases = cached[2]
     sampler = SliceSampler(cases, 0.5, patch=32, hard_fraction=0.25)
@@ -171,7 +191,8 @@ def test_sampler_centres_its_hard_share_near_hard_points(cached):
     def lumen_share(sel_picks, sel_centres):
         shares = []
         for (c, z), (cx, cy) in zip(sel_picks, sel_centres):
-            s = np.asarray(cases[c].slices[z, 0], float) * 800 - 100
+            lo, hi = WINDOWS["cta"]
+            s = np.asarray(cases[c].slices[z, 0], float) * (hi - lo) + lo
             x0, y0 = int(max(cx - 16, 0)), int(max(cy - 16, 0))
             shares.append((s[x0:x0 + 32, y0:y0 + 32] > 150).mean())
         return np.mean(shares)

@@ -22,7 +22,7 @@ from clotseg.models import register_model
 from clotseg.runs import ModelSpec, save_model_spec
 
 #: HU of painted clot voxels in the CTA, and the normalised level the stub detects
-#: (CTA window −100..700 HU: 600 HU → 0.875, background ≤ 200 HU → ≤ 0.375).
+#: (default CTA window −20..300 HU: 600 HU → 1.0, background ≤ 200 HU → ≤ 0.69).
 PAINT_HU = 600.0
 PAINT_LEVEL = 0.75
 

@@ -109,3 +109,21 @@ def test_spec_qc_threshold_round_trips_and_old_spec_reads(tmp_path):
     for bad in ({"threshold": "0.6"}, {"threshold": 2}, "0.6"):
         with pytest.raises(ValueError, match="'qc'"):
             ModelSpec.from_dict({**old, "qc": bad})
+
+
+def test_spec_windows_are_kept_and_a_spec_without_them_reads_as_the_old_default(tmp_path):
+    """A run keeps the HU windows it was trained with whatever today's default; a
+    ``model.json`` without ``windows`` was written when −100..700 HU was the CTA default,
+    so it must not be fed today's narrower window."""
+    from clotseg.config import DEFAULT_WINDOWS, LEGACY_WINDOWS
+
+    run = Run(tmp_path)
+    spec = ModelSpec("unet-original", {"in_channels": 2, "base": 4})
+    assert spec.windows["cta"] == list(DEFAULT_WINDOWS["cta"])
+    run.write_spec(spec)
+    assert run.read_spec().windows == spec.windows
+    old = json.loads(run.spec_path.read_text())
+    del old["windows"]
+    run.spec_path.write_text(json.dumps(old))
+    assert run.read_spec().windows == {k: list(w) for k, w in LEGACY_WINDOWS.items()}
+    assert LEGACY_WINDOWS["cta"] != DEFAULT_WINDOWS["cta"]  # the fallback is not a no-op

@@ -45,7 +45,7 @@ def test_two_epoch_run_writes_every_artifact(phantom_cohort, tmp_path, capsys):
     assert ck["epoch"] == 1 and ck["config"]["data"]["slab"] == 1
     model, spec = load_model(run)
     assert spec.slab == 1 and spec.model_kwargs["in_channels"] == 2
-    assert spec.pad_multiple == 16 and spec.windows["cta"] == [-100.0, 700.0]
+    assert spec.pad_multiple == 16 and spec.windows["cta"] == [-20.0, 300.0]
     assert spec.modality_dropout == 0.2 and spec.trained_for_missing  # the default
     out = model(torch.zeros(1, 2, 48, 32))
     assert out.shape == (1, 1, 48, 32)
@@ -57,9 +57,19 @@ def test_two_epoch_run_writes_every_artifact(phantom_cohort, tmp_path, capsys):
     assert (spec.threshold, spec.min_component_mm3) == (tuned["threshold"],
                                                         tuned["min_component_mm3"])
     assert len(tuned["table"]) >= 30 and tuned["val_dice"] >= tuned["configured_val_dice"]
-    # the QC review threshold is chosen on validation too, stored as plain numbers
+    # the QC review threshold is chosen on validation too, stored as plain numbers, from
+    # the very scores predict gives those cases (not the softer-edged training-grid maps)
     assert spec.qc["source"] == "validation" and 0 <= spec.qc["threshold"] <= 1
     assert spec.qc["fitted_on"]["cases"] >= 1 and "QC review threshold" in printed
+    assert spec.qc["fitted_on"]["maps"] == "predict"
+    val_scores = spec.qc["fitted_on"]["scores"]
+    assert set(val_scores) == set(splits["val"])
+    pred = tmp_path / "pred"
+    assert main(["predict", str(run), str(phantom_cohort), str(pred), "--device", "cpu",
+                 "--quiet"]) == 0
+    given = json.loads((pred / "predict.json").read_text())["qc"]
+    for case_id, score in val_scores.items():
+        assert given[case_id]["qc_score"] == pytest.approx(score, abs=1e-3), case_id
     best_in_table = max(r["val_dice"] for r in tuned["table"])
     if tuned["changed"]:
         assert tuned["val_dice"] == pytest.approx(best_in_table, abs=1e-5)

@@ -35,7 +35,7 @@ from clotseg.errors import ClotsegError
 from clotseg.io.atomic import atomic_path, write_text
 from clotseg.io.layouts import CaseRef
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 
 #: Hounsfield ranges of the two pools of hard-negative crop centres (outside the clot):
 #: contrast-filled lumen on the CTA (the other vessels, where false-positive specks sit)
@@ -114,8 +114,8 @@ def hard_negative_points(slices: np.ndarray, masks: np.ndarray, windows: dict, s
     outside = masks == 0
     cta, ncct = slices[:, 0], slices[:, 1]
     lumen = _in_window(cta, HARD_NEGATIVE_HU["cta"], windows["cta"]) & outside
-    dense = (_in_window(ncct, HARD_NEGATIVE_HU["ncct"], windows["ncct"]) & outside
-             & ~_in_window(cta, HARD_NEGATIVE_HU["cta"], windows["cta"]))
+    no_lumen = cta < _normalised(HARD_NEGATIVE_HU["cta"][0], windows["cta"])
+    dense = _in_window(ncct, HARD_NEGATIVE_HU["ncct"], windows["ncct"]) & outside & no_lumen
     pools = []
     for sel in (lumen, dense):
         idx = np.flatnonzero(sel)
@@ -125,14 +125,21 @@ def hard_negative_points(slices: np.ndarray, masks: np.ndarray, windows: dict, s
     return np.concatenate(pools).astype(np.int32).reshape(-1, 3)
 
 
-def _in_window(norm: np.ndarray, hu: tuple[float, float], window) -> np.ndarray:
-    """Voxels of a [0, 1]-normalised channel whose HU lay in ``hu`` (values clipped by the
-    window count only where the range reaches inside it)."""
+def _normalised(hu: float, window) -> float:
+    """Where ``hu`` lands on a [0, 1]-normalised channel of ``window`` (unclipped)."""
     lo, hi = float(window[0]), float(window[1])
-    a, b = ((h - lo) / (hi - lo) for h in hu)
+    return (float(hu) - lo) / (hi - lo)
+
+
+def _in_window(norm: np.ndarray, hu: tuple[float, float], window) -> np.ndarray:
+    """Voxels of a [0, 1]-normalised channel whose HU lay in ``hu``, as far as the window
+    shows it: a range that runs past the window's top stops just below it, because a
+    saturated voxel may be anything brighter (with a CTA window ending at 300 HU, bone and
+    calcification as well as lumen)."""
+    a, b = (_normalised(h, window) for h in hu)
     if b <= 0.0 or a >= 1.0:  # the window shows none of the range
         return np.zeros(norm.shape, dtype=bool)
-    return (norm >= a) & (norm <= b)
+    return (norm >= a) & ((norm < 1.0) if b >= 1.0 else (norm <= b))
 
 
 def _settings_dict(resample: Any) -> dict | None:
