@@ -174,6 +174,26 @@ def test_other_models_train_and_reload(phantom_cohort, tmp_path, name):
     assert spec.model_name == name and spec.model_kwargs["in_channels"] == 6
 
 
+def test_qc_threshold_falls_back_to_training_grid_scores_when_predicting_fails(
+        phantom_cohort, tmp_path, monkeypatch):
+    # A failure while predicting the validation cases for the QC threshold must not lose
+    # the run: the threshold comes from the training-grid scores and the log says why.
+    from clotseg.errors import ClotsegError
+    from clotseg.training.trainer import Trainer
+
+    def fail(self):
+        raise ClotsegError("synth_000: cannot read")
+
+    monkeypatch.setattr(Trainer, "_predicted_validation", fail)
+    run = tmp_path / "run"
+    assert main(["train", str(phantom_cohort), "--out", str(run), "--epochs", "1",
+                 *TINY]) == 0
+    qc = load_model_spec(run).qc
+    assert qc["source"] == "validation" and qc["fitted_on"]["maps"] == "training grid"
+    assert "scores" not in qc["fitted_on"]
+    assert "synth_000: cannot read" in (run / "train.log").read_text()
+
+
 def test_original_preset_pads_to_256(phantom_cohort, tmp_path):
     run = tmp_path / "orig"
     assert main(["train", str(phantom_cohort), "--out", str(run), "--preset", "original",

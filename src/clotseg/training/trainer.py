@@ -552,13 +552,18 @@ class Trainer:
         written by ``clotseg preprocess`` holds scans that ``predict`` would preprocess
         again; it is scored on the training grid
         (:func:`clotseg.inference.qc.validation_qc`), as are cases whose mask is not on
-        their CTA's grid."""
+        their CTA's grid, and all of them, with a log line, if predicting one fails."""
         from clotseg.inference.qc import choose_threshold, validation_qc
         from clotseg.preprocess.pipeline import inference_settings_of
 
         spec = self.spec
-        scored = (self._predicted_validation() if inference_settings_of(self.data) is None
-                  else None)
+        scored = None
+        if inference_settings_of(self.data) is None:
+            try:
+                scored = self._predicted_validation()
+            except ClotsegError as exc:  # the run is kept: fall back and say why
+                self._say(f"QC: predicting the validation cases as predict does failed "
+                          f"({exc}); scoring them on the training grid instead")
         if scored is not None:
             ids, scores, dice = scored
             q = choose_threshold(scores, dice)
