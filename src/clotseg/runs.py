@@ -96,6 +96,7 @@ ADDED_SETTINGS: dict[tuple[str, str], object] = {
     ("data", "hard_negative_fraction"): 0.0,
     ("train", "patience_from"): 0.0,
     ("train", "grow_threshold"): 0.0,
+    ("train", "ema_decay"): 0.0,
 }
 
 

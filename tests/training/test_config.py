@@ -83,7 +83,7 @@ def test_target_spacing_accepts_auto_none_and_a_list():
 def test_modality_dropout_is_a_probability_up_to_one_half(tmp_path):
     from clotseg.runs import Run
 
-    assert Config().train.modality_dropout == 0.2
+    assert Config().train.modality_dropout == 0.4
     assert preset("original").train.modality_dropout == 0.0  # the original had none
     check(apply_overrides(preset("default"), ["train.modality_dropout=0.5"]))
     for bad in ("0.9", "-0.1"):
@@ -140,3 +140,18 @@ def test_grow_threshold_is_checked_stored_and_old_runs_do_not_grow(tmp_path):
                                ).grow_threshold is None
     with pytest.raises(ValueError, match="grow_threshold"):
         ModelSpec.from_dict({**data, "grow_threshold": 1.5})
+
+
+def test_ema_decay_is_checked_and_old_runs_read_without_it(tmp_path):
+    import yaml
+
+    from clotseg.runs import Run
+
+    check(apply_overrides(preset("default"), ["train.ema_decay=0.998"]))
+    for bad in ("1.0", "-0.5"):
+        with pytest.raises(ConfigError, match=r"train.ema_decay must be in \[0, 1\)"):
+            check(apply_overrides(preset("default"), [f"train.ema_decay={bad}"]))
+    cfg = preset("default").to_dict()
+    del cfg["train"]["ema_decay"]  # a run written before the setting existed
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert Run(tmp_path).read_config().train.ema_decay == 0.0

@@ -46,7 +46,7 @@ def test_two_epoch_run_writes_every_artifact(phantom_cohort, tmp_path, capsys):
     model, spec = load_model(run)
     assert spec.slab == 1 and spec.model_kwargs["in_channels"] == 2
     assert spec.pad_multiple == 16 and spec.windows["cta"] == [-20.0, 300.0]
-    assert spec.modality_dropout == 0.2 and spec.trained_for_missing  # the default
+    assert spec.modality_dropout == 0.4 and spec.trained_for_missing  # the default
     out = model(torch.zeros(1, 2, 48, 32))
     assert out.shape == (1, 1, 48, 32)
     printed = capsys.readouterr().out
@@ -81,11 +81,13 @@ def test_two_epoch_run_writes_every_artifact(phantom_cohort, tmp_path, capsys):
     assert main(["train", str(phantom_cohort), "--out", str(run), "--epochs", "2", *TINY]) == 1
 
 
-def test_resume_equals_uninterrupted(phantom_cohort, tmp_path, monkeypatch):
+@pytest.mark.parametrize("extra", [[], ["--set", "train.ema_decay=0.9"]],
+                         ids=["plain", "ema"])
+def test_resume_equals_uninterrupted(phantom_cohort, tmp_path, monkeypatch, extra):
     from clotseg.training import trainer
 
     full, part = tmp_path / "full", tmp_path / "part"
-    det = [*TINY, "--set", "train.deterministic=true"]
+    det = [*TINY, "--set", "train.deterministic=true", *extra]
     assert main(["train", str(phantom_cohort), "--out", str(full), "--epochs", "3", *det]) == 0
     # Kill the second run during epoch 3 (after epoch 2's checkpoint was written).
     real_validate, calls = trainer.validate, []
@@ -103,11 +105,43 @@ def test_resume_equals_uninterrupted(phantom_cohort, tmp_path, monkeypatch):
     assert main(["train", str(phantom_cohort), "--out", str(part), "--resume"]) == 0
     assert losses(part) == losses(full)  # same text in metrics.csv: bit-for-bit
     assert [r["lr"] for r in read_rows(part)] == [r["lr"] for r in read_rows(full)]
-    a = torch.load(full / "checkpoints" / "last.pt", weights_only=True)["model"]
-    b = torch.load(part / "checkpoints" / "last.pt", weights_only=True)["model"]
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    a = torch.load(full / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(part / "checkpoints" / "last.pt", weights_only=True)
+    # with ema_decay, "model" is the average and "train_model" the trained weights
+    for key in ("model", "train_model") if extra else ("model",):
+        for k in a[key]:
+            assert torch.equal(a[key][k], b[key][k]), (key, k)
+    if extra:
+        assert a["ema_steps"] == b["ema_steps"] == 9  # 3 epochs x 3 steps
     assert "resumed" in (part / "train.log").read_text()
+
+
+def test_ema_weights_are_validated_saved_and_predicted_with(phantom_cohort, tmp_path,
+                                                            monkeypatch):
+    # train.ema_decay: validation, the checkpoints' "model" and predict all use the
+    # moving average, while the trained weights travel beside it for --resume.
+    from clotseg.training import trainer
+
+    validated, real_validate = [], trainer.validate
+
+    def spy(model, *args, **kwargs):
+        validated.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return real_validate(model, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "validate", spy)
+    run = tmp_path / "run"
+    assert main(["train", str(phantom_cohort), "--out", str(run), "--epochs", "2", *TINY,
+                 "--set", "train.ema_decay=0.99",
+                 "--set", "train.tune_postprocess=false"]) == 0
+    ck = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert ck["ema_steps"] == 6
+    weights = [k for k, v in ck["model"].items() if v.is_floating_point()]
+    assert any(not torch.equal(ck["model"][k], ck["train_model"][k]) for k in weights)
+    assert all(torch.equal(validated[-1][k], ck["model"][k]) for k in ck["model"])
+    model, _ = load_model(run)  # best.pt's average, as predict loads it
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    assert all(torch.equal(model.state_dict()[k], best["model"][k]) for k in weights)
+    assert "train_model" in best
 
 
 def test_time_limit_stops_cleanly_with_a_checkpoint(phantom_cohort, tmp_path):

@@ -40,6 +40,7 @@ from clotseg.metrics.overlap import dice as overlap_dice
 from clotseg.runs import ModelSpec, Run, TrainSummary
 from clotseg.training import distributed as D
 from clotseg.training.checkpoint import rng_state, set_rng_state
+from clotseg.training.ema import EmaWeights
 from clotseg.training.logging import RunLog, plot_curves
 from clotseg.training.optim import Clock, LRSchedule, make_optimizer, setup_torch
 
@@ -310,6 +311,7 @@ class Trainer:
         if cfg.train.channels_last:  # also on CPU: oneDNN trains faster (see README)
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optim = make_optimizer(cfg, self.model.parameters(), device)
+        self.ema = EmaWeights(self.model, cfg.train.ema_decay) if cfg.train.ema_decay else None
         self.sched = LRSchedule(cfg, cfg.train.epochs * cfg.train.steps_per_epoch)
         for group in self.optim.param_groups:  # the schedule's first value (warm-up starts low)
             group["lr"] = cfg.optim.lr * self.sched.factor(0.0)
@@ -328,9 +330,21 @@ class Trainer:
         self.clock = Clock(cfg.train.time_limit_min, self.t_start, self.sched.progress,
                            3 if cfg.train.tune_postprocess else 1)
 
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The network that is validated, saved and predicted with: the weights' moving
+        average with ``train.ema_decay``, else the trained weights."""
+        return self.ema.module if self.ema is not None else self.model
+
     def _restore(self) -> None:
         ck = self.run.load_checkpoint("last", self.device)
-        self.model.load_state_dict(ck["model"])
+        if self.ema is not None and "train_model" in ck:  # "model" holds the average
+            self.model.load_state_dict(ck["train_model"])
+            self.ema.load(ck["model"], int(ck.get("ema_steps", 0)))
+        else:
+            self.model.load_state_dict(ck["model"])
+            if self.ema is not None:  # a checkpoint without an average: start it here
+                self.ema.load(ck["model"], 0)
         self.optim.load_state_dict(ck["optimizer"])
         self.sched.load_state_dict(ck["scheduler"])
         set_rng_state(ck["rng"])
@@ -374,6 +388,8 @@ class Trainer:
             data_s += t_step - t_ready
             loss_sum += train_step(self.step_net, self.model, x, y, self.optim, self.loss_fn,
                                    self.cfg, device)
+            if self.ema is not None:
+                self.ema.update(self.model)
             n_steps += 1
             n_slices += x.shape[0] * info.world
             self.clock.step_s = time.perf_counter() - t_step
@@ -407,7 +423,7 @@ class Trainer:
         """Mean 3D validation Dice per patient (the module-level :func:`validate`); its
         duration tells the clock how long the last validation will take."""
         t_val = time.perf_counter()
-        dice = validate(self.model, self.val_cases, self.cfg, self.device, self.info)
+        dice = validate(self.eval_model, self.val_cases, self.cfg, self.device, self.info)
         self.clock.val_s = time.perf_counter() - t_val
         return dice
 
@@ -451,11 +467,15 @@ class Trainer:
 
     def _payload(self, epoch: int, dice: float) -> dict:
         st, spec = self.state, self.spec
-        return {"model": self.model.state_dict(), "model_name": spec.model_name,
-                "model_kwargs": spec.model_kwargs, "epoch": epoch, "val_dice": dice,
-                "best_dice": st.best, "best_epoch": st.best_epoch, "bad_epochs": st.bad,
-                "optimizer": self.optim.state_dict(), "scheduler": self.sched.state_dict(),
-                "rng": rng_state(), "config": self.cfg.to_dict()}
+        payload = {"model": self.eval_model.state_dict(), "model_name": spec.model_name,
+                   "model_kwargs": spec.model_kwargs, "epoch": epoch, "val_dice": dice,
+                   "best_dice": st.best, "best_epoch": st.best_epoch, "bad_epochs": st.bad,
+                   "optimizer": self.optim.state_dict(), "scheduler": self.sched.state_dict(),
+                   "rng": rng_state(), "config": self.cfg.to_dict()}
+        if self.ema is not None:  # "model" is what predict loads; resuming needs both
+            payload["train_model"] = self.model.state_dict()
+            payload["ema_steps"] = self.ema.steps
+        return payload
 
     def _stop_reason(self, timed_out: bool) -> str | None:
         if timed_out:
