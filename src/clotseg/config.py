@@ -174,8 +174,9 @@ class TrainConfig:
     # replaced by the "missing" input (clotseg.data.slabs.MISSING_VALUE), so one model
     # serves CTA+NCCT, CTA-only and NCCT-only cases; in [0, 0.5]; 0 = off. 0.4 rather than
     # 0.2: with 0.2 one of two 30-min phantom runs never learned to find a clot from the
-    # CTA alone; with 0.4 both did, and both found more clots from the NCCT alone
-    # (benchmarks/results/quality_30min_modality_dropout04*.json)
+    # CTA alone; with 0.4 both did, and both found more clots from the NCCT alone, at a
+    # cost of a few clots with both scans (three runs: 25-30 of 76 shifted clots missed,
+    # two with 0.2: 17-26; benchmarks/results/quality_30min_modality_dropout04*.json)
     modality_dropout: float = 0.4
     # Validate, keep and predict with an exponential moving average of the weights
     # (per-step decay; 0 = off, the trained weights themselves): the average of the last
