@@ -45,6 +45,14 @@ MAX_MODALITY_DROPOUT = 0.5
 TRAIN_ROI_MODES = ("none", "auto")
 
 
+#: Slice orientations a 2.5D network can be trained on (``data.views``): the canonical
+#: spatial axes (0 = X left-right, 1 = Y anterior-posterior, 2 = Z head-foot) that become
+#: a view's (X, Y, Z); its Z is the axis slices are cut across
+#: (:mod:`clotseg.data.slabs`, where the views are used).
+VIEWS: dict[str, tuple[int, int, int]] = {"axial": (0, 1, 2), "coronal": (0, 2, 1),
+                                          "sagittal": (1, 2, 0)}
+
+
 def default_windows() -> dict[str, list[float]]:
     """:data:`DEFAULT_WINDOWS` as lists, the form a config and ``model.json`` store.
 
@@ -73,6 +81,12 @@ class DataConfig:
     roi: str = "none"
     roi_size_mm: float = 120.0  # edge of the ROI cube (mm)
     patch: int = 64  # square training crop in pixels; 0 = the padded full slice
+    # slice orientations the network is trained on and predicts, averaged at predict
+    # (data/slabs.py): axial, coronal, sagittal. More views see head-to-foot vessels (ICA,
+    # basilar) along their length, for one more 2D pass per view at predict time; at the
+    # 30-minute CPU budget all three were no better on unseen patients and cut ICA clots
+    # short (the views share the samples; README), hence axial only by default.
+    views: list = field(default_factory=lambda: ["axial"])
     clot_fraction: float = 0.5  # share of each batch drawn from slices that contain clot
     # share of each batch centred near a vessel or a dense spot outside the clot (hard
     # negatives, data/cache.py): teaches clot vs other vessel, where specks appear
@@ -347,6 +361,10 @@ def check(cfg: Config) -> Config:
         problems.append(f"data.slab must be a positive odd number, got {d.slab}")
     if d.pad_multiple < 1:
         problems.append("data.pad_multiple must be >= 1")
+    if not (isinstance(d.views, list) and d.views and len(set(map(str, d.views))) == len(d.views)
+            and all(isinstance(v, str) and v in VIEWS for v in d.views)):
+        problems.append(f"data.views must be a list of distinct views out of "
+                        f"{', '.join(VIEWS)}, got {d.views!r}")
     if d.patch < 0 or (d.patch and d.patch % d.pad_multiple):
         problems.append(f"data.patch must be 0 (full slice) or a multiple of data.pad_multiple "
                         f"({d.pad_multiple}), got {d.patch}")

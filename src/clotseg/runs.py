@@ -15,6 +15,7 @@ states used to resume.
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -22,7 +23,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clotseg.config import LEGACY_WINDOWS, default_windows
+from clotseg.config import LEGACY_WINDOWS, VIEWS, default_windows
 from clotseg.errors import ClotsegError, UsageError
 from clotseg.io.atomic import atomic_path, write_text
 from clotseg.preprocess.settings import PreprocessSettings
@@ -97,6 +98,7 @@ ADDED_SETTINGS: dict[tuple[str, str], object] = {
     ("train", "patience_from"): 0.0,
     ("train", "grow_threshold"): 0.0,
     ("train", "ema_decay"): 0.0,
+    ("data", "views"): ["axial"],
 }
 
 
@@ -122,7 +124,15 @@ class ModelSpec:
     # train.modality_dropout the model was trained with; None in runs from before it
     # existed (no dropout): predict still takes a one-modality case, with a warning
     modality_dropout: float | None = None
+    # slice orientations trained on and averaged at predict (clotseg.data.slabs.VIEWS);
+    # None in runs from before views existed: axial only
+    views: list[str] | None = None
     format: int = SPEC_FORMAT
+
+    @property
+    def slice_views(self) -> list[str]:
+        """The views to predict and average (axial for runs from before views existed)."""
+        return list(self.views) if self.views else ["axial"]
 
     @property
     def trained_for_missing(self) -> bool:
@@ -188,6 +198,10 @@ def _validate_spec(spec: ModelSpec) -> None:
         ("qc", spec.qc is None or (isinstance(spec.qc, dict) and _number(spec.qc.get("threshold"))
                                    and 0 <= spec.qc["threshold"] <= 1),
          'null or an object {"threshold": number in [0, 1], ...}'),
+        ("views", spec.views is None or (
+            isinstance(spec.views, list) and spec.views and len(set(map(str, spec.views)))
+            == len(spec.views) and all(isinstance(v, str) and v in VIEWS for v in spec.views)),
+         f"null or a list of distinct views out of {', '.join(VIEWS)}"),
         ("modality_dropout", spec.modality_dropout is None or (
             _number(spec.modality_dropout) and 0 <= spec.modality_dropout <= 1),
          "null or a number in [0, 1]"),
@@ -408,7 +422,8 @@ class Run:
         for (section, key), value in ADDED_SETTINGS.items():
             values = data.get(section)
             if not (isinstance(values, dict) and key in values):
-                setattr(getattr(cfg, section), key, value)  # written before it existed
+                # written before it existed (a copy: the value may be a list)
+                setattr(getattr(cfg, section), key, copy.copy(value))
         return cfg
 
     # ------------------------------------------------------------------------- splits

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -13,7 +15,7 @@ from clotseg.data.augment import (
     low_resolution,
     spatial_matrices,
 )
-from clotseg.data.cache import build_cache
+from clotseg.data.cache import build_cache, cache_view, with_views
 from clotseg.data.dataset import (
     BatchFactory,
     MemmapSource,
@@ -24,7 +26,14 @@ from clotseg.data.dataset import (
     canvas_size,
     reach,
 )
-from clotseg.data.slabs import DEFAULT_WINDOWS, pad_to_multiple, prepare_case, slab
+from clotseg.data.slabs import (
+    DEFAULT_WINDOWS,
+    VIEWS,
+    from_view,
+    pad_to_multiple,
+    prepare_case,
+    slab,
+)
 from clotseg.data.splits import load_splits, make_splits, save_splits
 from clotseg.errors import ClotsegError
 from clotseg.io.layouts import discover
@@ -107,6 +116,45 @@ def test_cache_is_memory_mapped_and_matches_prepare_case(cached):
     again = build_cache(index.cases[:1], cache, WINDOWS, progress=False)[0]
     assert (cache / f"{case.case_id}.image.npy").stat().st_mtime_ns == mtime
     np.testing.assert_array_equal(again.slices, case.slices)
+
+
+@pytest.mark.parametrize("view", ["coronal", "sagittal"])
+def test_a_cached_view_is_the_same_case_sliced_across_another_axis(cached, view):
+    index, cache, cases = cached
+    case = next(c for c in cases if len(c.clot_boxes))
+    other = cache_view(case, view, cache)
+    assert other.case_id == case.case_id and isinstance(other.slices, np.memmap)
+    # the view's canonical-order volume is the case's volume, voxel for voxel
+    np.testing.assert_array_equal(from_view(other.image, view), case.image)
+    np.testing.assert_array_equal(from_view(other.mask, view), case.mask)
+    assert other.spacing == tuple(case.spacing[a] for a in VIEWS[view])
+    assert other.depth == case.mask.shape[VIEWS[view][2]]
+    # clot boxes and hard-negative points are those of the view's slices
+    m = np.asarray(other.mask_slices)
+    assert len(other.clot_boxes) == int(m.reshape(len(m), -1).any(axis=1).sum())
+    for z, x0, x1, y0, y1 in other.clot_boxes:
+        assert m[z, x0:x1, y0:y1].sum() == m[z].sum() > 0
+    z, x, y = case.hard_points.T
+    axial_values = case.slices[z, :, x, y]
+    z, x, y = other.hard_points.T
+    np.testing.assert_array_equal(other.slices[z, :, x, y], axial_values)
+    assert len(axial_values) > 100 and np.ptp(axial_values[:, 0]) > 0.1  # varied points
+    # reused while the axial entry is unchanged, rebuilt when it changes
+    base = cache / f"{case.case_id}.{view}.image.npy"
+    mtime = base.stat().st_mtime_ns
+    assert cache_view(case, view, cache).depth == other.depth
+    assert base.stat().st_mtime_ns == mtime
+    meta_path = cache / f"{case.case_id}.json"
+    meta = json.loads(meta_path.read_text())
+    try:
+        meta_path.write_text(json.dumps({**meta, "key": "changed"}))
+        cache_view(case, view, cache)
+        assert base.stat().st_mtime_ns != mtime
+    finally:
+        meta_path.write_text(json.dumps(meta))
+    assert cache_view(case, "axial", cache) is case
+    assert [c.depth for c in with_views(cases[:2], ["axial", view], cache)] == \
+        [c.depth for c in cases[:2]] + [cache_view(c, view, cache).depth for c in cases[:2]]
 
 
 def test_misaligned_mask_is_a_clear_error(phantom_cohort, tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from clotseg.data.slabs import pad_to_multiple, slab
+from clotseg.data.slabs import from_view, pad_to_multiple, slab, to_view
 from clotseg.inference.engine import (
     active_slices,
     content_mask,
@@ -87,6 +87,45 @@ def test_tta_is_the_mean_over_flips():
     got = predict_probabilities(prepare_model(net), img, slab=1, pad_multiple=8, tta=True)
     np.testing.assert_allclose(got, ref, atol=2e-6)
     assert np.abs(got - plain_loop(net, img, 1, 8)).max() > 1e-3  # TTA did something
+
+
+class _CentreVoxelNet(torch.nn.Module):
+    """A voxel-wise network: the probability of a voxel is a fixed function of its own
+    CTA and NCCT values (the centre slice of each slab). Orientation cannot change it."""
+
+    def __init__(self, slab_size: int):
+        super().__init__()
+        self.cta, self.ncct = slab_size // 2, slab_size + slab_size // 2
+
+    def forward(self, x):
+        return 4.0 * x[:, self.cta:self.cta + 1] - 3.0 * x[:, self.ncct:self.ncct + 1] + 0.5
+
+
+def test_every_view_puts_each_voxel_back_where_it_came_from():
+    img = np.random.default_rng(4).uniform(0.01, 1, (2, 20, 14, 9)).astype(np.float32)
+    axial = predict_probabilities(_CentreVoxelNet(3), img, slab=3, pad_multiple=8)
+    np.testing.assert_allclose(axial, 1 / (1 + np.exp(-(4 * img[0] - 3 * img[1] + 0.5))),
+                               rtol=1e-5)
+    for views in (["coronal"], ["sagittal"], ["axial", "coronal", "sagittal"]):
+        got = predict_probabilities(_CentreVoxelNet(3), img, slab=3, pad_multiple=8,
+                                    views=views)
+        assert got.shape == img.shape[1:]
+        np.testing.assert_allclose(got, axial, atol=1e-6, err_msg=str(views))
+
+
+def test_several_views_average_each_views_slice_wise_prediction():
+    net = tiny_net(2, seed=7)
+    img = np.random.default_rng(5).uniform(0.01, 1, (2, 16, 12, 10)).astype(np.float32)
+    ref = {v: from_view(plain_loop(net, to_view(img, v), 1, 8), v)
+           for v in ("axial", "coronal", "sagittal")}
+    got = predict_probabilities(prepare_model(net), img, slab=1, pad_multiple=8,
+                                views=["axial", "coronal", "sagittal"])
+    np.testing.assert_allclose(got, np.mean(list(ref.values()), axis=0), atol=2e-6)
+    # a network with 3x3 kernels sees other neighbours in another view
+    assert np.abs(ref["coronal"] - ref["axial"]).max() > 1e-3
+    one = predict_probabilities(prepare_model(net), img, slab=1, pad_multiple=8,
+                                views=["sagittal"])
+    np.testing.assert_allclose(one, ref["sagittal"], atol=2e-6)
 
 
 def test_precision_choice():

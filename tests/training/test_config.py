@@ -155,3 +155,29 @@ def test_ema_decay_is_checked_and_old_runs_read_without_it(tmp_path):
     del cfg["train"]["ema_decay"]  # a run written before the setting existed
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     assert Run(tmp_path).read_config().train.ema_decay == 0.0
+
+
+def test_views_are_checked_stored_and_old_runs_predict_axial(tmp_path):
+    import json
+
+    import yaml
+
+    from clotseg.runs import ModelSpec, Run
+    from clotseg.training.trainer import model_spec
+
+    cfg = check(apply_overrides(preset("default"), ["data.views=[axial, coronal, sagittal]"]))
+    assert model_spec(cfg).views == ["axial", "coronal", "sagittal"]
+    for bad in ("[]", "[axial, axial]", "[oblique]", "axial", "[[axial]]"):
+        with pytest.raises(ConfigError, match="data.views must be a list"):
+            check(apply_overrides(preset("default"), [f"data.views={bad}"]))
+    old = preset("default").to_dict()
+    del old["data"]["views"]  # a run written before the setting existed
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    assert Run(tmp_path).read_config().data.views == ["axial"]
+    data = json.loads(model_spec(cfg).to_json())
+    assert ModelSpec.from_dict(data).slice_views == ["axial", "coronal", "sagittal"]
+    assert ModelSpec.from_dict({k: v for k, v in data.items() if k != "views"}
+                               ).slice_views == ["axial"]
+    for bad in (["coronal", "coronal"], ["up"], "axial", []):
+        with pytest.raises(ValueError, match="'views' must be"):
+            ModelSpec.from_dict({**data, "views": bad})

@@ -410,3 +410,35 @@ def test_modality_dropout_trains_and_is_recorded(phantom_cohort, tmp_path):
     spec = load_model_spec(run)
     assert spec.modality_dropout == 0.5
     assert yaml.safe_load((run / "config.yaml").read_text())["train"]["modality_dropout"] == 0.5
+
+
+def test_views_train_on_re_sliced_cases_and_predict_averages_them(phantom_cohort, tmp_path):
+    # Real steps on axial and sagittal slices; predict averages both views (model.json),
+    # which changes the probabilities against the same weights predicted axially only.
+    import shutil
+
+    import SimpleITK as sitk
+
+    from clotseg.io.ongrid import file_grid
+
+    run, out = tmp_path / "run", tmp_path / "pred"
+    assert main(["train", str(phantom_cohort), "--out", str(run), "--epochs", "1", *TINY,
+                 "--set", "data.views=[axial, sagittal]",
+                 "--set", "train.tune_postprocess=false"]) == 0
+    assert np.isfinite(losses(run)).all()
+    assert load_model_spec(run).views == ["axial", "sagittal"]
+    splits = json.loads((run / "splits.json").read_text())
+    cached = {p.name for p in (run / "cache").iterdir()}
+    assert all(f"{c}.sagittal.image.npy" in cached for c in splits["train"])
+    assert not any(f"{c}.sagittal.image.npy" in cached for c in splits["val"])
+    axial_run = tmp_path / "axial_run"
+    shutil.copytree(run, axial_run, ignore=shutil.ignore_patterns("cache"))
+    spec = json.loads((axial_run / "model.json").read_text())
+    (axial_run / "model.json").write_text(json.dumps({**spec, "views": ["axial"]}))
+    case = sorted(p for p in phantom_cohort.iterdir() if p.is_dir())[0]
+    probs = []
+    for r, o in ((run, out), (axial_run, tmp_path / "pred_axial")):
+        assert main(["predict", str(r), str(case), str(o), "--save-prob", "-q"]) == 0
+        assert file_grid(o / f"{case.name}.nii.gz").same_as(file_grid(case / "cta.nii.gz"))
+        probs.append(sitk.GetArrayFromImage(sitk.ReadImage(str(o / f"{case.name}_prob.nii.gz"))))
+    assert np.abs(probs[0] - probs[1]).max() > 1e-3

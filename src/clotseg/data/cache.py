@@ -222,6 +222,51 @@ def cache_case(case: CaseRef, cache_dir: Path, windows: dict, resample: Any = No
     return _open(case.case_id, base, meta)
 
 
+def cache_view(case: CachedCase, view: str, cache_dir: Path) -> CachedCase:
+    """``case`` re-sliced across another axis (:data:`clotseg.data.slabs.VIEWS`), cached
+    beside it as ``<case>.<view>.*``: the view's volume stored slice-major like the axial
+    one, so the samplers and batch sources use it unchanged. Made from the cached axial
+    arrays (the source files are not read again) and rebuilt whenever the axial entry is.
+    """
+    from clotseg.data.slabs import VIEWS, to_view
+
+    if view == "axial":
+        return case
+    cache_dir = Path(cache_dir)
+    axial_meta = json.loads(Path(cache_dir / f"{case.case_id}.json").read_text())
+    key = f"{axial_meta['key']}:{view}"
+    base = cache_dir / f"{case.case_id}.{view}"
+    meta_path = Path(f"{base}.json")
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+            if meta.get("key") == key:
+                return _open(case.case_id, base, meta)
+        except (OSError, ValueError):  # damaged entry: rebuild it
+            pass
+    axes = VIEWS[view]
+    image = to_view(np.asarray(case.image), view)  # (2, X', Y', Z')
+    slices = np.ascontiguousarray(image.transpose(3, 0, 1, 2), dtype=np.float16)
+    masks = np.ascontiguousarray(to_view(np.asarray(case.mask), view).transpose(2, 0, 1))
+    canonical = case.hard_points[:, [1, 2, 0]]  # axial (z, x, y) -> canonical (X, Y, Z)
+    hard = canonical[:, [axes[2], axes[0], axes[1]]].astype(np.int32)  # the view's (z, x, y)
+    for suffix, arr in ((".image.npy", slices), (".mask.npy", masks), (".hard.npy", hard)):
+        with atomic_path(f"{base}{suffix}") as tmp, open(tmp, "wb") as fh:
+            np.save(fh, arr)
+    meta = {"key": key, "version": CACHE_VERSION, "view": view,
+            "spacing": [float(case.spacing[a]) for a in axes],
+            "shape": [int(n) for n in masks.shape[1:]] + [int(masks.shape[0])],
+            "clot_boxes": clot_boxes(masks).tolist()}
+    write_text(meta_path, json.dumps(meta))  # written last: marks the entry complete
+    return _open(case.case_id, base, meta)
+
+
+def with_views(cases: list[CachedCase], views: list[str], cache_dir: Path
+               ) -> list[CachedCase]:
+    """Every case in every view of ``views`` (training samples slices of all of them)."""
+    return [cache_view(c, v, cache_dir) for v in views for c in cases]
+
+
 def _open(case_id: str, base: Path, meta: dict) -> CachedCase:
     return CachedCase(case_id, np.load(f"{base}.image.npy", mmap_mode="r"),
                       np.load(f"{base}.mask.npy", mmap_mode="r"), tuple(meta["spacing"]),

@@ -16,6 +16,19 @@ tell "missing" from "air" because the other modality shows tissue where this one
 flat. Training (:func:`clotseg.data.augment.drop_modality`) and prediction
 (:func:`prepare_case` with ``missing``) both write exactly this value, after any
 augmentation, so the network sees the same thing in both.
+
+**Views** (``data.views``): the slices a 2.5D network reads may be cut along any of the
+three canonical axes, not only the axial one. A vessel that runs head-to-foot (the ICA,
+the basilar artery) is a small disc on every axial slice, and a slab of three axial slices
+shows 2–4 mm of it. Coronal and sagittal slices show that vessel along its length. A
+model trained on slices of several views predicts each view and averages the
+probabilities (multi-planar, "2.5D in three orientations"): context along every axis
+for the cost of one 2D pass per view. Measured at a 30-minute CPU budget it was not
+better: the views share the training samples, and long ICA clots came out shorter
+(README, "Quality on unseen data"); hence axial only by default. :data:`VIEWS` gives,
+per view, which canonical axes become the view's ``(X, Y, Z)``; the view's Z is its
+slice axis, so every slice-wise code path works on a view unchanged (:func:`to_view`,
+:func:`from_view`).
 """
 
 from __future__ import annotations
@@ -24,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clotseg.config import DEFAULT_WINDOWS
+from clotseg.config import DEFAULT_WINDOWS, VIEWS
 from clotseg.io.orientation import Orientation, orientation_of
 from clotseg.io.volume import Volume
 
@@ -32,6 +45,36 @@ from clotseg.io.volume import Volume
 MISSING_VALUE = 0.0
 #: Channel block of each modality in a prepared image (``image[i]``) and in a slab batch.
 MODALITY_INDEX = {"cta": 0, "ncct": 1}
+
+
+def _view_axes(view: str, ndim: int) -> tuple[int, ...]:
+    if view not in VIEWS:
+        raise ValueError(f"unknown view {view!r}; views: {', '.join(VIEWS)}")
+    lead = ndim - 3  # a channel axis in front, or none
+    return tuple(range(lead)) + tuple(lead + a for a in VIEWS[view])
+
+
+def to_view(array: np.ndarray, view: str) -> np.ndarray:
+    """``array`` (``(X, Y, Z)`` or ``(C, X, Y, Z)``, canonical) with its axes in ``view``'s
+    order (a transposed view, no copy).
+
+    Examples:
+        >>> a = np.zeros((2, 4, 5, 6))
+        >>> to_view(a, "coronal").shape, to_view(a[0], "sagittal").shape
+        ((2, 4, 6, 5), (5, 6, 4))
+    """
+    return np.asarray(array).transpose(_view_axes(view, np.ndim(array)))
+
+
+def from_view(array: np.ndarray, view: str) -> np.ndarray:
+    """The inverse of :func:`to_view`: a view-ordered array back in canonical order.
+
+    Examples:
+        >>> a = np.arange(24).reshape(2, 3, 4)
+        >>> all(np.array_equal(from_view(to_view(a, v), v), a) for v in VIEWS)
+        True
+    """
+    return np.asarray(array).transpose(np.argsort(_view_axes(view, np.ndim(array))))
 
 
 def normalize(array: np.ndarray, window: tuple[float, float]) -> np.ndarray:

@@ -35,10 +35,11 @@ loop that feeds one slice at a time):
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 
 import numpy as np
 
-from clotseg.data.slabs import pad_amounts, slab_indices
+from clotseg.data.slabs import from_view, pad_amounts, slab_indices, to_view
 
 #: In-plane pixels of zero input kept around the non-zero content (see module docstring).
 ROI_MARGIN = 64
@@ -183,16 +184,42 @@ def _box_in_image(box: tuple[int, int], size: int, multiple: int
 def predict_probabilities(model, image: np.ndarray, *, slab: int, pad_multiple: int,
                           batch_size: int = 16, device="cpu", amp: bool = True,
                           tta: bool = False, precision: str | None = None,
-                          skip_empty: bool = True, roi_margin: int = ROI_MARGIN
-                          ) -> np.ndarray:
+                          skip_empty: bool = True, roi_margin: int = ROI_MARGIN,
+                          views: Sequence[str] = ("axial",)) -> np.ndarray:
     """Sigmoid probabilities ``(X, Y, Z)`` float32 for a canonical ``(2, X, Y, Z)`` image.
 
-    ``tta`` averages the prediction with left-right and anterior-posterior flips.
+    ``views``: the slice orientations the model was trained on
+    (:data:`clotseg.data.slabs.VIEWS`); each is predicted slice by slice and the
+    probabilities are averaged. ``tta`` averages each view's prediction with its two
+    in-plane flips (left-right and anterior-posterior for the axial view).
     ``amp=False`` forces fp32; otherwise ``precision`` (``auto``/``fp32``/``bf16``, see
     :func:`resolve_precision`) decides. ``skip_empty`` skips input that is 0 in both
     modalities (module docstring). The model is used as given: call
     :func:`prepare_model` once beforehand for the fast path.
     """
+    views = list(views) or ["axial"]
+    total = None
+    for view in views:
+        prob = from_view(_predict_slices(model, to_view(image, view), slab=slab,
+                                         pad_multiple=pad_multiple, batch_size=batch_size,
+                                         device=device, amp=amp, tta=tta,
+                                         precision=precision, skip_empty=skip_empty,
+                                         roi_margin=roi_margin), view)
+        if len(views) == 1:
+            return prob
+        if total is None:
+            total = np.array(prob, dtype=np.float32)  # a copy in canonical memory order
+        else:
+            total += prob
+    total /= len(views)
+    return total
+
+
+def _predict_slices(model, image: np.ndarray, *, slab: int, pad_multiple: int,
+                    batch_size: int, device, amp: bool, tta: bool, precision: str | None,
+                    skip_empty: bool, roi_margin: int) -> np.ndarray:
+    """:func:`predict_probabilities` of one view: slices across the last axis of a
+    ``(2, X, Y, Z)`` image."""
     import torch
 
     model.eval()

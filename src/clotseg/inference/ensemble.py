@@ -135,7 +135,7 @@ def _sum_on_grid(group: list[Member], cta: Volume, ncct: Volume, opts: Inference
                                       pad_multiple=m.spec.pad_multiple,
                                       batch_size=opts.batch_size, device=opts.device,
                                       tta=opts.tta, precision=opts.precision,
-                                      skip_empty=opts.skip_empty)
+                                      skip_empty=opts.skip_empty, views=m.spec.slice_views)
         total += prep.orientation.from_canonical(p)
     return total
 

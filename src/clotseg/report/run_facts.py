@@ -87,8 +87,11 @@ def run_summary(info: RunInfo) -> list[tuple[str, str]]:
     slab = (cfg.data.slab if cfg else None) or (spec.slab if spec else None)
     if slab:
         patch = cfg.data.patch if cfg else None
+        views = spec.slice_views if spec is not None else (cfg.data.views if cfg else None)
         rows.append(("Input", f"{slab} slice(s) per modality (CTA + NCCT)"
-                     + (f", training crop {patch} px" if patch else "")))
+                     + (f", training crop {patch} px" if patch else "")
+                     + (f", {' + '.join(views)} slices averaged" if views and len(views) > 1
+                        else "")))
     if cfg is not None:
         rows += _settings_rows(cfg)
     rows += _training_rows(info)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from clotseg.config import Config, check
-from clotseg.data.cache import CachedCase, build_cache, warm_page_cache
+from clotseg.data.cache import CachedCase, build_cache, warm_page_cache, with_views
 from clotseg.data.dataset import (
     BatchFactory,
     MemmapSource,
@@ -64,7 +64,8 @@ def model_spec(cfg: Config) -> ModelSpec:
                      pad_multiple=cfg.data.pad_multiple, threshold=cfg.train.threshold,
                      min_component_mm3=cfg.train.min_component_mm3,
                      grow_threshold=float(cfg.train.grow_threshold), preprocess=None,
-                     modality_dropout=float(cfg.train.modality_dropout))
+                     modality_dropout=float(cfg.train.modality_dropout),
+                     views=list(cfg.data.views))
 
 
 def build_model(spec: ModelSpec) -> torch.nn.Module:
@@ -81,7 +82,10 @@ def build_model(spec: ModelSpec) -> torch.nn.Module:
 
 def validate(model, cases: list[CachedCase], cfg: Config, device, info: D.DistInfo) -> float:
     """Mean 3D Dice per patient over the validation cases (sharded over ranks), on whole
-    volumes predicted exactly as ``clotseg predict`` does (never augmented)."""
+    volumes predicted exactly as ``clotseg predict`` does (never augmented), except that
+    a model of several ``data.views`` is validated on its first view only: every view
+    costs a full pass, and with three views the epochs' validation took as long as their
+    training (the tuning after training, and ``predict``, use every view)."""
     import copy
 
     total, count = 0.0, 0.0
@@ -92,7 +96,7 @@ def validate(model, cases: list[CachedCase], cfg: Config, device, info: D.DistIn
         prob = predict_probabilities(model, np.asarray(case.image, dtype=np.float32),
                                      slab=cfg.data.slab, pad_multiple=cfg.data.pad_multiple,
                                      batch_size=cfg.train.val_batch_size, device=device,
-                                     amp=cfg.train.amp)
+                                     amp=cfg.train.amp, views=cfg.data.views[:1])
         pred = postprocess(prob, case.spacing, threshold=cfg.train.threshold,
                            min_component_mm3=cfg.train.min_component_mm3).astype(bool)
         total += overlap_dice(pred, np.asarray(case.mask))  # both empty: 1 (a correct "no clot")
@@ -294,6 +298,11 @@ class Trainer:
             cached(splits["train"] + splits["val"], self.progress)
         D.barrier(info)
         self.train_cases, self.val_cases = cached(splits["train"]), cached(splits["val"])
+        if cfg.data.views != ["axial"]:  # the same cases re-sliced across other axes
+            if info.main:
+                with_views(self.train_cases, cfg.data.views, cache_dir)
+            D.barrier(info)
+            self.train_cases = with_views(self.train_cases, cfg.data.views, cache_dir)
         self.source, self.batch_mode = make_source(self.train_cases, cfg, self.device)
         if self.batch_mode == "stream" and warm_page_cache(self.train_cases) is not None:
             self._say("reading the cached training cases ahead into the OS page cache")
