@@ -124,7 +124,7 @@ class ModelSpec:
     # train.modality_dropout the model was trained with; None in runs from before it
     # existed (no dropout): predict still takes a one-modality case, with a warning
     modality_dropout: float | None = None
-    # slice orientations trained on and averaged at predict (clotseg.data.slabs.VIEWS);
+    # slice orientations trained on and averaged at predict (clotseg.config.VIEWS);
     # None in runs from before views existed: axial only
     views: list[str] | None = None
     format: int = SPEC_FORMAT

@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from clotseg.data.slabs import prepare_case
+from clotseg.config import VIEWS
+from clotseg.data.slabs import prepare_case, to_view
 from clotseg.errors import ClotsegError
 from clotseg.io.atomic import atomic_path, write_text
 from clotseg.io.layouts import CaseRef
@@ -200,65 +201,67 @@ def cache_case(case: CaseRef, cache_dir: Path, windows: dict, resample: Any = No
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     base = cache_dir / case.case_id
-    meta_path = Path(f"{base}.json")
     key = _key(case, windows, resample)
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-            if meta.get("key") == key:
-                return _open(case.case_id, base, meta)
-        except (OSError, ValueError):  # damaged entry: rebuild it
-            pass
+    found = _current(case.case_id, base, key)
+    if found is not None:
+        return found
     prep = _prepare(case, windows, resample)
     slices = np.ascontiguousarray(prep.image.transpose(3, 0, 1, 2), dtype=np.float16)
     masks = np.ascontiguousarray(prep.mask.transpose(2, 0, 1))
     hard = hard_negative_points(slices, masks, windows, case.case_id)
+    return _write(case.case_id, base, slices, masks, hard,
+                  {"key": key, "spacing": [float(s) for s in prep.spacing],
+                   "shape": list(prep.mask.shape)})
+
+
+def _current(case_id: str, base: Path, key: str) -> CachedCase | None:
+    """The entry at ``base`` when it was made from the same sources and settings."""
+    meta_path = Path(f"{base}.json")
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+            if meta.get("key") == key:
+                return _open(case_id, base, meta)
+        except (OSError, ValueError):  # damaged entry: rebuild it
+            pass
+    return None
+
+
+def _write(case_id: str, base: Path, slices: np.ndarray, masks: np.ndarray,
+           hard: np.ndarray, meta: dict) -> CachedCase:
+    """Write an entry's arrays, then its ``.json`` (last: it marks the entry complete)."""
     for suffix, arr in ((".image.npy", slices), (".mask.npy", masks), (".hard.npy", hard)):
         with atomic_path(f"{base}{suffix}") as tmp, open(tmp, "wb") as fh:
             np.save(fh, arr)
-    meta = {"key": key, "version": CACHE_VERSION, "spacing": [float(s) for s in prep.spacing],
-            "shape": list(prep.mask.shape), "clot_boxes": clot_boxes(masks).tolist()}
-    write_text(meta_path, json.dumps(meta))  # written last: marks the entry complete
-    return _open(case.case_id, base, meta)
+    meta = {**meta, "version": CACHE_VERSION, "clot_boxes": clot_boxes(masks).tolist()}
+    write_text(Path(f"{base}.json"), json.dumps(meta))
+    return _open(case_id, base, meta)
 
 
 def cache_view(case: CachedCase, view: str, cache_dir: Path) -> CachedCase:
-    """``case`` re-sliced across another axis (:data:`clotseg.data.slabs.VIEWS`), cached
+    """``case`` re-sliced across another axis (:data:`clotseg.config.VIEWS`), cached
     beside it as ``<case>.<view>.*``: the view's volume stored slice-major like the axial
     one, so the samplers and batch sources use it unchanged. Made from the cached axial
     arrays (the source files are not read again) and rebuilt whenever the axial entry is.
     """
-    from clotseg.data.slabs import VIEWS, to_view
-
     if view == "axial":
         return case
     cache_dir = Path(cache_dir)
     axial_meta = json.loads(Path(cache_dir / f"{case.case_id}.json").read_text())
     key = f"{axial_meta['key']}:{view}"
     base = cache_dir / f"{case.case_id}.{view}"
-    meta_path = Path(f"{base}.json")
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-            if meta.get("key") == key:
-                return _open(case.case_id, base, meta)
-        except (OSError, ValueError):  # damaged entry: rebuild it
-            pass
+    found = _current(case.case_id, base, key)
+    if found is not None:
+        return found
     axes = VIEWS[view]
     image = to_view(np.asarray(case.image), view)  # (2, X', Y', Z')
     slices = np.ascontiguousarray(image.transpose(3, 0, 1, 2), dtype=np.float16)
     masks = np.ascontiguousarray(to_view(np.asarray(case.mask), view).transpose(2, 0, 1))
     canonical = case.hard_points[:, [1, 2, 0]]  # axial (z, x, y) -> canonical (X, Y, Z)
     hard = canonical[:, [axes[2], axes[0], axes[1]]].astype(np.int32)  # the view's (z, x, y)
-    for suffix, arr in ((".image.npy", slices), (".mask.npy", masks), (".hard.npy", hard)):
-        with atomic_path(f"{base}{suffix}") as tmp, open(tmp, "wb") as fh:
-            np.save(fh, arr)
-    meta = {"key": key, "version": CACHE_VERSION, "view": view,
-            "spacing": [float(case.spacing[a]) for a in axes],
-            "shape": [int(n) for n in masks.shape[1:]] + [int(masks.shape[0])],
-            "clot_boxes": clot_boxes(masks).tolist()}
-    write_text(meta_path, json.dumps(meta))  # written last: marks the entry complete
-    return _open(case.case_id, base, meta)
+    return _write(case.case_id, base, slices, masks, hard,
+                  {"key": key, "view": view, "spacing": [float(case.spacing[a]) for a in axes],
+                   "shape": [int(n) for n in masks.shape[1:]] + [int(masks.shape[0])]})
 
 
 def with_views(cases: list[CachedCase], views: list[str], cache_dir: Path

@@ -189,7 +189,7 @@ def predict_probabilities(model, image: np.ndarray, *, slab: int, pad_multiple: 
     """Sigmoid probabilities ``(X, Y, Z)`` float32 for a canonical ``(2, X, Y, Z)`` image.
 
     ``views``: the slice orientations the model was trained on
-    (:data:`clotseg.data.slabs.VIEWS`); each is predicted slice by slice and the
+    (:data:`clotseg.config.VIEWS`); each is predicted slice by slice and the
     probabilities are averaged. ``tta`` averages each view's prediction with its two
     in-plane flips (left-right and anterior-posterior for the axial view).
     ``amp=False`` forces fp32; otherwise ``precision`` (``auto``/``fp32``/``bf16``, see
