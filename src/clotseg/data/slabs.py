@@ -26,10 +26,9 @@ probabilities (multi-planar, "2.5D in three orientations"): context along every 
 for the cost of one 2D pass per view. Measured at a 30-minute CPU budget it was not
 better: the views share the training samples, and long ICA clots came out shorter
 (README, "Quality on unseen data"); hence axial only by default.
-:data:`clotseg.config.VIEWS` gives,
-per view, which canonical axes become the view's ``(X, Y, Z)``; the view's Z is its
-slice axis, so every slice-wise code path works on a view unchanged (:func:`to_view`,
-:func:`from_view`).
+:data:`clotseg.config.VIEWS` gives, per view, which canonical axes become the view's
+``(X, Y, Z)``; the view's Z is its slice axis, so every slice-wise code path works on a
+view unchanged (:func:`to_view`, :func:`from_view`).
 """
 
 from __future__ import annotations
