@@ -199,6 +199,11 @@ class TrainConfig:
     # (clotseg.training.ema). Off: on a 30-min phantom run (decay 0.998) unseen patients
     # were segmented no better (quality_30min_modality_dropout04_ema0998_90patients.json)
     ema_decay: float = 0.0
+    # predict with the mean of the best-validated and the last weights (best.pt keeps the
+    # best ones as "best_model"): applied afterwards to four 30-min runs it found 1-8 more
+    # unseen-site clots each, with 0-1 more clot-free patients with a speck in three of
+    # them (README); off until a run trained with it and the demo confirm it
+    average_last: bool = False
 
 
 @dataclass

@@ -99,6 +99,7 @@ ADDED_SETTINGS: dict[tuple[str, str], object] = {
     ("train", "grow_threshold"): 0.0,
     ("train", "ema_decay"): 0.0,
     ("data", "views"): ["axial"],
+    ("train", "average_last"): False,
 }
 
 

@@ -181,3 +181,19 @@ def test_views_are_checked_stored_and_old_runs_predict_axial(tmp_path):
     for bad in (["coronal", "coronal"], ["up"], "axial", []):
         with pytest.raises(ValueError, match="'views' must be"):
             ModelSpec.from_dict({**data, "views": bad})
+
+
+def test_average_last_is_off_by_default_and_in_old_runs(tmp_path):
+    import yaml
+
+    from clotseg.runs import Run
+
+    assert preset("default").train.average_last is False
+    assert check(apply_overrides(preset("default"), ["train.average_last=true"])
+                 ).train.average_last is True
+    with pytest.raises(ConfigError, match="average_last"):
+        apply_overrides(preset("default"), ["train.average_last=3"])
+    old = preset("default").to_dict()
+    del old["train"]["average_last"]  # a run written before the setting existed
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    assert Run(tmp_path).read_config().train.average_last is False

@@ -442,3 +442,28 @@ def test_views_train_on_re_sliced_cases_and_predict_averages_them(phantom_cohort
         assert file_grid(o / f"{case.name}.nii.gz").same_as(file_grid(case / "cta.nii.gz"))
         probs.append(sitk.GetArrayFromImage(sitk.ReadImage(str(o / f"{case.name}_prob.nii.gz"))))
     assert np.abs(probs[0] - probs[1]).max() > 1e-3
+
+
+def test_average_last_predicts_with_the_mean_of_best_and_last_weights(phantom_cohort,
+                                                                       tmp_path, monkeypatch):
+    # Validation best at epoch 1 of 3: best.pt's model becomes the mean of epoch 1's and
+    # epoch 3's weights (the best ones kept beside it), and predict loads that mean.
+    scores = iter([0.5, 0.2, 0.1])
+    monkeypatch.setattr("clotseg.training.trainer.validate", lambda *a, **k: next(scores))
+    run = tmp_path / "run"
+    assert main(["train", str(phantom_cohort), "--out", str(run), "--epochs", "3", *TINY,
+                 "--set", "train.average_last=true",
+                 "--set", "train.tune_postprocess=false"]) == 0
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert best["epoch"] == 0 and last["epoch"] == 2 and best["averaged_with_epoch"] == 2
+    floats = [k for k, v in best["model"].items() if v.is_floating_point()]
+    assert any(not torch.equal(best["best_model"][k], last["model"][k]) for k in floats)
+    for k in floats:
+        torch.testing.assert_close(best["model"][k],
+                                   (best["best_model"][k] + last["model"][k]) / 2)
+    model = load_model(run)
+    model = model[0] if isinstance(model, tuple) else model
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, best["model"][k])
+    assert "averaged with the last ones" in (run / "train.log").read_text()
