@@ -202,7 +202,7 @@ class TrainConfig:
     # predict with the mean of the best-validated and the last weights (best.pt keeps the
     # best ones as "best_model"): applied afterwards to four 30-min runs it found 1-8 more
     # unseen-site clots each, with 0-1 more clot-free patients with a speck in three of
-    # them (README); off until a run trained with it and the demo confirm it
+    # them, but one run trained with it was no better than the defaults (README): off
     average_last: bool = False
 
 
