@@ -53,6 +53,19 @@ VIEWS: dict[str, tuple[int, int, int]] = {"axial": (0, 1, 2), "coronal": (0, 2, 
                                           "sagittal": (1, 2, 0)}
 
 
+def valid_views(views: object) -> bool:
+    """True for a non-empty list of distinct :data:`VIEWS` names (``data.views``, and
+    ``views`` in ``model.json``).
+
+    Examples:
+        >>> valid_views(["axial", "coronal"]), valid_views(["axial", "axial"]), valid_views([])
+        (True, False, False)
+    """
+    return (isinstance(views, list) and bool(views)
+            and all(isinstance(v, str) and v in VIEWS for v in views)
+            and len(set(views)) == len(views))
+
+
 def default_windows() -> dict[str, list[float]]:
     """:data:`DEFAULT_WINDOWS` as lists, the form a config and ``model.json`` store.
 
@@ -366,8 +379,7 @@ def check(cfg: Config) -> Config:
         problems.append(f"data.slab must be a positive odd number, got {d.slab}")
     if d.pad_multiple < 1:
         problems.append("data.pad_multiple must be >= 1")
-    if not (isinstance(d.views, list) and d.views and len(set(map(str, d.views))) == len(d.views)
-            and all(isinstance(v, str) and v in VIEWS for v in d.views)):
+    if not valid_views(d.views):
         problems.append(f"data.views must be a list of distinct views out of "
                         f"{', '.join(VIEWS)}, got {d.views!r}")
     if d.patch < 0 or (d.patch and d.patch % d.pad_multiple):

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clotseg.config import LEGACY_WINDOWS, VIEWS, default_windows
+from clotseg.config import LEGACY_WINDOWS, VIEWS, default_windows, valid_views
 from clotseg.errors import ClotsegError, UsageError
 from clotseg.io.atomic import atomic_path, write_text
 from clotseg.preprocess.settings import PreprocessSettings
@@ -199,9 +199,7 @@ def _validate_spec(spec: ModelSpec) -> None:
         ("qc", spec.qc is None or (isinstance(spec.qc, dict) and _number(spec.qc.get("threshold"))
                                    and 0 <= spec.qc["threshold"] <= 1),
          'null or an object {"threshold": number in [0, 1], ...}'),
-        ("views", spec.views is None or (
-            isinstance(spec.views, list) and spec.views and len(set(map(str, spec.views)))
-            == len(spec.views) and all(isinstance(v, str) and v in VIEWS for v in spec.views)),
+        ("views", spec.views is None or valid_views(spec.views),
          f"null or a list of distinct views out of {', '.join(VIEWS)}"),
         ("modality_dropout", spec.modality_dropout is None or (
             _number(spec.modality_dropout) and 0 <= spec.modality_dropout <= 1),

@@ -197,7 +197,9 @@ def predict_probabilities(model, image: np.ndarray, *, slab: int, pad_multiple: 
     modalities (module docstring). The model is used as given: call
     :func:`prepare_model` once beforehand for the fast path.
     """
-    views = list(views) or ["axial"]
+    views = list(views)
+    if not views:
+        raise ValueError("predict_probabilities: no view to predict (views is empty)")
     total = None
     for view in views:
         prob = from_view(_predict_slices(model, to_view(image, view), slab=slab,
