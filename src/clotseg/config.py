@@ -149,6 +149,17 @@ class AugmentConfig:
     noise_prob: float = 0.4
     noise_std: float = 0.03  # largest noise standard deviation, normalised units
     noise_hu: float = 15.0  # largest extra noise standard deviation, HU, both modalities
+    # Share of samples whose NCCT is made to look reconstructed at thick slices (clinics
+    # often keep the NCCT at 2.5-5 mm): the slab's NCCT is rebuilt from a window of thin
+    # slices as the mean over each thick slice, interpolated back onto the thin grid, as
+    # predict sees a thick NCCT after resampling (clotseg.data.augment.thick_slice_weights;
+    # axial view only). 0 = off.
+    thick_ncct_prob: float = 0.0
+    thick_ncct_mm: list = field(default_factory=lambda: [2.5, 5.0])  # slice thickness range
+    # Share of samples blurred across slices (both modalities, one Gaussian sigma in mm):
+    # a scanner's blur is 3D, `blur_*` above blurs within the slice only. 0 = off.
+    z_blur_prob: float = 0.0
+    z_blur_mm: list = field(default_factory=lambda: [0.3, 1.2])  # Gaussian sigma range, mm
 
 
 @dataclass
@@ -410,7 +421,11 @@ def check(cfg: Config) -> Config:
         w = d.windows.get(name) if isinstance(d.windows, dict) else None
         if not (isinstance(w, list) and len(w) == 2 and float(w[1]) > float(w[0])):
             problems.append(f"data.windows.{name} must be [low, high] HU with high > low")
-    for key in ("scale", "gamma", "blur_sigma", "lowres_zoom"):
+    for key in ("thick_ncct_prob", "z_blur_prob"):
+        if not 0 <= getattr(a, key) <= 1:
+            problems.append(f"augment.{key} must be a probability in [0, 1], got "
+                            f"{getattr(a, key)}")
+    for key in ("scale", "gamma", "blur_sigma", "lowres_zoom", "thick_ncct_mm", "z_blur_mm"):
         v = getattr(a, key)
         if len(v) != 2 or not 0 < float(v[0]) <= float(v[1]):
             problems.append(f"augment.{key} must be [low, high] with 0 < low <= high")

@@ -100,6 +100,8 @@ ADDED_SETTINGS: dict[tuple[str, str], object] = {
     ("train", "ema_decay"): 0.0,
     ("data", "views"): ["axial"],
     ("train", "average_last"): False,
+    ("augment", "thick_ncct_prob"): 0.0,
+    ("augment", "z_blur_prob"): 0.0,
 }
 
 

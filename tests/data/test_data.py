@@ -14,8 +14,10 @@ from clotseg.data.augment import (
     gaussian_blur,
     low_resolution,
     spatial_matrices,
+    thick_slice_radius,
+    thick_slice_weights,
 )
-from clotseg.data.cache import build_cache, cache_view, with_views
+from clotseg.data.cache import CachedCase, build_cache, cache_view, with_ncct_hu, with_views
 from clotseg.data.dataset import (
     BatchFactory,
     MemmapSource,
@@ -445,6 +447,152 @@ def test_modality_dropout_blanks_exactly_one_modality_per_sample(cached):
     # off (the default of the factory, the original preset): the batch is unchanged
     assert torch.equal(BatchFactory(src, sampler, 16, 32, AugmentConfig(),
                                     modality_dropout=0.0).make(5)[0], x0)
+
+
+def test_thick_slice_weights_are_a_thick_reconstruction_resampled_onto_the_thin_grid():
+    """Against a thick reconstruction made by hand: 1 mm slices, 3 mm thick slices whose
+    edges fall on thin-slice edges (phase 0), so each thick slice is the plain mean of
+    three thin ones, and the thin grid is the linear interpolation between thick centres."""
+    rng = np.random.default_rng(0)
+    vol = rng.normal(size=41)
+    z = 20  # the slab's centre; thick centres at z + 3k
+    thick = {k: vol[z + 3 * k - 1:z + 3 * k + 2].mean() for k in range(-3, 4)}
+    expected = [thick[-1] / 3 + 2 * thick[0] / 3, thick[0], 2 * thick[0] / 3 + thick[1] / 3]
+    radius = thick_slice_radius(3, 1.0, 3.0)
+    w = thick_slice_weights(3, radius, 1.0, 3.0, 0.0)
+    np.testing.assert_allclose(w @ vol[z - radius:z + radius + 1], expected, rtol=1e-12)
+    # any phase and thickness: rows sum to 1, a linear ramp along z passes through (a box
+    # mean and a linear interpolation of a line are the line; up to the thin slices cut
+    # by a thick slice's edge, each taken as uniform over its thickness), and a single bright
+    # thin slice is spread out and dimmed to at most spacing / thickness (partial volume)
+    ramp = np.arange(-30, 31) * 0.7
+    for thickness, phase, spacing in ((2.5, 0.3, 0.6), (5.0, 4.9, 1.05), (4.0, 2.0, 0.5)):
+        r = thick_slice_radius(3, spacing, thickness)
+        w = thick_slice_weights(3, r, spacing, thickness, phase)
+        np.testing.assert_allclose(w.sum(axis=1), 1.0, rtol=1e-12)
+        np.testing.assert_allclose(w @ ramp[30 - r:31 + r], ramp[29:32], rtol=0, atol=0.7 / 20)
+        assert w[1, r] <= spacing / thickness + 1e-12 and (w > 0).sum(axis=1).min() >= 2
+
+
+def _impulse_case(view: str = "axial") -> CachedCase:
+    """A 40-slice case, 1 mm apart: the NCCT bright on slice 20 only, the CTA a ramp."""
+    slices = np.zeros((40, 2, 32, 32), np.float16)
+    slices[:, 0] = (np.arange(40) / 40)[:, None, None]
+    slices[20, 1] = 1.0
+    mask = np.zeros((40, 32, 32), np.uint8)
+    mask[20, 10:14, 10:14] = 1
+    boxes = np.array([[20, 10, 14, 10, 14]])
+    return CachedCase("impulse", slices, mask, (0.7, 0.7, 1.0), boxes,
+                      np.zeros((0, 3), np.int64), view)
+
+
+@pytest.mark.parametrize("resident", [False, True])
+def test_thick_ncct_augmentation_smears_the_ncct_only_along_the_slice_axis(resident):
+    """With ``augment.thick_ncct_prob`` 1 every axial sample's NCCT slab is a thick
+    reconstruction of its thin neighbours: a one-slice bright NCCT spot (a thin
+    hyperdense clot) reaches the slices around it dimmed; the CTA and the mask are
+    untouched; a case sliced across another axis is left alone; off draws nothing."""
+    plain = dict(flip=0.0, spatial_prob=0.0, intensity_prob=0.0, lowres_prob=0.0,
+                 blur_prob=0.0, noise_prob=0.0)
+    on = AugmentConfig(thick_ncct_prob=1.0, thick_ncct_mm=[3.0, 5.0], **plain)
+    for view in ("axial", "coronal"):
+        cases = [_impulse_case(view)]
+        canvas = canvas_size(cases, 16, 32)
+        src = (ResidentSource(cases, 3, canvas, "cpu") if resident
+               else MemmapSource(cases, 3, canvas))
+        sampler = SliceSampler(cases, 1.0, 32)  # every sample on the clot's slice
+        x0, y0 = BatchFactory(src, sampler, 8, 32, AugmentConfig(**plain)).make(3)
+        x, y = BatchFactory(src, sampler, 8, 32, on).make(3)
+        assert torch.equal(y, y0) and torch.equal(x[:, :3], x0[:, :3])
+        if view != "axial":
+            assert torch.equal(x, x0)
+            continue
+        assert torch.equal(x0[:, 4].amax(dim=(1, 2)), torch.ones(8))  # thin: full value
+        peak = x[:, 3:].amax(dim=(2, 3))  # (B, 3 slab slices)
+        assert (peak <= 1.0 / 3.0 + 1e-3).all()  # at most spacing / thickness of it
+        assert (peak > 0).sum(dim=1).min() >= 2  # and in more than its own slice
+        assert (peak.sum(dim=1) - peak.sum(dim=1)[0]).abs().max() > 1e-3  # random phases
+    off = AugmentConfig(thick_ncct_prob=0.0, **plain)
+    gen_a, gen_b = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    factory = BatchFactory(MemmapSource(cases, 3, canvas), sampler, 8, 32, off)
+    factory.reslice(torch.zeros(8, 6, 32, 32), np.zeros((8, 2), np.int64), off, gen_a)
+    assert torch.equal(gen_a.get_state(), gen_b.get_state())
+
+
+def test_z_blur_augmentation_blurs_both_modalities_across_slices():
+    """``augment.z_blur_prob`` 1: a one-slice bright spot in both scans reaches the
+    neighbouring slices of the slab in both, dimmed (the blur of a scanner with a wider
+    slice profile); with thick NCCT as well, the NCCT gets both and is dimmer still."""
+    plain = dict(flip=0.0, spatial_prob=0.0, intensity_prob=0.0, lowres_prob=0.0,
+                 blur_prob=0.0, noise_prob=0.0)
+    case = _impulse_case()
+    case.slices[:, 0] = 0.0
+    case.slices[20, 0] = 1.0
+    cases = [case]
+    canvas = canvas_size(cases, 16, 32)
+    src, sampler = MemmapSource(cases, 3, canvas), SliceSampler(cases, 1.0, 32)
+    blur = AugmentConfig(z_blur_prob=1.0, z_blur_mm=[1.0, 1.2], **plain)
+    x, y = BatchFactory(src, sampler, 8, 32, blur).make(3)
+    x0, y0 = BatchFactory(src, sampler, 8, 32, AugmentConfig(**plain)).make(3)
+    assert torch.equal(y, y0)
+    for m in (0, 1):
+        peak = x[:, 3 * m:3 * m + 3].amax(dim=(2, 3))  # (B, slab)
+        assert (peak[:, 1] < 0.5).all() and (peak[:, 0] > 0.1).all() and (peak[:, 2] > 0.1).all()
+        torch.testing.assert_close(peak[:, 0], peak[:, 2])  # symmetric about the spot
+    both = AugmentConfig(z_blur_prob=1.0, z_blur_mm=[1.0, 1.2], thick_ncct_prob=1.0, **plain)
+    xb, _ = BatchFactory(src, sampler, 8, 32, both).make(3)
+    assert (xb[:, 3:].amax(dim=(1, 2, 3)) < x[:, 3:].amax(dim=(1, 2, 3))).all()
+
+
+def test_the_ncct_in_hu_is_the_cached_ncct_unclipped(cached):
+    """The HU entry of a phantom case shows what the 0-100 HU window clips (skull above
+    100 HU, air below 0) and agrees with the cached channel inside the window; a second
+    call reuses it."""
+    index, cache, cases = cached
+    hu_cases = with_ncct_hu(index.cases[:2], cases[:2], cache, WINDOWS)
+    hu = np.asarray(hu_cases[0].ncct_hu, dtype=np.float32)
+    assert hu.shape == cases[0].mask_slices.shape and hu.max() > 300 and hu.min() < -500
+    lo, hi = WINDOWS["ncct"]
+    np.testing.assert_allclose(np.clip((hu - lo) / (hi - lo), 0, 1),
+                               np.asarray(cases[0].slices[:, 1], dtype=np.float32), atol=2e-3)
+    mtime = (cache / f"{cases[0].case_id}.ncct_hu.npy").stat().st_mtime_ns
+    with_ncct_hu(index.cases[:1], cases[:1], cache, WINDOWS)
+    assert (cache / f"{cases[0].case_id}.ncct_hu.npy").stat().st_mtime_ns == mtime
+
+
+@pytest.mark.parametrize("resident", [False, True])
+def test_thick_ncct_is_averaged_in_hu_so_bone_bleeds_into_a_thick_slice(resident):
+    """A thick slice that takes in a little bone is bright in HU: 20 slices of brain
+    (30 HU) above 20 of bone (1000 HU), 1 mm apart, 5 mm thick slices. Averaged in HU the
+    brain slices next to the bone come out hyperdense (above 60 HU: what a clot looks
+    like); averaged on the clipped 0-100 HU channel they cannot (at most 30 + a share of
+    70 HU)."""
+    plain = dict(flip=0.0, spatial_prob=0.0, intensity_prob=0.0, lowres_prob=0.0,
+                 blur_prob=0.0, noise_prob=0.0)
+    hu = np.full((40, 32, 32), 30.0, np.float32)
+    hu[20:] = 1000.0
+    slices = np.zeros((40, 2, 32, 32), np.float16)
+    slices[:, 1] = np.clip(hu / 100.0, 0, 1)
+    mask = np.zeros((40, 32, 32), np.uint8)
+    mask[17, 10:14, 10:14] = 1  # clot-centred samples on slice 17, 3 mm above the bone
+    boxes = np.array([[17, 10, 14, 10, 14]])
+    case = CachedCase("bone", slices, mask, (0.7, 0.7, 1.0), boxes,
+                      np.zeros((0, 3), np.int64), "axial", hu.astype(np.float16))
+    clipped = CachedCase(*[getattr(case, f) for f in ("case_id", "slices", "mask_slices",
+                                                       "spacing", "clot_boxes",
+                                                       "hard_points", "view")])
+    on = AugmentConfig(thick_ncct_prob=1.0, thick_ncct_mm=[5.0, 5.0], **plain)
+    peaks = []
+    for c in (case, clipped):
+        canvas = canvas_size([c], 16, 32)
+        src = (ResidentSource([c], 3, canvas, "cpu") if resident
+               else MemmapSource([c], 3, canvas))
+        factory = BatchFactory(src, SliceSampler([c], 1.0, 32), 16, 32, on, WINDOWS)
+        x, _ = factory.make(2)
+        peaks.append(x[:, 4].amax(dim=(1, 2)) * 100)  # slice 17's NCCT, HU
+    in_hu, on_window = peaks
+    assert (on_window <= 30 + 70 * 0.5 + 1).all() and (in_hu > on_window + 1).all()
+    assert (in_hu > 60).any()
 
 
 def test_a_training_case_needs_both_scans(phantom_cohort, tmp_path):

@@ -197,3 +197,26 @@ def test_average_last_is_off_by_default_and_in_old_runs(tmp_path):
     del old["train"]["average_last"]  # a run written before the setting existed
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
     assert Run(tmp_path).read_config().train.average_last is False
+
+
+def test_slice_axis_augmentations_are_checked_and_off_in_old_runs(tmp_path):
+    import yaml
+
+    from clotseg.runs import Run
+
+    cfg = check(apply_overrides(preset("default"), ["augment.thick_ncct_prob=0.3",
+                                                     "augment.thick_ncct_mm=[2.5, 5]"]))
+    assert cfg.augment.thick_ncct_prob == 0.3 and cfg.augment.thick_ncct_mm == [2.5, 5]
+    for bad, what in (("augment.thick_ncct_prob=1.5", "thick_ncct_prob"),
+                      ("augment.thick_ncct_mm=[5, 2.5]", "thick_ncct_mm"),
+                      ("augment.thick_ncct_mm=[0, 5]", "thick_ncct_mm"),
+                      ("augment.z_blur_prob=-0.1", "z_blur_prob"),
+                      ("augment.z_blur_mm=[1]", "z_blur_mm")):
+        with pytest.raises(ConfigError, match=what):
+            check(apply_overrides(preset("default"), [bad]))
+    old = preset("default").to_dict()
+    del old["augment"]["thick_ncct_prob"]  # a run written before the settings existed
+    del old["augment"]["z_blur_prob"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    aug = Run(tmp_path).read_config().augment
+    assert aug.thick_ncct_prob == 0.0 and aug.z_blur_prob == 0.0

@@ -11,7 +11,11 @@ its mask:
   calibration offset in HU; then a simulated coarser resolution, Gaussian blur and
   Gaussian noise (in HU) per sample. Their ranges are wide on purpose (domain
   randomisation): scanners differ in noise, sharpness, contrast timing and calibration,
-  and a model that has seen that spread in training is not thrown by a new site.
+  and a model that has seen that spread in training is not thrown by a new site;
+* along the slice axis (it needs thin slices beyond the slab, so it is applied where the
+  slabs are gathered, :class:`clotseg.data.dataset.BatchFactory`): thick-slice NCCT
+  (:func:`thick_slice_weights`) and the scanner's blur across slices
+  (:func:`blur_slice_weights`; the intensity step blurs within the slice only).
 
 This is the original's family (flips, brightness/contrast, gamma, blur; CLAHE omitted)
 plus rotation/scale and noise. Only ever applied to training batches. Random parameters
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -216,6 +221,85 @@ def crop(x: torch.Tensor, corners: torch.Tensor, size: tuple[int, int]) -> torch
     out = x[torch.arange(b, device=x.device)[:, None, None], :, rows[:, :, None],
             cols[:, None, :]]  # (B, h, w, C)
     return out.permute(0, 3, 1, 2).contiguous()
+
+
+def thick_slice_draws(n: int, cfg: AugmentConfig, gen: torch.Generator
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per sample: whether its NCCT is made thick (``augment.thick_ncct_prob``), the slice
+    thickness (mm, uniform in ``augment.thick_ncct_mm``) and the phase of the thick grid
+    (mm, uniform in [0, thickness)). Drawn for every sample, so the stream of random
+    numbers does not depend on which samples are hit."""
+    hit = _chance(gen, n, float(cfg.thick_ncct_prob))
+    thick = _uniform(gen, n, float(cfg.thick_ncct_mm[0]), float(cfg.thick_ncct_mm[1]))
+    phase = torch.rand(n, generator=gen, dtype=torch.float64) * thick
+    return hit.numpy(), thick.numpy(), phase.numpy()
+
+
+def thick_slice_radius(slab: int, spacing: float, thickness: float) -> int:
+    """Thin slices each side of a slab's centre that :func:`thick_slice_weights` needs:
+    the slab's half-width, plus the two thick slices bracketing its outer slices."""
+    return slab // 2 + math.ceil(1.5 * thickness / spacing)
+
+
+def thick_slice_weights(slab: int, radius: int, spacing: float, thickness: float,
+                        phase: float) -> np.ndarray:
+    """``(slab, 2 * radius + 1)`` weights that turn a window of thin slices into the slab
+    a scan reconstructed at ``thickness`` mm would give after resampling onto the thin grid.
+
+    A scanner's thick slice is the mean of the tissue over its thickness; ``preprocess``
+    and ``predict`` then interpolate the thick slices linearly onto the CTA's (thin) grid.
+    Both steps are linear along the slice axis, so they are one weight matrix: thick-slice
+    centres at ``phase + k * thickness`` mm from the window's middle slice, each the
+    overlap-weighted mean of the thin slices (``spacing`` mm apart, each ``spacing`` thick)
+    within its thickness, and slab slice ``s`` (centred on the middle) the linear
+    interpolation between the two centres around it. Hand-written: the resampling
+    libraries resample whole volumes, and training needs it per sample on a few slices.
+    ``radius`` must be at least :func:`thick_slice_radius`; every row sums to 1.
+
+    Examples:
+        >>> w = thick_slice_weights(3, 8, 1.0, 5.0, 0.0)
+        >>> w.shape, bool(np.allclose(w.sum(axis=1), 1)), bool(np.allclose(w[1, 6:11], 0.2))
+        ((3, 17), True, True)
+    """
+    h = slab // 2
+    centres = (np.arange(2 * radius + 1) - radius) * spacing
+    lo, hi = centres - spacing / 2, centres + spacing / 2
+    weights = np.zeros((slab, 2 * radius + 1))
+    for s in range(slab):
+        f = ((s - h) * spacing - phase) / thickness
+        k = math.floor(f)
+        for kk, share in ((k, 1.0 - (f - k)), (k + 1, f - k)):
+            c = phase + kk * thickness
+            overlap = np.minimum(hi, c + thickness / 2) - np.maximum(lo, c - thickness / 2)
+            weights[s] += share * np.clip(overlap, 0.0, None) / thickness
+    return weights
+
+
+def z_blur_draws(n: int, cfg: AugmentConfig, gen: torch.Generator
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample: whether it is blurred along the slice axis (``augment.z_blur_prob``) and
+    the Gaussian's sigma (mm, uniform in ``augment.z_blur_mm``), drawn for every sample."""
+    hit = _chance(gen, n, float(cfg.z_blur_prob))
+    sigma = _uniform(gen, n, float(cfg.z_blur_mm[0]), float(cfg.z_blur_mm[1]))
+    return hit.numpy(), sigma.numpy()
+
+
+def blur_slice_weights(weights: np.ndarray, spacing: float, sigma_mm: float) -> np.ndarray:
+    """``weights`` (slab, 2 * r + 1) followed by a Gaussian blur of ``sigma_mm`` along the
+    slice axis: ``(slab, 2 * (r + k) + 1)`` weights over a window ``k`` slices wider each
+    side (the kernel's reach, 3 sigma). The scanner's blur acts on the thin volume before
+    any thick-slice averaging, so it is the inner step.
+
+    Examples:
+        >>> w = blur_slice_weights(np.eye(3), 1.0, 1.0)
+        >>> w.shape, bool(np.allclose(w.sum(axis=1), 1)), bool(w[1, 4] == w.max())
+        ((3, 9), True, True)
+    """
+    k = max(1, math.ceil(3.0 * sigma_mm / spacing))
+    t = np.arange(-k, k + 1) * spacing
+    kernel = np.exp(-(t**2) / (2 * sigma_mm**2))
+    kernel /= kernel.sum()
+    return np.stack([np.convolve(row, kernel) for row in weights])
 
 
 def drop_modality(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:

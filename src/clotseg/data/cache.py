@@ -9,6 +9,8 @@ slab is one contiguous read:
 * ``<case>.hard.npy`` int32 ``(n, 3)``: ``z, x, y`` of up to :data:`HARD_POINTS_PER_POOL`
   points per pool outside the clot that look like it or like where specks appear
   (:func:`hard_negative_points`), the centres of hard-negative crops,
+* ``<case>.ncct_hu.npy`` float16 ``(Z, X, Y)``: the NCCT in HU, unclipped, only for runs
+  that simulate thick-slice NCCT (:func:`cache_ncct_hu`),
 * ``<case>.json``: spacing, shape, the bounding box of the clot on every clot slice (for
   clot-centred crops without scanning masks) and a key of the source files and windows;
   an entry whose key no longer matches is rebuilt.
@@ -19,6 +21,7 @@ on demand instead of all volumes living in process memory.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -57,6 +60,9 @@ class CachedCase:
     spacing: tuple[float, ...]  # canonical (X, Y, Z) order, mm
     clot_boxes: np.ndarray  # (n, 5) int: z, x0, x1, y0, y1 (end exclusive) per clot slice
     hard_points: np.ndarray  # (m, 3) int: z, x, y of hard-negative crop centres
+    view: str = "axial"  # the axis slices are cut across (clotseg.config.VIEWS)
+    # (Z, X, Y) float16 memmap of the NCCT in HU, unclipped (with_ncct_hu), or None
+    ncct_hu: np.ndarray | None = None
 
     @property
     def depth(self) -> int:
@@ -264,6 +270,58 @@ def cache_view(case: CachedCase, view: str, cache_dir: Path) -> CachedCase:
                    "shape": [int(n) for n in masks.shape[1:]] + [int(masks.shape[0])]})
 
 
+#: HU range kept by :func:`cache_ncct_hu` (air to dense bone; float16 keeps 0.03 HU steps
+#: at brain density and 0.5 HU at 1000 HU).
+NCCT_HU_RANGE = (-1024.0, 3071.0)
+
+
+def cache_ncct_hu(ref: CaseRef, case: CachedCase, cache_dir: Path, windows: dict,
+                  resample: Any = None) -> CachedCase:
+    """``case`` with its NCCT in HU, unclipped (``<case>.ncct_hu.npy``, slice-major like
+    the axial entry), for the thick-slice NCCT augmentation.
+
+    The cached channels are clipped to the network's windows (NCCT 0-100 HU), and a thick
+    slice is a mean in HU: a slice that holds a little skull base averages to 60-100 HU,
+    what a hyperdense clot looks like, where the same mean of clipped values stays near
+    brain density. Made on demand (only runs that use the augmentation pay for it) by
+    preparing the case from its files once more, and rebuilt whenever the axial entry is.
+    """
+    cache_dir = Path(cache_dir)
+    axial_meta = json.loads(Path(cache_dir / f"{ref.case_id}.json").read_text())
+    key = f"{axial_meta['key']}:ncct_hu"
+    base = cache_dir / f"{ref.case_id}.ncct_hu"
+    meta_path = Path(f"{base}.json")
+    try:
+        fresh = json.loads(meta_path.read_text()).get("key") == key
+    except (OSError, ValueError):
+        fresh = False
+    if not fresh:
+        lo, hi = NCCT_HU_RANGE
+        with warnings.catch_warnings():  # the axial entry's build reported them
+            warnings.simplefilter("ignore")
+            prep = _prepare(ref, {"cta": windows["cta"], "ncct": [lo, hi]},
+                            _settings_dict(resample))
+        hu = np.ascontiguousarray(prep.image[1].transpose(2, 0, 1)) * (hi - lo) + lo
+        if hu.shape != case.mask_slices.shape:
+            raise ClotsegError(f"case {ref.case_id}: the NCCT in HU has shape {hu.shape}, "
+                               f"its cache entry {case.mask_slices.shape}; delete {cache_dir}")
+        with atomic_path(f"{base}.npy") as tmp, open(tmp, "wb") as fh:
+            np.save(fh, hu.astype(np.float16))
+        write_text(meta_path, json.dumps({"key": key, "range": [lo, hi]}))
+    return dataclasses.replace(case, ncct_hu=np.load(f"{base}.npy", mmap_mode="r"))
+
+
+def with_ncct_hu(refs: list[CaseRef], cases: list[CachedCase], cache_dir: Path, windows: dict,
+                 resample: Any = None, progress: bool = False) -> list[CachedCase]:
+    """:func:`cache_ncct_hu` for every case (``refs`` and ``cases`` in the same order)."""
+    it = zip(refs, cases)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(list(it), desc="caching NCCT in HU", unit="case", leave=False)
+    return [cache_ncct_hu(r, c, cache_dir, windows, resample) for r, c in it]
+
+
 def with_views(cases: list[CachedCase], views: list[str], cache_dir: Path
                ) -> list[CachedCase]:
     """Every case in every view of ``views`` (training samples slices of all of them)."""
@@ -274,7 +332,8 @@ def _open(case_id: str, base: Path, meta: dict) -> CachedCase:
     return CachedCase(case_id, np.load(f"{base}.image.npy", mmap_mode="r"),
                       np.load(f"{base}.mask.npy", mmap_mode="r"), tuple(meta["spacing"]),
                       np.asarray(meta["clot_boxes"], dtype=np.int64).reshape(-1, 5),
-                      np.load(f"{base}.hard.npy").astype(np.int64).reshape(-1, 3))
+                      np.load(f"{base}.hard.npy").astype(np.int64).reshape(-1, 3),
+                      meta.get("view", "axial"))
 
 
 def build_cache(cases: list[CaseRef], cache_dir: Path, windows: dict,

@@ -28,7 +28,16 @@ import numpy as np
 import torch
 
 from clotseg.config import AugmentConfig
-from clotseg.data.augment import augment_batch, drop_modality, to_device
+from clotseg.data.augment import (
+    augment_batch,
+    blur_slice_weights,
+    drop_modality,
+    thick_slice_draws,
+    thick_slice_radius,
+    thick_slice_weights,
+    to_device,
+    z_blur_draws,
+)
 from clotseg.data.cache import CachedCase
 from clotseg.data.slabs import slab_indices
 
@@ -101,15 +110,64 @@ class _Source:
     """Slabs of a cohort on a common canvas (cases centred), as float32 batches."""
 
     def __init__(self, cases: list[CachedCase], slab: int, canvas: tuple[int, int]):
+        self.cases = cases
         self.slab = slab
         self.canvas = canvas
         self.depths = np.array([c.depth for c in cases], dtype=np.int64)
         self.offsets = np.array([((canvas[0] - c.plane[0]) // 2, (canvas[1] - c.plane[1]) // 2)
                                  for c in cases], dtype=np.int64)
+        # slice spacing (mm) and whether slices are axial: thick-slice NCCT augmentation
+        self.slice_spacing = np.array([float(c.spacing[2]) for c in cases], dtype=np.float64)
+        self.axial = np.array([c.view == "axial" for c in cases], dtype=bool)
         self.device = torch.device("cpu")
 
     def gather(self, picks: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
+
+    def slice_window(self, picks: np.ndarray, radius: int, channel: int,
+                     origins: np.ndarray | None = None, size: tuple[int, int] | None = None
+                     ) -> torch.Tensor:
+        """``(B, 2 * radius + 1, H, W)`` slices of one modality (``channel`` 0 CTA,
+        1 NCCT) around each pick's slice (the edge slice repeated past the volume's ends,
+        as :func:`clotseg.data.slabs.slab_indices` does), on the canvas or the same
+        windows as :meth:`gather`."""
+        raise NotImplementedError
+
+    def _rect(self, ci: int, origin, H: int, W: int) -> tuple[int, ...] | None:
+        """Window corner in case ``ci``'s pixels and the part of it inside the case
+        (``r0, c0, rs, re, cs, ce``), or None when the window lies in the padding."""
+        h, w = self.cases[ci].plane
+        r0, c0 = (int(v) for v in np.asarray(origin) - self.offsets[ci])
+        rs, re, cs, ce = max(r0, 0), min(r0 + H, h), max(c0, 0), min(c0 + W, w)
+        return None if rs >= re or cs >= ce else (r0, c0, rs, re, cs, ce)
+
+    def hu_window(self, picks: np.ndarray, radius: int, origins: np.ndarray | None = None,
+                  size: tuple[int, int] | None = None) -> torch.Tensor:
+        """As :meth:`slice_window` for the NCCT in HU (``CachedCase.ncct_hu``), read from
+        the memory-mapped cache for either source (only the thick-slice augmentation needs
+        it, for a few samples per batch); on the device of the batches."""
+        return to_device(self._windows([c.ncct_hu for c in self.cases], picks, radius,
+                                       origins, size), self.device)
+
+    def _windows(self, volumes: list, picks: np.ndarray, radius: int,
+                 origins: np.ndarray | None, size: tuple[int, int] | None) -> torch.Tensor:
+        """``(B, 2 * radius + 1, H, W)`` float32 windows of slice-major ``(Z, X, Y)``
+        arrays (one per case) around each pick's slice, zeros past the case, the edge
+        slice repeated past its ends."""
+        H, W = self.canvas if size is None else size
+        if origins is None:  # the whole canvas
+            origins = np.zeros((len(picks), 2), np.int64)
+        out = torch.zeros((len(picks), 2 * radius + 1, H, W))
+        for b, (ci, z) in enumerate(picks):
+            rect = self._rect(int(ci), origins[b], H, W)
+            if rect is None:
+                continue
+            r0, c0, rs, re, cs, ce = rect
+            vol = volumes[ci]
+            idx = np.clip(np.arange(int(z) - radius, int(z) + radius + 1), 0, vol.shape[0] - 1)
+            s = np.asarray(vol[idx[0]:idx[-1] + 1, rs:re, cs:ce])[idx - idx[0]]
+            out[b, :, rs - r0:re - r0, cs - c0:ce - c0] = torch.from_numpy(s.astype(np.float32))
+        return out
 
 
 class MemmapSource(_Source):
@@ -119,10 +177,6 @@ class MemmapSource(_Source):
     64-pixel crop can reach."""
 
     windowed = True
-
-    def __init__(self, cases: list[CachedCase], slab: int, canvas: tuple[int, int]):
-        super().__init__(cases, slab, canvas)
-        self.cases = cases
 
     def gather(self, picks, origins: np.ndarray | None = None,
                size: tuple[int, int] | None = None):
@@ -136,11 +190,10 @@ class MemmapSource(_Source):
         y = torch.zeros((len(picks), 1, H, W))
         for b, (ci, z) in enumerate(picks):
             case = self.cases[ci]
-            (h, w) = case.plane
-            r0, c0 = (int(v) for v in np.asarray(origins[b]) - self.offsets[ci])  # in the case
-            rs, re, cs, ce = max(r0, 0), min(r0 + H, h), max(c0, 0), min(c0 + W, w)
-            if rs >= re or cs >= ce:
+            rect = self._rect(ci, origins[b], H, W)
+            if rect is None:
                 continue  # the window lies in the padding
+            r0, c0, rs, re, cs, ce = rect
             idx = slab_indices(int(z), case.depth, self.slab)
             s = np.asarray(case.slices[idx[0]:idx[-1] + 1, :, rs:re, cs:ce])[idx - idx[0]]
             x[b, :, rs - r0:re - r0, cs - c0:ce - c0] = torch.from_numpy(
@@ -148,6 +201,10 @@ class MemmapSource(_Source):
             y[b, 0, rs - r0:re - r0, cs - c0:ce - c0] = torch.from_numpy(
                 np.asarray(case.mask_slices[int(z), rs:re, cs:ce], dtype=np.float32))
         return x, y
+
+    def slice_window(self, picks, radius, channel, origins=None, size=None):
+        return self._windows([c.slices[:, channel] for c in self.cases], picks, radius,
+                             origins, size)
 
 
 class ResidentSource(_Source):
@@ -185,6 +242,14 @@ class ResidentSource(_Source):
         y = self.masks[gidx[:, -1]][:, None].float()
         return x, y
 
+    def slice_window(self, picks, radius, channel, origins=None, size=None):
+        ci, z = torch.from_numpy(picks[:, 0]), torch.from_numpy(picks[:, 1])
+        depth = torch.from_numpy(self.depths)[ci]
+        zz = torch.minimum(torch.clamp(z[:, None] + torch.arange(-radius, radius + 1), min=0),
+                           depth[:, None] - 1)
+        gidx = to_device(torch.from_numpy(self.base)[ci][:, None] + zz, self.device)
+        return self.images[gidx, channel].float()
+
 
 def resident_bytes(cases: list[CachedCase], canvas: tuple[int, int]) -> int:
     """Device memory a :class:`ResidentSource` of ``cases`` needs."""
@@ -214,6 +279,7 @@ class BatchFactory:
         # HU per normalised unit of each modality, for augmentation set in HU
         self.hu_per_unit = None if windows is None else tuple(
             float(windows[k][1]) - float(windows[k][0]) for k in ("cta", "ncct"))
+        self.ncct_window = None if windows is None else tuple(float(v) for v in windows["ncct"])
 
     def make(self, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         gen = torch.Generator().manual_seed(seed)
@@ -229,9 +295,11 @@ class BatchFactory:
             top = np.clip(np.round(c - (p - 1) / 2), 0, [H - p, W - p])
             centre = top + (p - 1) / 2
             win = reach(p, cfg)
+            window: tuple = ()
             if getattr(self.source, "windowed", False) and win < max(H, W):
                 origins = (top - (win - p) // 2).astype(np.int64)  # whole pixels
-                x, y = self.source.gather(picks, origins, (win, win))
+                window = (origins, (win, win))
+                x, y = self.source.gather(picks, *window)
                 centre = centre - origins
             else:
                 x, y = self.source.gather(picks)
@@ -239,10 +307,83 @@ class BatchFactory:
             size = (p, p)
         else:
             x, y = self.source.gather(picks)
-            centres_t, size = None, None
+            window, centres_t, size = (), None, None
+        x = self.reslice(x, picks, cfg, gen, window)
         x, y = augment_batch(x, y, cfg, gen, centres=centres_t, out_size=size,
                              noise_gen=noise_gen, hu_per_unit=self.hu_per_unit)
         return drop_modality(x, self.modality_dropout, gen), y
+
+    def reslice(self, x: torch.Tensor, picks: np.ndarray, cfg: AugmentConfig,
+                gen: torch.Generator, window: tuple = ()) -> torch.Tensor:
+        """Augmentation along the slice axis of axial samples, rebuilt from a window of thin
+        slices around each slab (:mod:`clotseg.data.augment`):
+
+        * ``augment.thick_ncct_prob``: the NCCT slab a scan reconstructed at a random
+          thickness in ``augment.thick_ncct_mm`` (and a random slice phase) would give
+          after resampling (:func:`thick_slice_weights`). Clinics often keep the NCCT at
+          2.5-5 mm: the hyperdense clot is then averaged with the tissue above and below
+          it and smeared along the head-foot axis, unlike any thin training NCCT;
+        * ``augment.z_blur_prob``: both modalities blurred across slices with one Gaussian
+          (sigma in ``augment.z_blur_mm``), the part of a blurrier scanner's 3D blur that
+          the in-plane blur leaves out.
+
+        The NCCT is averaged in HU when its cases carry it (``CachedCase.ncct_hu``, which
+        the trainer caches for this: skull base averaged into a thick slice looks like a
+        hyperdense clot, which a mean of the 0-100 HU window's clipped values cannot
+        show), else, like the CTA, on the normalised (windowed) arrays, which is the same
+        between the window's ends. Draws nothing when both are off, so other runs'
+        batches are unchanged.
+        """
+        if not cfg.enabled or (cfg.thick_ncct_prob <= 0 and cfg.z_blur_prob <= 0):
+            return x
+        n, slab = len(picks), self.source.slab
+        identity = np.eye(slab)
+        weights: list[list] = [[identity] * n, [identity] * n]  # per modality and sample
+        todo = np.zeros((2, n), bool)
+        axial = self.source.axial[picks[:, 0]]
+        spacing = self.source.slice_spacing[picks[:, 0]]
+        if cfg.thick_ncct_prob > 0:
+            hit, thick, phase = thick_slice_draws(n, cfg, gen)
+            for i in np.flatnonzero(hit & axial):
+                r = thick_slice_radius(slab, spacing[i], float(thick[i]))
+                weights[1][i] = thick_slice_weights(slab, r, spacing[i], float(thick[i]),
+                                                    float(phase[i]))
+                todo[1, i] = True
+        if cfg.z_blur_prob > 0:
+            hit, sigma = z_blur_draws(n, cfg, gen)
+            for i in np.flatnonzero(hit & axial):
+                for m in (0, 1):
+                    weights[m][i] = blur_slice_weights(weights[m][i], spacing[i],
+                                                       float(sigma[i]))
+                todo[:, i] = True
+        if not todo.any():
+            return x
+        x = x.clone()
+        origins, size = window if window else (None, None)
+        for m in (0, 1):
+            rows = np.flatnonzero(todo[m])
+            if not len(rows):
+                continue
+            radius = max(weights[m][i].shape[1] for i in rows) // 2
+            w = torch.from_numpy(np.stack([_pad_window(weights[m][i], radius) for i in rows]))
+            where = None if origins is None else origins[rows]
+            in_hu = m == 1 and self.ncct_window is not None and all(
+                self.source.cases[ci].ncct_hu is not None for ci in picks[rows, 0])
+            thin = (self.source.hu_window(picks[rows], radius, where, size) if in_hu
+                    else self.source.slice_window(picks[rows], radius, m, where, size))
+            out = torch.einsum("ksj,kjhw->kshw", to_device(w.float(), thin.device), thin)
+            if in_hu:  # a mean in HU, then the network's window (as predict sees it)
+                lo, hi = self.ncct_window
+                out = ((out - lo) / (hi - lo)).clamp(0.0, 1.0)
+            x[to_device(torch.from_numpy(rows), x.device), m * slab:(m + 1) * slab] = \
+                out.to(x.dtype)
+        return x
+
+
+def _pad_window(weights: np.ndarray, radius: int) -> np.ndarray:
+    """``(slab, 2 * r + 1)`` weights on a window of ``radius`` >= r slices each side."""
+    extra = radius - weights.shape[1] // 2
+    return np.pad(weights, ((0, 0), (extra, extra)))
 
 
 class EpochBatches(torch.utils.data.Dataset):

@@ -19,7 +19,13 @@ import numpy as np
 import torch
 
 from clotseg.config import Config, check
-from clotseg.data.cache import CachedCase, build_cache, warm_page_cache, with_views
+from clotseg.data.cache import (
+    CachedCase,
+    build_cache,
+    warm_page_cache,
+    with_ncct_hu,
+    with_views,
+)
 from clotseg.data.dataset import (
     BatchFactory,
     MemmapSource,
@@ -298,6 +304,14 @@ class Trainer:
             cached(splits["train"] + splits["val"], self.progress)
         D.barrier(info)
         self.train_cases, self.val_cases = cached(splits["train"]), cached(splits["val"])
+        if cfg.augment.enabled and cfg.augment.thick_ncct_prob > 0:  # thick slices in HU
+            refs = self.index.subset(splits["train"]).cases
+            if info.main:
+                with_ncct_hu(refs, self.train_cases, cache_dir, cfg.data.windows,
+                             self.resample, self.progress)
+            D.barrier(info)
+            self.train_cases = with_ncct_hu(refs, self.train_cases, cache_dir,
+                                            cfg.data.windows, self.resample)
         if cfg.data.views != ["axial"]:  # the same cases re-sliced across other axes
             if info.main:
                 with_views(self.train_cases, cfg.data.views, cache_dir)
