@@ -1,5 +1,5 @@
-"""The primary-clot rule of post-processing: keep the most probable component and its
-fragments, drop and report the rest, distances in millimetres."""
+"""The primary-clot rule of post-processing: keep the component holding the most
+probability and its fragments, drop and report the rest, distances in millimetres."""
 
 import numpy as np
 import pytest
@@ -34,9 +34,16 @@ def test_keeps_primary_and_fragment_and_reports_the_speck():
     assert speck["distance_mm"] == pytest.approx(27.0, abs=0.6)
 
 
-def test_most_probable_wins_over_largest_and_largest_without_probabilities():
+def test_the_component_holding_most_probability_wins_not_the_highest_peak():
+    """A small speck that peaks higher (0.99) than the clot (0.97) loses to the clot,
+    which holds far more probability; the speck wins once the clot's voxels are barely
+    probable; without probabilities the largest component wins."""
     mask, prob, spacing = _scene()
-    prob[71, 11, 5] = 0.99  # now the speck is the most sure
+    prob[70:74, 10:14, 5:7] = 0.99  # the speck: every voxel surer than the clot's peak
+    kept, dropped = keep_primary(mask, prob, spacing)
+    assert kept[10:16, 10:16, 5:10].all() and kept[10:16, 10:16, 12:14].all()
+    assert not kept[70:74].any() and dropped[0]["max_prob"] == pytest.approx(0.99)
+    prob[10:16] = np.where(mask[10:16], 0.05, 0.0)  # 252 clot voxels at 0.05 < 32 at 0.99
     kept, dropped = keep_primary(mask, prob, spacing)
     assert kept[70:74, 10:14, 5:7].all() and not kept[10:16].any()
     assert sorted(d["volume_mm3"] for d in dropped) == pytest.approx(

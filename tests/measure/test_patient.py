@@ -61,9 +61,12 @@ def test_primary_clot_keeps_fragment_and_ignores_distant_speck(direction):
     assert math.isfinite(row["centroid_x_mm"])
 
 
-def test_speck_more_probable_than_clot_becomes_primary_and_clot_is_other():
+def test_the_component_holding_most_probability_is_primary_not_the_highest_peak():
     mask, cta, ncct, prob = volumes()
-    prob[15:17, 45:47, 8:10] = 0.99
+    prob[15:17, 45:47, 8:10] = 0.99  # the speck peaks higher, the clot holds far more
+    row = summarise_patient("p", mask, cta, ncct, prob)
+    assert row["clot_fragments"] == 2 and row["other_components"] == 1
+    prob[10:20, 10:14, 8:12] = prob[26:30, 10:14, 8:12] = 0.02  # now the speck holds more
     row = summarise_patient("p", mask, cta, ncct, prob)
     assert row["clot_fragments"] == 1 and row["other_components"] == 2
 

@@ -59,8 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep only the largest predicted clot")
     parser.add_argument("--all-components", action="store_true",
                         help="keep every predicted component; by default only the primary "
-                             "clot (the most probable component) and its fragments within "
-                             "10 mm are kept, and the others are listed in predict.json")
+                             "clot (the component holding the most probability) and its "
+                             "fragments within 10 mm are kept, and the others are listed "
+                             "in predict.json")
     parser.add_argument("--no-fp-filter", action="store_true",
                         help="skip the run's learned false-positive component filter")
     parser.add_argument("--batch-size", type=int, default=16, metavar="B",

@@ -3,8 +3,8 @@
 ``clots.csv`` lists every predicted component, including any small false positive on
 another vessel. A clinician wants one answer per patient — how long, how large and how
 pervious *the* occlusion is — that a distant speck does not change. The primary clot is
-the component the model is most sure of (highest probability; the largest when no
-probability map is given), together with every other component within
+the component that holds the most probability (the sum over its voxels; the largest
+when no probability map is given), together with every other component within
 :data:`FRAGMENT_GAP_MM` of it (a fragmented clot: 7 % of patients have several pieces,
 usually a few millimetres apart). The gap is measured as the straight-line surface
 distance in millimetres, which for fragments of one vessel segment is close to the
@@ -75,7 +75,7 @@ def summarise_patient(case_id: str, mask: Volume, cta: Volume | None, ncct: Volu
     local_prob = None if prob is None else np.asarray(np.asarray(prob)[bbox], np.float32)
     peak = (np.full(n, NAN) if local_prob is None
             else ndimage.maximum(local_prob, labels, ids))
-    primary = primary_component(labels, n, local_prob)  # most probable, then largest
+    primary = primary_component(labels, n, local_prob)  # most probability, then largest
     boxes = ndimage.find_objects(labels)
     members = fragments_of(labels, boxes, primary, mask.spacing, FRAGMENT_GAP_MM)
     clot = np.isin(labels, members)
