@@ -558,6 +558,9 @@ def test_the_ncct_in_hu_is_the_cached_ncct_unclipped(cached):
     mtime = (cache / f"{cases[0].case_id}.ncct_hu.npy").stat().st_mtime_ns
     with_ncct_hu(index.cases[:1], cases[:1], cache, WINDOWS)
     assert (cache / f"{cases[0].case_id}.ncct_hu.npy").stat().st_mtime_ns == mtime
+    (cache / f"{cases[0].case_id}.ncct_hu.npy").unlink()  # a lost array is made again
+    again = with_ncct_hu(index.cases[:1], cases[:1], cache, WINDOWS)[0]
+    np.testing.assert_array_equal(again.ncct_hu, hu_cases[0].ncct_hu)
 
 
 @pytest.mark.parametrize("resident", [False, True])

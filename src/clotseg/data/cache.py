@@ -291,8 +291,9 @@ def cache_ncct_hu(ref: CaseRef, case: CachedCase, cache_dir: Path, windows: dict
     key = f"{axial_meta['key']}:ncct_hu"
     base = cache_dir / f"{ref.case_id}.ncct_hu"
     meta_path = Path(f"{base}.json")
-    try:
-        fresh = json.loads(meta_path.read_text()).get("key") == key
+    try:  # the .json is written last: it marks the entry complete
+        fresh = (json.loads(meta_path.read_text()).get("key") == key
+                 and Path(f"{base}.npy").is_file())
     except (OSError, ValueError):
         fresh = False
     if not fresh:
@@ -303,8 +304,9 @@ def cache_ncct_hu(ref: CaseRef, case: CachedCase, cache_dir: Path, windows: dict
                             _settings_dict(resample))
         hu = np.ascontiguousarray(prep.image[1].transpose(2, 0, 1)) * (hi - lo) + lo
         if hu.shape != case.mask_slices.shape:
-            raise ClotsegError(f"case {ref.case_id}: the NCCT in HU has shape {hu.shape}, "
-                               f"its cache entry {case.mask_slices.shape}; delete {cache_dir}")
+            raise ClotsegError(f"case {ref.case_id}: the NCCT in HU came out {hu.shape}, its "
+                               f"cache entry is {case.mask_slices.shape}; the cache at "
+                               f"{cache_dir} is stale: delete it and train again")
         with atomic_path(f"{base}.npy") as tmp, open(tmp, "wb") as fh:
             np.save(fh, hu.astype(np.float16))
         write_text(meta_path, json.dumps({"key": key, "range": [lo, hi]}))
