@@ -16,7 +16,7 @@ import numpy as np
 #: The default model of ``clotseg train`` (configs/default.yaml).
 DEFAULT_MODEL = {"name": "unet-original", "kwargs": {"in_channels": 6, "base": 16}, "slab": 3}
 #: Stages of the ``predict`` path, in order (names from clotseg.timing and predict_case).
-STAGES = ["read", "roi", "register", "resample", "normalise", "infer", "restore",
+STAGES = ["read", "roi", "register", "resample", "normalise", "infer", "support", "restore",
           "postprocess", "ncct_on_cta", "write", "measure"]
 
 

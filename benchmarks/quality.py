@@ -96,6 +96,12 @@ def parse(argv=None) -> argparse.Namespace:
                         "scored run's (predict --runs)")
     p.add_argument("--no-fp-filter", action="store_true",
                    help="predict without the run's learned false-positive filter")
+    p.add_argument("--scan-support", action="store_true",
+                   help="predict with each scan asked alone (predict --scan-support)")
+    p.add_argument("--refit-qc", action="store_true",
+                   help="choose the review threshold again on the run's validation cases, "
+                        "predicted now as training does, and flag with it (for a run "
+                        "trained before the review score changed)")
     p.add_argument("--inputs", default="both,cta,ncct", type=_inputs_arg,
                    help="scans to predict each test cohort with, comma-separated: both, cta "
                         "(NCCT removed), ncct (CTA removed); default all three")
@@ -230,15 +236,22 @@ def median(values) -> float | None:
     return float(np.median(v)) if v.size else None
 
 
-def qc_agreement(cases: dict[str, dict], dice: dict[str, float]) -> dict:
+def qc_agreement(cases: dict[str, dict], dice: dict[str, float],
+                 threshold: float | None = None) -> dict:
     """How well predict's QC score (cases.csv ``qc_score``) tells bad masks: Spearman rho
-    with Dice over all patients, clot-free ones too (negative is good), and the share of
-    the patients with Dice < 0.5 and with Dice >= 0.8 that predict flagged (``review``)."""
+    with Dice over all patients, clot-free ones too (negative is good), the same over the
+    patients given a mask (where the score judges a mask, not an empty result), and the
+    share of the patients with Dice < 0.5 and with Dice >= 0.8 that predict flagged
+    (``review``), or that ``threshold`` flags when given (``--refit-qc``)."""
     from scipy.stats import spearmanr
 
     qc = {c: num(cases.get(c, {}).get("qc_score")) for c in dice}
     ids = [c for c in dice if math.isfinite(qc[c]) and math.isfinite(dice[c])]
-    flag = {c: cases[c].get("review") == "True" for c in ids}
+    flag = {c: (cases[c].get("review") == "True" if threshold is None
+                else qc[c] >= threshold) for c in ids}
+    masked = [c for c in ids if num(cases[c].get("volume_mm3")) > 0]
+    rho_masked = (spearmanr([qc[c] for c in masked], [dice[c] for c in masked])[0]
+                  if len(masked) > 2 else None)
 
     def share(sel: list[str]) -> dict:
         n = len(sel)
@@ -247,12 +260,16 @@ def qc_agreement(cases: dict[str, dict], dice: dict[str, float]) -> dict:
 
     rho = spearmanr([qc[c] for c in ids], [dice[c] for c in ids])[0] if len(ids) > 2 else None
     return {"qc_spearman_rho": None if rho is None or not math.isfinite(rho) else float(rho),
+            "qc_spearman_rho_masks": (None if rho_masked is None or not math.isfinite(rho_masked)
+                                      else float(rho_masked)),
+            "qc_masks": len(masked),
             "flagged_of_dice_below_0_5": share([c for c in ids if dice[c] < 0.5]),
             "flagged_of_dice_at_least_0_8": share([c for c in ids if dice[c] >= 0.8])}
 
 
-def score(pred: Path, data: Path) -> dict:
-    """Every number of the quality table for one predicted cohort."""
+def score(pred: Path, data: Path, qc_threshold: float | None = None) -> dict:
+    """Every number of the quality table for one predicted cohort (``qc_threshold``: flag
+    with this review threshold instead of predict's)."""
     clotseg("evaluate", str(pred), str(data), "--out", str(pred / "evaluation.csv"))
     ev = {r["case_id"]: r for r in read_csv(pred / "evaluation.csv")}
     truth = {r["case_id"]: r for r in read_csv(data / "truth.csv")}
@@ -305,7 +322,7 @@ def score(pred: Path, data: Path) -> dict:
         "by_location": {k: group(v) for k, v in sorted(by_loc.items())},
         "by_length": {k: group(v) for k, v in by_len.items()},
         "by_ncct_thickness": {k: group(v) for k, v in sorted(by_ncct.items())},
-        **qc_agreement(cases, dice),
+        **qc_agreement(cases, dice, qc_threshold),
         "per_patient": [{"case_id": c, "dice": round(dice[c], 4),
                          "detection": ev[c]["detection"], "location": truth[c]["location"],
                          "true_length_mm": num(truth[c]["length_mm"]),
@@ -321,8 +338,27 @@ def score(pred: Path, data: Path) -> dict:
 def predict_options(args: argparse.Namespace) -> list[str]:
     """The ``clotseg predict`` flags this configuration adds."""
     opts = ["--no-fp-filter"] if args.no_fp_filter else []
+    opts += ["--scan-support"] if args.scan_support else []
     opts += ["--tta"] if args.tta else []
     return opts + (["--runs", *args.ensemble] if args.ensemble else [])
+
+
+def refit_qc(run: Path, args: argparse.Namespace) -> float:
+    """The review threshold chosen on ``run``'s validation cases (``splits.json``, data
+    from ``train.json``), predicted now with this configuration's predict options, by the
+    rule training uses (:func:`clotseg.inference.qc.choose_threshold`)."""
+    from clotseg.inference.qc import choose_threshold
+    from clotseg.io.layouts import discover
+    from clotseg.training.trainer import predicted_qc
+
+    info = json.loads((run / "train.json").read_text())
+    val = json.loads((run / "splits.json").read_text())["val"]
+    cases = discover(info["data"]).subset(val).cases
+    scored = predicted_qc(run, cases, device=args.device,
+                          scan_support=args.scan_support)
+    if scored is None:
+        raise SystemExit(f"{run}: a validation mask is not on its CTA's grid; cannot refit")
+    return choose_threshold(scored[1], scored[2]).threshold
 
 
 def main(argv=None) -> None:
@@ -369,6 +405,10 @@ def main(argv=None) -> None:
         spec = json.loads(model_json.read_text())
         result.setdefault("training", {})["postprocess"] = {
             k: spec.get(k) for k in ("threshold", "min_component_mm3")}
+    qc_threshold = refit_qc(run, args) if args.refit_qc else None
+    if qc_threshold is not None:
+        result["qc_threshold_refit"] = qc_threshold
+    result["scan_support"] = args.scan_support
     result["cohorts"] = {}
     result["inputs"] = args.inputs
     for name in args.cohorts:
@@ -384,7 +424,7 @@ def main(argv=None) -> None:
             result["cohorts"][f"{name}{suffix}"] = {
                 "inputs": ["cta", "ncct"] if drop is None else [inputs],
                 "predict_seconds_per_case": round(secs / args.test_cases, 2),
-                **score(pred, cohort)}
+                **score(pred, cohort, qc_threshold)}
     result["seconds_total"] = round(time.perf_counter() - t0, 1)
     emit(result, args.out)
 

@@ -47,7 +47,7 @@ def segment(run: str | Path | Sequence[str | Path], inputs: str | Path,
             spacing: tuple[float, float, float] | None = None,
             cta_series: str | None = None, ncct_series: str | None = None,
             num_threads: int | None = None, progress: bool = True,
-            fp_filter: bool = True, primary_only: bool = True,
+            fp_filter: bool = True, primary_only: bool = True, scan_support: bool = False,
             formats: Sequence[str] | None = None, labels: bool = False, resume: bool = False,
             num_parts: int = 1, part_id: int = 0, engine: str = "torch") -> list[CaseResult]:
     """Segment the clots of every case under ``inputs``; a case that fails is returned
@@ -70,6 +70,9 @@ def segment(run: str | Path | Sequence[str | Path], inputs: str | Path,
         fp_filter: apply the run's learned false-positive filter, if it has one.
         primary_only: keep the primary clot and its fragments (default); False keeps
             every component. What is dropped is listed in ``predict.json``.
+        scan_support: also ask the network about what it found with each scan alone (two
+            more passes over those slices) for the review score's ``unsupported`` signal
+            (:mod:`clotseg.inference.support`; off by default).
         spacing: voxel size for the original ``.npy`` layout, which stores none.
         cta_series, ncct_series: DICOM SeriesInstanceUIDs when one folder holds both.
         formats, labels, resume, num_parts, part_id: see :func:`predict_cases` and
@@ -95,7 +98,7 @@ def segment(run: str | Path | Sequence[str | Path], inputs: str | Path,
                                         min_component_mm3=min_component_mm3,
                                         keep_largest=keep_largest, num_threads=num_threads,
                                         use_filter=fp_filter, primary_only=primary_only,
-                                        engine=engine)
+                                        scan_support=scan_support, engine=engine)
         return predict_cases(predictor, cases, None if out is None else Path(out),
                              save_prob=save_prob, preview=preview, series=series,
                              progress=progress, source=str(inputs),

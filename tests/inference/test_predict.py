@@ -266,6 +266,7 @@ def test_kept_clot_grows_to_the_runs_grow_threshold_and_not_into_a_dropped_speck
     least ``model.json``'s ``grow_threshold``: the clot's faint tail joins it, a faint
     separate blob and the dropped speck stay out; a run without the field (trained before
     it existed) does not grow."""
+    from clotseg.inference.ensemble import EnsembleOutput
     from clotseg.inference.predictor import Predictor
     from clotseg.io.volume import Volume
     from clotseg.runs import load_model_spec, save_model_spec
@@ -283,7 +284,7 @@ def test_kept_clot_grows_to_the_runs_grow_threshold_and_not_into_a_dropped_speck
         spec.threshold, spec.grow_threshold = 0.5, grow
         save_model_spec(paint_run, spec)
         pred = Predictor.from_runs(paint_run, device="cpu")
-        pred.probability = lambda cta, ncct, case_id="case": (prob, None)
+        pred._ensemble = lambda cta, ncct, case_id, support: (EnsembleOutput(prob), None)
         seg = pred.segment(vol, vol, "c")
         mask = np.asarray(seg.mask.array)
         assert set(mask[:, 4, 3].nonzero()[0].tolist()) == expected, grow

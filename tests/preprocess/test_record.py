@@ -16,6 +16,7 @@ from clotseg.preprocess.pipeline import (
     restore_prediction,
 )
 from clotseg.preprocess.resample import grid_to_dict
+from clotseg.preprocess.roi import Box
 from tests.helpers import DIRECTIONS
 from tests.preprocess import COW_CENTRE, make_grid, make_head
 from tests.preprocess.test_pipeline import blob, dice
@@ -83,3 +84,26 @@ def test_restore_mask_is_on_the_original_grid_voxel_for_voxel(flipped_head, spac
     prob = rec.restore_prob(pc.mask.with_array(pc.mask.array * np.float32(0.5)), fill=0.0)
     assert prob.grid.same_as(cta.grid) and prob.array.dtype == np.float32
     assert prob.array.max() <= 0.5 + 1e-6
+
+
+@pytest.mark.parametrize("spacing", [None, (1.5, 1.5, 2.5)])
+def test_restoring_part_of_a_map_equals_the_full_restore_inside_its_box(flipped_head, spacing):
+    """A map that is zero outside a box of the processed grid, restored from that box
+    alone, equals the full restore inside the box it returns on the CTA grid, and the
+    full restore is zero outside it: geometry holds for the part too (oblique, flipped,
+    resampled or an exact crop)."""
+    cta, ncct, mask = flipped_head
+    pc = preprocess_case(cta, ncct, mask, PreprocessSettings(register=False, spacing=spacing,
+                                                             roi_size_mm=70.0))
+    rec = pc.record
+    part = Box((5, 7, 3), (14, 12, 9))
+    values = np.random.default_rng(0).uniform(0.2, 1.0, part.size).astype(np.float32)
+    full = np.zeros(pc.cta.shape, np.float32)
+    full[part.slices] = values
+    whole = np.asarray(rec.restore_prob(pc.cta.with_array(full)).array)
+    box, got = rec.restore_prob_part(values, part)
+    assert got.shape == box.size and all(b <= n for b, n in zip(box.stop, cta.shape))
+    np.testing.assert_allclose(got, whole[box.slices], atol=1e-5)
+    outside = whole.copy()
+    outside[box.slices] = 0
+    assert not outside.any() and got.max() > 0.2

@@ -70,6 +70,17 @@ def test_two_epoch_run_writes_every_artifact(phantom_cohort, tmp_path, capsys):
     given = json.loads((pred / "predict.json").read_text())["qc"]
     for case_id, score in val_scores.items():
         assert given[case_id]["qc_score"] == pytest.approx(score, abs=1e-3), case_id
+    # ... and, trained with modality dropout, a threshold for the scores predict
+    # --scan-support gives, chosen on the same cases with those scores
+    support = spec.qc["scan_support"]
+    assert 0 <= support["threshold"] <= 1
+    assert support["fitted_on"]["maps"] == "predict, with scan support"
+    assert main(["predict", str(run), str(phantom_cohort), str(tmp_path / "pred_s"),
+                 "--device", "cpu", "--quiet", "--scan-support"]) == 0
+    info = json.loads((tmp_path / "pred_s" / "predict.json").read_text())
+    assert info["scan_support"] is True and info["qc_flag"]["threshold"] == support["threshold"]
+    for case_id, score in support["fitted_on"]["scores"].items():
+        assert info["qc"][case_id]["qc_score"] == pytest.approx(score, abs=1e-3), case_id
     best_in_table = max(r["val_dice"] for r in tuned["table"])
     if tuned["changed"]:
         assert tuned["val_dice"] == pytest.approx(best_in_table, abs=1e-5)

@@ -64,6 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "in predict.json")
     parser.add_argument("--no-fp-filter", action="store_true",
                         help="skip the run's learned false-positive component filter")
+    parser.add_argument("--scan-support", action="store_true",
+                        help="also ask the network whether each scan alone shows what it "
+                             "found (two more passes over those slices) and add that to the "
+                             "review score")
     parser.add_argument("--batch-size", type=int, default=16, metavar="B",
                         help="slices per forward pass (default 16)")
     parser.add_argument("--threads", type=int, metavar="N",
@@ -103,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
         num_threads=args.threads or available_cpus(), progress=args.progress,
         formats=args.formats, labels=args.labels, resume=args.resume,
         num_parts=args.num_parts, part_id=args.part_id, engine=args.engine,
-        fp_filter=not args.no_fp_filter, primary_only=not args.all_components)
+        fp_filter=not args.no_fp_filter, primary_only=not args.all_components,
+        scan_support=args.scan_support)
     ok = [r for r in results if r.ok]
     failed = [r for r in results if not r.ok]
     n_clots = sum(1 for r in ok for row in r.rows if str(row.get("component")) not in ("0", ""))

@@ -217,12 +217,52 @@ def predict_probabilities(model, image: np.ndarray, *, slab: int, pad_multiple: 
     return total
 
 
+def predict_alone(model, image: np.ndarray, prob: np.ndarray, alone: str, *, floor: float,
+                  slab: int, pad_multiple: int, batch_size: int = 16, device="cpu",
+                  amp: bool = True, tta: bool = False, precision: str | None = None,
+                  skip_empty: bool = True, roi_margin: int = ROI_MARGIN,
+                  views: Sequence[str] = ("axial",)) -> np.ndarray:
+    """Probability from one scan alone (``alone``: ``"cta"`` or ``"ncct"``; the other's
+    channels fed as :data:`clotseg.data.slabs.MISSING_VALUE`, as modality dropout trained
+    the network to expect), computed only where it is read: on the axial slices on which
+    ``prob`` (the both-scan map of the same image) reaches ``floor``, and one slice either
+    side; 0 elsewhere. Other views than axial are computed whole.
+
+    Used to ask whether a found clot is seen on each scan by itself
+    (:mod:`clotseg.inference.support`). ``(X, Y, Z)`` float32, canonical, like
+    :func:`predict_probabilities`, whose other arguments it shares.
+    """
+    if alone not in ("cta", "ncct"):
+        raise ValueError(f"predict_alone: alone must be 'cta' or 'ncct', got {alone!r}")
+    blank = 1 if alone == "cta" else 0  # the channel group of the scan left out
+    hot = np.flatnonzero((np.asarray(prob) >= floor).any(axis=(0, 1)))
+    depth = image.shape[-1]
+    near = np.unique(np.clip(hot[:, None] + np.arange(-1, 2), 0, depth - 1))
+    views = list(views)
+    total = np.zeros(image.shape[1:], dtype=np.float32)
+    if hot.size == 0:
+        return total
+    for view in views:
+        total += from_view(_predict_slices(
+            model, to_view(image, view), slab=slab, pad_multiple=pad_multiple,
+            batch_size=batch_size, device=device, amp=amp, tta=tta, precision=precision,
+            skip_empty=skip_empty, roi_margin=roi_margin, blank=blank,
+            slices=near if view == "axial" else None), view)
+    total /= len(views)
+    return total
+
+
 def _predict_slices(model, image: np.ndarray, *, slab: int, pad_multiple: int,
                     batch_size: int, device, amp: bool, tta: bool, precision: str | None,
-                    skip_empty: bool, roi_margin: int) -> np.ndarray:
+                    skip_empty: bool, roi_margin: int, blank: int | None = None,
+                    slices: np.ndarray | None = None) -> np.ndarray:
     """:func:`predict_probabilities` of one view: slices across the last axis of a
-    ``(2, X, Y, Z)`` image."""
+    ``(2, X, Y, Z)`` image. ``blank``: modality (0 CTA, 1 NCCT) whose channels are fed as
+    :data:`~clotseg.data.slabs.MISSING_VALUE`; ``slices``: predict only these (the rest
+    stay 0)."""
     import torch
+
+    from clotseg.data.slabs import MISSING_VALUE
 
     model.eval()
     dev = torch.device(device)
@@ -230,6 +270,8 @@ def _predict_slices(model, image: np.ndarray, *, slab: int, pad_multiple: int,
     out = np.zeros((depth, nx, ny), dtype=np.float32)
     content = content_mask(image) if skip_empty else np.ones((nx, ny, 1), bool)
     zs = active_slices(content, slab) if skip_empty else np.arange(depth)
+    if slices is not None:
+        zs = np.intersect1d(zs, np.asarray(slices, dtype=zs.dtype))
     box = inplane_box(content, roi_margin if skip_empty else None, pad_multiple)
     if zs.size == 0:
         return out.transpose(1, 2, 0)
@@ -247,6 +289,8 @@ def _predict_slices(model, image: np.ndarray, *, slab: int, pad_multiple: int,
                                              for z in batch_z])).to(dev)
             # (B, slab, 2, X', Y') -> (B, 2*slab, X', Y'): [CTA slab..., NCCT slab...]
             x = vol[idx].permute(0, 2, 1, 3, 4).reshape(len(batch_z), -1, *vol.shape[-2:])
+            if blank is not None:
+                x[:, blank * slab:(blank + 1) * slab] = MISSING_VALUE
             x = torch.nn.functional.pad(x, (b0, b1, a0, a1))
             x = x.contiguous(memory_format=torch.channels_last)
             prob = None

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from clotseg.errors import ClotsegError
-from clotseg.inference.engine import predict_probabilities, prepare_model
+from clotseg.inference.engine import predict_alone, predict_probabilities, prepare_model
+from clotseg.inference.support import SCANS, LocalMap, Support, local_map
 from clotseg.io.volume import Volume
 from clotseg.preprocess.ncct import CtaGridNcct, NcctAlignment
 from clotseg.runs import ModelSpec
@@ -75,6 +76,9 @@ class InferenceOptions:
     tta: bool = False
     batch_size: int = 16
     skip_empty: bool = True
+    # Probability from each scan alone near what the both-scan map finds, down to this
+    # probability (clotseg.inference.support); None: not computed.
+    support_floor: float | None = None
 
 
 @dataclass
@@ -84,6 +88,7 @@ class EnsembleOutput:
 
     prob: np.ndarray
     alignment: NcctAlignment | None = None
+    support: Support | None = None  # each scan alone (InferenceOptions.support_floor)
 
     @property
     def ncct_transform(self) -> dict | None:
@@ -103,26 +108,45 @@ def ensemble_probability(members: list[Member], cta: Volume, ncct: Volume,
     share one registration (it is deterministic). ``missing``: the modality a
     one-modality case lacks (its volume here is a stand-in on the present scan's grid);
     its channels are fed as :data:`clotseg.data.slabs.MISSING_VALUE`.
+
+    With ``opts.support_floor`` set, a case with both scans and members that were all
+    trained with modality dropout also gets each scan's own probability near what was
+    found (:mod:`clotseg.inference.support`), averaged over the members like the map.
     """
     total = np.zeros(cta.shape, dtype=np.float32)
     alignment = None
+    wants = (opts.support_floor is not None and missing is None
+             and all(m.spec.trained_for_missing for m in members))
+    support: dict[str, LocalMap | None] | None = dict.fromkeys(SCANS) if wants else None
     groups: dict[tuple, list[Member]] = {}
     for m in members:
         groups.setdefault(m.input_key, []).append(m)
     for group in groups.values():
         if group[0].spec.preprocess is not None:
             found = _add_preprocessed(total, group, cta, ncct, on_cta, opts, case_id, alignment,
-                                      missing)
+                                      missing, support)
             alignment = alignment or (found if found.transform is not None else None)
         else:
-            total += _sum_on_grid(group, cta, on_cta.get(), opts, case_id, missing)
+            total += _sum_on_grid(group, cta, on_cta.get(), opts, case_id, missing, support)
     total /= len(members)
-    return EnsembleOutput(total, alignment)
+    if support is not None:
+        support = {k: None if v is None else v.scaled(1.0 / len(members))
+                   for k, v in support.items()}
+    return EnsembleOutput(total, alignment, None if support is None else Support(support))
+
+
+def _add_local(support: dict[str, LocalMap | None], scan: str, part: LocalMap | None) -> None:
+    if part is not None:
+        have = support[scan]
+        support[scan] = part if have is None else have.plus(part)
 
 
 def _sum_on_grid(group: list[Member], cta: Volume, ncct: Volume, opts: InferenceOptions,
-                 case_id: str, missing: str | None = None) -> np.ndarray:
-    """Sum of the group's probabilities on ``cta``'s grid (NCCT already on it)."""
+                 case_id: str, missing: str | None = None,
+                 support: dict[str, LocalMap | None] | None = None) -> np.ndarray:
+    """Sum of the group's probabilities on ``cta``'s grid (NCCT already on it); with
+    ``support`` (a dict of :data:`~clotseg.inference.support.SCANS`), each scan's own
+    probability is added into it as local maps on that grid."""
     from clotseg.data.slabs import prepare_case
 
     windows = {k: tuple(v) for k, v in group[0].spec.windows.items()}
@@ -130,20 +154,26 @@ def _sum_on_grid(group: list[Member], cta: Volume, ncct: Volume, opts: Inference
         prep = prepare_case(case_id, cta, ncct, None, windows, missing)
     total = np.zeros(cta.shape, dtype=np.float32)
     for m in group:
+        run = dict(slab=m.spec.slab, pad_multiple=m.spec.pad_multiple,
+                   batch_size=opts.batch_size, device=opts.device, tta=opts.tta,
+                   precision=opts.precision, skip_empty=opts.skip_empty,
+                   views=m.spec.slice_views)
         with stage("infer"):
-            p = predict_probabilities(m.model, prep.image, slab=m.spec.slab,
-                                      pad_multiple=m.spec.pad_multiple,
-                                      batch_size=opts.batch_size, device=opts.device,
-                                      tta=opts.tta, precision=opts.precision,
-                                      skip_empty=opts.skip_empty, views=m.spec.slice_views)
+            p = predict_probabilities(m.model, prep.image, **run)
         total += prep.orientation.from_canonical(p)
+        if support is not None:
+            with stage("support"):
+                for scan in SCANS:
+                    alone = predict_alone(m.model, prep.image, p, scan,
+                                          floor=opts.support_floor, **run)
+                    _add_local(support, scan, local_map(prep.orientation.from_canonical(alone)))
     return total
 
 
 def _add_preprocessed(total: np.ndarray, group: list[Member], cta: Volume, ncct: Volume,
                       on_cta: CtaGridNcct, opts: InferenceOptions, case_id: str,
-                      alignment: NcctAlignment | None, missing: str | None = None
-                      ) -> NcctAlignment:
+                      alignment: NcctAlignment | None, missing: str | None = None,
+                      support: dict[str, LocalMap | None] | None = None) -> NcctAlignment:
     """Add the group's probabilities, computed on the preprocessed grid the runs were
     trained on, into ``total`` on the CTA grid; returns the NCCT alignment used.
 
@@ -159,8 +189,14 @@ def _add_preprocessed(total: np.ndarray, group: list[Member], cta: Volume, ncct:
     del pre
     # Mapped back as a mean (a probability in [0, 1], whatever the restore does at the
     # edges), then weighted by the group size again.
-    mean = _sum_on_grid(group, roi_cta, roi_ncct, opts, case_id, missing) / len(group)
+    local: dict[str, LocalMap | None] | None = None if support is None else dict.fromkeys(SCANS)
+    mean = _sum_on_grid(group, roi_cta, roi_ncct, opts, case_id, missing, local) / len(group)
     del roi_ncct
+    for scan, part in (local or {}).items():  # onto the CTA grid, as the map below
+        if part is not None:
+            with stage("restore"):
+                box, values = record.restore_prob_part(part.array, part.box)
+            _add_local(support, scan, LocalMap(box, values))
     if record.is_exact_crop:
         box = record.crop_box
         if not crop_grid(cta.grid, box).same_as(roi_cta.grid, atol_mm=1e-6):

@@ -17,6 +17,7 @@ and writing its masks with the geometry checked is :mod:`clotseg.inference.cases
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -28,10 +29,17 @@ from clotseg.devices import device_name as resolve_device  # one rule for train 
 from clotseg.errors import ClotsegError
 from clotseg.inference.cases import CaseResult, load_case, ncct_on_cta_grid
 from clotseg.inference.engine import cpu_has_native_bf16, resolve_precision
-from clotseg.inference.ensemble import InferenceOptions, Member, ensemble_probability, load_member
+from clotseg.inference.ensemble import (
+    EnsembleOutput,
+    InferenceOptions,
+    Member,
+    ensemble_probability,
+    load_member,
+)
 from clotseg.inference.outputs import MASK_SUFFIX
 from clotseg.inference.postprocess import postprocess
 from clotseg.inference.qc import QcSettings
+from clotseg.inference.support import Support
 from clotseg.io.ongrid import check_grid, cta_grid_on_disk, file_grid, write_on_grid
 from clotseg.io.volume import Volume
 from clotseg.masks import FRAGMENT_GAP_MM, bounding_box, grow_into, keep_primary_grown
@@ -103,6 +111,9 @@ class Segmentation:
     component_qc: list[float] = field(default_factory=list)  # per clots.csv component k - 1
     review: bool = False  # qc_score reached the flag threshold
     inputs: tuple[str, ...] = ("cta", "ncct")  # the scans the prediction used
+    # Probability from each scan alone near what was found (clotseg.inference.support);
+    # None for a one-modality case, a model trained without modality dropout, or when off.
+    support: Support | None = None
 
 
 @dataclass
@@ -124,6 +135,7 @@ class Predictor:
     num_threads: int | None = None  # CPU threads for torch; None leaves torch's setting
     use_filter: bool = True  # apply the run's learned false-positive filter, if it has one
     primary_only: bool = True  # keep the primary clot and its fragments (clotseg.masks)
+    scan_support: bool = False  # ask each scan alone about what was found (QC signal)
 
     @classmethod
     def from_runs(cls, runs, *, device: str = "auto", precision: str = "auto",
@@ -134,7 +146,7 @@ class Predictor:
 
         ``engine``: ``torch`` or ``onnx`` (onnxruntime, CPU). ``settings``: ``threshold``,
         ``min_component_mm3``, ``keep_largest``, ``num_threads``, ``use_filter``,
-        ``primary_only``.
+        ``primary_only``, ``scan_support``.
         """
         runs = [runs] if isinstance(runs, (str, Path)) else list(runs)
         if not runs:
@@ -165,6 +177,8 @@ class Predictor:
                                       else self.min_component_mm3),
                 "keep_largest": self.keep_largest,
                 "component_filter": bool(self.use_filter and spec.component_filter),
+                "scan_support": bool(self.scan_support and all(
+                    m.spec.trained_for_missing for m in self.members)),
                 "grow_threshold": float(spec.grow_threshold or 0.0),
                 "primary_clot_only": self.primary_only, "fragment_gap_mm": FRAGMENT_GAP_MM}
 
@@ -187,6 +201,11 @@ class Predictor:
         note = ("chosen on the validation cases at the end of training" if q.source ==
                 "validation" else "model.json has no QC threshold (trained before QC "
                 "existed): the default clotseg.inference.qc.DEFAULT_THRESHOLD is used")
+        if self.post["scan_support"] and self._base_qc.with_scan_support() is None:
+            note += ("; chosen for scores without scan support (the run has none for "
+                     "--scan-support, whose scores run higher: more cases are flagged)")
+        elif self.post["scan_support"]:
+            note += " for scores with scan support"
         return {"threshold": q.threshold, "threshold_source": q.source, "note": note,
                 **({"fitted_on": q.fitted_on} if q.fitted_on else {})}
 
@@ -213,6 +232,13 @@ class Predictor:
         without preprocessing, a preprocessing that only crops, and the return value.
         With one of ``cta``/``ncct`` None (module docstring) the other's grid is the
         reference and the returned NCCT is the NCCT itself, or None without one."""
+        res, ncct_on_ref = self._ensemble(cta, ncct, case_id, support=False)
+        return res.prob, ncct_on_ref
+
+    def _ensemble(self, cta: Volume | None, ncct: Volume | None, case_id: str, *,
+                  support: bool) -> tuple[EnsembleOutput, Volume | None]:
+        """:meth:`probability`, with each scan's own support near what was found when
+        ``support`` (and :attr:`scan_support`) asks for it."""
         from clotseg.preprocess.ncct import CtaGridNcct
 
         missing = missing_modality(cta, ncct, case_id)
@@ -222,10 +248,19 @@ class Predictor:
         on_cta = CtaGridNcct(cta, ncct, case_id)
         if missing is None and any(m.spec.preprocess is None for m in self.members):
             on_cta.get()  # first, as before: its overlap check names the case
+        opts = self.options
+        if support and self.scan_support:
+            opts = dataclasses.replace(opts, support_floor=self.support_floor)
         with self.threads():
-            res = ensemble_probability(self.members, cta, ncct, on_cta, self.options,
-                                       case_id, missing)
-        return res.prob, None if missing == "ncct" else on_cta.get(res.alignment)
+            res = ensemble_probability(self.members, cta, ncct, on_cta, opts, case_id, missing)
+        return res, None if missing == "ncct" else on_cta.get(res.alignment)
+
+    @property
+    def support_floor(self) -> float:
+        """Lowest both-scan probability near which each scan's own support is computed:
+        every voxel the mask can hold (threshold, then growth) lies on such slices."""
+        p = self.post
+        return float(min(p["threshold"], p["grow_threshold"] or 1.0))
 
     def _warn_missing(self, missing: str) -> None:
         """Say that a case is predicted without one scan, and when a model never saw that."""
@@ -245,7 +280,8 @@ class Predictor:
                 ) -> Segmentation:
         """Mask (uint8, on the reference grid: the CTA's, or the NCCT's without a CTA),
         probability and NCCT on that grid (None without an NCCT)."""
-        prob, ncct_on_ref = self.probability(cta, ncct, case_id)
+        res, ncct_on_ref = self._ensemble(cta, ncct, case_id, support=True)
+        prob = res.prob
         ref = cta if cta is not None else ncct
         p = self.post
         # Post-processed inside the box of non-zero probability (the ROI, or less): what
@@ -267,7 +303,7 @@ class Predictor:
                 mask[box] = grow_into(mask[box], prob[box], p["grow_threshold"])
         inputs = tuple(n for n, v in (("cta", cta), ("ncct", ncct)) if v is not None)
         seg = Segmentation(Volume.on_grid(mask, ref.grid), prob, ncct_on_ref, dropped,
-                           inputs=inputs)
+                           inputs=inputs, support=res.support)
         with stage("qc"):
             self.quality(seg, ref.spacing)
         return seg
@@ -278,14 +314,21 @@ class Predictor:
 
         t = self.post["threshold"]
         mask = np.asarray(seg.mask.array)
-        seg.qc_score, seg.qc_signals = case_qc(seg.prob, mask, spacing, t)
-        seg.component_qc = component_qc(seg.prob, mask, spacing, t)
+        seg.qc_score, seg.qc_signals = case_qc(seg.prob, mask, spacing, t, support=seg.support)
+        seg.component_qc = component_qc(seg.prob, mask, spacing, t, support=seg.support)
         seg.review = self.qc.review(seg.qc_score)
 
     @property
     def qc(self) -> QcSettings:
         """The review-flag settings of the first run (:class:`clotseg.inference.qc.QcSettings`;
-        the documented default when its ``model.json`` has none)."""
+        the documented default when its ``model.json`` has none): those chosen for scores
+        with scan support when it is used and the run has them."""
+        base = self._base_qc
+        own = base.with_scan_support() if self.post["scan_support"] else None
+        return base if own is None else own
+
+    @property
+    def _base_qc(self) -> QcSettings:
         try:
             return QcSettings.from_dict(self.members[0].spec.qc)
         except ValueError as exc:

@@ -169,6 +169,29 @@ class PreprocessRecord:
         arr = vol.with_array(np.asarray(vol.array, dtype=np.float32))
         return self._restore(arr, "linear", float(fill))
 
+    def restore_prob_part(self, array: np.ndarray, box: Box) -> tuple[Box, np.ndarray]:
+        """:meth:`restore_prob` of a map that is zero outside ``box`` of the processed
+        grid, given only inside it: the box of the original CTA grid it covers and the
+        (linearly interpolated) values there; outside that box the restored map is 0. The
+        result equals :meth:`restore_prob` of the full map inside the returned box, at a
+        cost and memory that scale with the box, not the scan."""
+        original = self.original_grid
+        if not self.resampled:
+            start = tuple(a + b for a, b in zip(self.crop_box.start, box.start))
+            return Box(start, tuple(a + n for a, n in zip(start, box.size))), \
+                np.asarray(array, dtype=np.float32)
+        # One voxel of margin: linear interpolation reads the zeros just outside the box.
+        grown = Box(tuple(max(a - 1, 0) for a in box.start),
+                    tuple(min(b + 1, n) for b, n in zip(box.stop, self.grid.shape)))
+        padded = np.zeros(grown.size, dtype=np.float32)
+        padded[tuple(slice(a - g, b - g) for a, b, g in
+                     zip(box.start, box.stop, grown.start))] = array
+        target = box_on_grid(grown, self.grid, original)
+        part = resample_to_grid(Volume.on_grid(padded, crop_grid(self.grid, grown)),
+                                crop_grid(original, target), interpolation="linear",
+                                default_value=0.0)
+        return target, np.asarray(part.array, dtype=np.float32)
+
     def _restore(self, vol: Volume, interpolation: str, fill: float) -> Volume:
         if not vol.grid.same_as(self.grid):
             raise ClotsegError("volume is not on the processed grid of this case ("

@@ -638,6 +638,8 @@ class Trainer:
             q = choose_threshold(scores, dice)
             q.fitted_on["maps"] = "predict"
             q.fitted_on["scores"] = {c: round(float(v), 4) for c, v in zip(ids, scores)}
+            if spec.trained_for_missing:  # predict --scan-support's scores run higher
+                q.scan_support = self._scan_support_qc()
         else:
             q = validation_qc([(p, np.asarray(c.mask), c.spacing) for c, p in
                                zip(self.val_cases, probs)], spec.threshold,
@@ -648,39 +650,69 @@ class Trainer:
         self._say(f"QC review threshold {q.threshold:g} chosen on {f.get('cases', 0)} validation "
                   f"cases ({f['maps']} maps): flags {f.get('bad_flagged', 0)} of "
                   f"{f.get('bad', 0)} with Dice < 0.5, {f.get('good_flagged', 0)} of "
-                  f"{f.get('good', 0)} with Dice >= 0.8")
+                  f"{f.get('good', 0)} with Dice >= 0.8"
+                  + (f"; {q.scan_support['threshold']:g} for scores with scan support"
+                     if q.scan_support else ""))
         return q.to_dict()
+
+    def _scan_support_qc(self) -> dict:
+        """The review threshold for scores with the scan-support signal (``predict
+        --scan-support``), chosen on the same validation cases by the same rule."""
+        from clotseg.inference.qc import choose_threshold
+
+        scored = predicted_qc(self.run.path, self.index.subset(self.splits["val"]).cases,
+                              device=str(self.device),
+                              batch_size=self.cfg.train.val_batch_size, scan_support=True)
+        if scored is None:
+            return {}
+        ids, scores, dice = scored
+        q = choose_threshold(scores, dice)
+        q.fitted_on["maps"] = "predict, with scan support"
+        q.fitted_on["scores"] = {c: round(float(v), 4) for c, v in zip(ids, scores)}
+        return {"threshold": q.threshold, "fitted_on": q.fitted_on}
 
     def _predicted_validation(self) -> tuple[list[str], list[float], list[float]] | None:
         """Case ids, QC scores and Dice of the validation cases predicted by ``predict``'s
-        own path (read, resample, infer, map back onto the scan's grid, post-process with
-        the settings just chosen); None when a case's mask is not on its CTA's grid."""
-        import warnings
-
-        from clotseg.inference.predictor import Predictor
-
+        own path (:func:`predicted_qc`) with the settings just chosen."""
         self.run.write_spec(self.spec)  # the predictor reads the tuned post-processing
-        predictor = Predictor.from_runs([self.run.path], device=str(self.device),
-                                        batch_size=self.cfg.train.val_batch_size)
-        ids, scores, dice = [], [], []
-        with warnings.catch_warnings():  # the cases' warnings were given when cached
-            warnings.simplefilter("ignore")
-            for case in self.index.subset(self.splits["val"]).cases:
-                vols = case.load()
-                if vols.mask is None or not vols.mask.grid.same_as(vols.cta.grid):
-                    return None
-                seg = predictor.segment(vols.cta, vols.ncct, case.case_id)
-                ids.append(case.case_id)
-                scores.append(seg.qc_score)
-                dice.append(overlap_dice(np.asarray(seg.mask.array) > 0,
-                                         np.asarray(vols.mask.array) > 0))
-        return ids, scores, dice
+        return predicted_qc(self.run.path, self.index.subset(self.splits["val"]).cases,
+                            device=str(self.device),
+                            batch_size=self.cfg.train.val_batch_size)
 
     def _say(self, line: str) -> None:
         """Write ``line`` to ``train.log`` and, with progress on, to stdout."""
         self.log.write(line)
         if self.progress:
             print(line, flush=True)
+
+
+def predicted_qc(run: str | Path, cases, *, device: str = "cpu", batch_size: int = 16,
+                 scan_support: bool = False
+                 ) -> tuple[list[str], list[float], list[float]] | None:
+    """Case ids, QC scores and Dice of ``cases`` (indexed cases with a reference mask)
+    predicted by ``predict``'s own path: read, resample, infer, map back onto the scan's
+    grid, post-process with the run's settings. None when a case's mask is not on its
+    CTA's grid. What the review threshold is chosen on, at the end of training and when
+    a benchmark chooses it again for an existing run."""
+    import warnings
+
+    from clotseg.inference.predictor import Predictor
+
+    predictor = Predictor.from_runs([Path(run)], device=device, batch_size=batch_size,
+                                    scan_support=scan_support)
+    ids, scores, dice = [], [], []
+    with warnings.catch_warnings():  # the cases' warnings were given when cached
+        warnings.simplefilter("ignore")
+        for case in cases:
+            vols = case.load()
+            if vols.mask is None or not vols.mask.grid.same_as(vols.cta.grid):
+                return None
+            seg = predictor.segment(vols.cta, vols.ncct, case.case_id)
+            ids.append(case.case_id)
+            scores.append(seg.qc_score)
+            dice.append(overlap_dice(np.asarray(seg.mask.array) > 0,
+                                     np.asarray(vols.mask.array) > 0))
+    return ids, scores, dice
 
 
 def train_step(step_net, model, x: torch.Tensor, y: torch.Tensor, optim, loss_fn, cfg: Config,
