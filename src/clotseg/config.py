@@ -193,7 +193,7 @@ class TrainConfig:
     channels_last: bool = True  # NHWC memory layout (faster convolutions on CPU and GPU)
     compile: bool = False  # torch.compile the model
     deterministic: bool = False  # deterministic algorithms (bit-for-bit resume on CPU)
-    loss: str = "dice_bce"  # dice_bce | dice_focal | dice (the original's soft Dice)
+    loss: str = "dice_bce"  # dice_bce | dice_bce_sample | dice_focal | dice (the original's)
     threshold: float = 0.5  # on the sigmoid probability (validation and predict)
     min_component_mm3: float = 5.0  # smaller predicted components are dropped
     # The kept clot is then grown into the touching voxels of at least this probability
@@ -252,7 +252,7 @@ CHOICES = {
     "data.loader": ("auto", "resident", "stream"),
     "optim.name": ("adamw", "adam", "sgd"),
     "optim.schedule": ("cosine", "onecycle", "constant"),
-    "train.loss": ("dice_bce", "dice_focal", "dice"),
+    "train.loss": ("dice_bce", "dice_bce_sample", "dice_focal", "dice"),
 }
 
 
