@@ -101,6 +101,10 @@ class DataConfig:
     # short (the views share the samples; README), hence axial only by default.
     views: list = field(default_factory=lambda: ["axial"])
     clot_fraction: float = 0.5  # share of each batch drawn from slices that contain clot
+    # How the clot-centred share is spread: "slice" (each clot slice alike, so a clot
+    # 40 slices long is drawn ten times as often as a 4-slice distal one) or "clot" (each
+    # training case's clot alike, then a slice of it).
+    clot_sampling: str = "slice"
     # share of each batch centred near a vessel or a dense spot outside the clot (hard
     # negatives, data/cache.py): teaches clot vs other vessel, where specks appear
     hard_negative_fraction: float = 0.0
@@ -250,6 +254,7 @@ class Config:
 CHOICES = {
     "data.scheme": ("kfold", "random"),
     "data.loader": ("auto", "resident", "stream"),
+    "data.clot_sampling": ("slice", "clot"),
     "optim.name": ("adamw", "adam", "sgd"),
     "optim.schedule": ("cosine", "onecycle", "constant"),
     "train.loss": ("dice_bce", "dice_bce_sample", "dice_focal", "dice"),

@@ -189,6 +189,25 @@ def test_sampler_oversamples_clot_slices(cached):
         assert np.min(np.abs(xs - ctr[0])) <= 16 and np.min(np.abs(ys - ctr[1])) <= 16
 
 
+def test_clot_sampling_by_clot_draws_each_cases_clot_alike(cached):
+    """``data.clot_sampling="clot"``: the clot-centred draws spread evenly over the cases
+    with a clot, whatever their clot's length in slices; "slice" follows the slices."""
+    cases = cached[2]
+    with_clot = [i for i, c in enumerate(cases) if len(c.clot_boxes)]
+    lengths = np.array([len(cases[i].clot_boxes) for i in with_clot], dtype=float)
+    assert lengths.max() > 1.5 * lengths.min()  # the cohort's clots differ in length
+    n = 8000
+    for mode, expected in (("slice", lengths / lengths.sum()),
+                           ("clot", np.full(len(with_clot), 1 / len(with_clot)))):
+        sampler = SliceSampler(cases, 1.0, patch=32, clot_sampling=mode)
+        picks, _ = sampler.draw(n, torch.Generator().manual_seed(3))
+        assert all(cases[c].mask_slices[z].any() for c, z in picks[:200])
+        share = np.array([(picks[:, 0] == i).mean() for i in with_clot])
+        np.testing.assert_allclose(share, expected, atol=0.03)
+    with pytest.raises(ValueError, match="clot_sampling"):
+        SliceSampler(cases, 0.5, clot_sampling="voxel")
+
+
 def test_hard_negative_points_lie_on_vessels_and_dense_spots_outside_the_clot(cached):
     from clotseg.data.cache import HARD_NEGATIVE_HU
 

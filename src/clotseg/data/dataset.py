@@ -62,7 +62,7 @@ class SliceSampler:
     clot, :func:`clotseg.data.cache.hard_negative_points`), the rest anywhere."""
 
     def __init__(self, cases: list[CachedCase], clot_fraction: float, patch: int = 0,
-                 hard_fraction: float = 0.0):
+                 hard_fraction: float = 0.0, clot_sampling: str = "slice"):
         self.planes = np.array([c.plane for c in cases], dtype=np.float64)
         self.all = np.array([(i, z) for i, c in enumerate(cases) for z in range(c.depth)],
                             dtype=np.int64)
@@ -70,6 +70,13 @@ class SliceSampler:
                  for i, c in enumerate(cases) if len(c.clot_boxes)]
         self.clot = np.concatenate(boxes) if boxes else np.zeros((0, 6), np.int64)
         self.clot_fraction = clot_fraction if len(self.clot) else 0.0
+        # "clot": each case's clot slices share one case's weight (data.clot_sampling)
+        if clot_sampling not in ("slice", "clot"):
+            raise ValueError(f"clot_sampling must be 'slice' or 'clot', got {clot_sampling!r}")
+        self.clot_weights = None
+        if clot_sampling == "clot" and len(self.clot):
+            per_case = np.bincount(self.clot[:, 0])[self.clot[:, 0]]
+            self.clot_weights = torch.from_numpy(1.0 / per_case)
         hard = [np.column_stack([np.full(len(c.hard_points), i), c.hard_points])
                 for i, c in enumerate(cases) if len(c.hard_points)]
         self.hard = np.concatenate(hard) if hard else np.zeros((0, 4), np.int64)
@@ -96,7 +103,10 @@ class SliceSampler:
             picks = np.concatenate([picks, h[:, :2]])
             centres = np.concatenate([centres, h[:, 2:] + jitter])
         if n_clot:
-            b = torch.randint(len(self.clot), (n_clot,), generator=gen).numpy()
+            b = (torch.randint(len(self.clot), (n_clot,), generator=gen)
+                 if self.clot_weights is None else
+                 torch.multinomial(self.clot_weights, n_clot, replacement=True,
+                                   generator=gen)).numpy()
             rows = self.clot[b]  # case, z, x0, x1, y0, y1
             # a point of the clot's box, then a jitter that keeps the box in the crop
             pt = rows[:, [2, 4]] + u[n - n_clot:, :2] * (rows[:, [3, 5]] - rows[:, [2, 4]])

@@ -321,7 +321,7 @@ class Trainer:
         if self.batch_mode == "stream" and warm_page_cache(self.train_cases) is not None:
             self._say("reading the cached training cases ahead into the OS page cache")
         sampler = SliceSampler(self.train_cases, cfg.data.clot_fraction, cfg.data.patch,
-                               cfg.data.hard_negative_fraction)
+                               cfg.data.hard_negative_fraction, cfg.data.clot_sampling)
         self.factory = BatchFactory(self.source, sampler, cfg.train.batch_size, cfg.data.patch,
                                     cfg.augment, cfg.data.windows,
                                     modality_dropout=cfg.train.modality_dropout)
