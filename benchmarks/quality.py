@@ -358,7 +358,10 @@ def refit_qc(run: Path, args: argparse.Namespace) -> float:
                           scan_support=args.scan_support)
     if scored is None:
         raise SystemExit(f"{run}: a validation mask is not on its CTA's grid; cannot refit")
-    return choose_threshold(scored[1], scored[2]).threshold
+    scores = scored.support_scores if args.scan_support else scored.scores
+    if scores is None:
+        raise SystemExit(f"{run}: no scan-support scores (trained without modality dropout)")
+    return choose_threshold(scores, scored.dice).threshold
 
 
 def main(argv=None) -> None:

@@ -8,6 +8,7 @@ The target on a GPU (original U-Net, 256 x 256, bf16): ratio >= 0.9.
     python benchmarks/train_throughput.py                     # CPU defaults, about a minute
     python benchmarks/train_throughput.py --device cuda       # GPU defaults (§11 setting)
     python benchmarks/train_throughput.py --device cuda --compile --out result.json
+    python benchmarks/train_throughput.py --precision bf16   # CPU bf16, fp32 baseline too
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def parse(argv=None) -> argparse.Namespace:
         p.add_argument(f"--{key}", type=type(CPU[key]), default=None,
                        help=f"default {CPU[key]} on CPU, {GPU[key]} on GPU")
     p.add_argument("--no-amp", action="store_true", help="fp32 instead of bf16 autocast (GPU)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="train.precision (bf16 = also on the CPU)")
     p.add_argument("--no-channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--loader", default="auto", choices=["auto", "resident", "stream"])
@@ -70,6 +73,7 @@ def main(argv=None) -> int:
     from clotseg.config import Config
     from clotseg.data.cache import build_cache
     from clotseg.data.dataset import BatchFactory, SliceSampler, batch_iterator, batch_seed
+    from clotseg.inference.engine import resolve_precision
     from clotseg.io.layouts import discover
     from clotseg.training.losses import make_loss
     from clotseg.training.optim import make_optimizer
@@ -91,6 +95,7 @@ def main(argv=None) -> int:
     cfg.data.slab, cfg.data.patch, cfg.data.loader = s["slab"], s["patch"], args.loader
     cfg.data.workers = args.workers
     cfg.train.batch_size, cfg.train.amp = s["batch"], not args.no_amp
+    cfg.train.precision = args.precision
     cfg.train.channels_last, cfg.train.compile = not args.no_channels_last, args.compile
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -135,6 +140,13 @@ def main(argv=None) -> int:
 
         t_bare = _timed(bare, s["steps"], s["warmup"], device)
         t_full = _timed(full, s["steps"], s["warmup"], device)
+        t_fp32 = None
+        if args.precision == "bf16":  # the fp32 full step as the baseline, same process
+            chosen, cfg.train.precision = cfg.train.precision, "fp32"
+            batches = batch_iterator(factory, [batch_seed(1, i) for i in range(n)],
+                                     args.workers, pin_memory=device.type == "cuda")
+            t_fp32 = _timed(full, s["steps"], s["warmup"], device)
+            cfg.train.precision = chosen
     b = cfg.train.batch_size
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda"
@@ -142,13 +154,16 @@ def main(argv=None) -> int:
              "threads)",
         "model": f"{s['model']} base {s['base']}", "batch": b, "patch": s["patch"],
         "channels": 2 * s["slab"], "loader": mode, "workers": args.workers,
-        "amp_bf16": bool(cfg.train.amp and device.type == "cuda"
-                         and torch.cuda.is_bf16_supported()),
+        "amp_bf16": resolve_precision(device, cfg.train.precision) == "bf16"
+        and cfg.train.amp,
         "channels_last": bool(cfg.train.channels_last),
         "compile": cfg.train.compile, "steps": s["steps"],
         "bare_slices_per_s": round(b / t_bare, 1), "full_slices_per_s": round(b / t_full, 1),
         "ratio": round(t_bare / t_full, 3), "torch": torch.__version__,
     }
+    if t_fp32 is not None:
+        result["fp32_full_slices_per_s"] = round(b / t_fp32, 1)
+        result["bf16_speedup_full"] = round(t_fp32 / t_full, 3)
     emit(result, args.out)
     return 0
 

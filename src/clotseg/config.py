@@ -193,7 +193,13 @@ class TrainConfig:
     patience_from: float = 0.8
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = True  # bf16 autocast where supported (CUDA); fp32 on CPU
+    amp: bool = True  # bf16 autocast where supported (train.precision); false = fp32 always
+    # Precision of the training steps (validation and predict keep their own rule: fp32 on
+    # the CPU). auto: bf16 on CUDA cards that support it, fp32 on the CPU; bf16: also on
+    # the CPU, where oneDNN runs it natively on CPUs with AVX512-BF16 or AMX (2.2x faster
+    # steps for unet-original base 16 on 2 EPYC cores, benchmarks/train_throughput.py)
+    # and emulates it, slower than fp32, elsewhere; fp32: never bf16.
+    precision: str = "auto"
     channels_last: bool = True  # NHWC memory layout (faster convolutions on CPU and GPU)
     compile: bool = False  # torch.compile the model
     deterministic: bool = False  # deterministic algorithms (bit-for-bit resume on CPU)
@@ -258,6 +264,7 @@ CHOICES = {
     "optim.name": ("adamw", "adam", "sgd"),
     "optim.schedule": ("cosine", "onecycle", "constant"),
     "train.loss": ("dice_bce", "dice_bce_sample", "dice_focal", "dice"),
+    "train.precision": ("auto", "fp32", "bf16"),
 }
 
 

@@ -103,6 +103,7 @@ ADDED_SETTINGS: dict[tuple[str, str], object] = {
     ("augment", "thick_ncct_prob"): 0.0,
     ("augment", "z_blur_prob"): 0.0,
     ("data", "clot_sampling"): "slice",
+    ("train", "precision"): "auto",
 }
 
 

@@ -495,3 +495,46 @@ def test_average_last_predicts_with_the_mean_of_best_and_last_weights(phantom_co
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, best["model"][k])
     assert "averaged with the last ones" in (run / "train.log").read_text()
+
+
+@pytest.mark.parametrize("precision, expected", [("auto", torch.float32),
+                                                 ("fp32", torch.float32),
+                                                 ("bf16", torch.bfloat16)])
+def test_training_steps_run_in_the_precision_asked_for(precision, expected):
+    """``train.precision``: bf16 autocast for the CPU steps only when asked (the default
+    stays fp32 there); the weights and their update stay fp32 either way."""
+    from clotseg.config import Config, set_value
+    from clotseg.models import create_model
+    from clotseg.training.losses import make_loss
+    from clotseg.training.trainer import train_step
+
+    cfg = Config()
+    set_value(cfg, "train.precision", precision)
+    torch.manual_seed(0)
+    model = create_model("unet-original", in_channels=2, base=4)
+    seen = []
+    first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    first_conv.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    before = [p.detach().clone() for p in model.parameters()]
+    optim = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    x = torch.randn(4, 2, 32, 32)
+    y = (torch.rand(4, 1, 32, 32) > 0.9).float()
+    loss = train_step(model, model, x, y, optim, make_loss(cfg.train.loss), cfg,
+                      torch.device("cpu"))
+    assert seen == [expected] and torch.isfinite(loss)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
+
+
+def test_bf16_training_run_is_logged_and_checked(phantom_cohort, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", str(phantom_cohort), "--out", str(run), "--epochs", "1", *TINY,
+                 "--set", "train.precision=bf16", "--set", "train.tune_postprocess=false"]) == 0
+    assert np.isfinite(losses(run)).all()
+    assert "steps in bf16" in (run / "train.log").read_text()
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["precision"] == "bf16"
+    capsys.readouterr()
+    assert main(["train", str(phantom_cohort), "--out", str(tmp_path / "bad"), "--epochs", "1",
+                 *TINY, "--set", "train.precision=fp16"]) == 1
+    err = capsys.readouterr().err
+    assert "train.precision" in err and "Traceback" not in err

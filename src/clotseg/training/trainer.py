@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +40,13 @@ from clotseg.data.dataset import (
 from clotseg.data.splits import load_splits, make_splits
 from clotseg.devices import resolve_device
 from clotseg.errors import ClotsegError, ConfigError
-from clotseg.inference.engine import autocast_context, predict_probabilities, prepare_model
+from clotseg.inference.engine import (
+    autocast_context,
+    cpu_has_native_bf16,
+    predict_probabilities,
+    prepare_model,
+    resolve_precision,
+)
 from clotseg.inference.postprocess import postprocess
 from clotseg.io.layouts import discover
 from clotseg.metrics.overlap import dice as overlap_dice
@@ -376,12 +383,18 @@ class Trainer:
 
     def _log_start(self) -> None:
         spec, splits, r = self.spec, self.splits, self.resample
+        t = self.cfg.train
+        precision = resolve_precision(self.device, t.precision) if t.amp else "fp32"
+        if precision == "bf16" and self.device.type == "cpu" and not cpu_has_native_bf16():
+            warnings.warn("train.precision=bf16: this CPU has no bf16 matrix units, so bf16 "
+                          "is emulated and slower than fp32 here", UserWarning, stacklevel=2)
         self.log.write(
             f"{'resumed' if self.resume else 'started'}: {len(self.train_cases)} training, "
             f"{len(self.val_cases)} validation, {len(splits['test'])} test cases; model "
             f"{spec.model_name} {spec.model_kwargs}; device {self.device} x {self.info.world}; "
             f"batches: {self.batch_mode}, canvas {self.source.canvas}, patch "
-            f"{self.cfg.data.patch or 'full'}; spacing {r['spacing'] if r else 'as stored'}")
+            f"{self.cfg.data.patch or 'full'}; spacing {r['spacing'] if r else 'as stored'}; "
+            f"steps in {precision}")
 
     def train_epoch(self, epoch: int) -> _EpochStats:
         """One epoch of optimisation (0-based ``epoch``).
@@ -634,12 +647,14 @@ class Trainer:
                 self._say(f"QC: predicting the validation cases as predict does failed "
                           f"({exc}); scoring them on the training grid instead")
         if scored is not None:
-            ids, scores, dice = scored
-            q = choose_threshold(scores, dice)
+            q = choose_threshold(scored.scores, scored.dice)
             q.fitted_on["maps"] = "predict"
-            q.fitted_on["scores"] = {c: round(float(v), 4) for c, v in zip(ids, scores)}
-            if spec.trained_for_missing:  # predict --scan-support's scores run higher
-                q.scan_support = self._scan_support_qc()
+            q.fitted_on["scores"] = scored.score_table(scored.scores)
+            if scored.support_scores is not None:  # predict --scan-support's scores run higher
+                s = choose_threshold(scored.support_scores, scored.dice)
+                s.fitted_on["maps"] = "predict, with scan support"
+                s.fitted_on["scores"] = scored.score_table(scored.support_scores)
+                q.scan_support = {"threshold": s.threshold, "fitted_on": s.fitted_on}
         else:
             q = validation_qc([(p, np.asarray(c.mask), c.spacing) for c, p in
                                zip(self.val_cases, probs)], spec.threshold,
@@ -655,29 +670,15 @@ class Trainer:
                      if q.scan_support else ""))
         return q.to_dict()
 
-    def _scan_support_qc(self) -> dict:
-        """The review threshold for scores with the scan-support signal (``predict
-        --scan-support``), chosen on the same validation cases by the same rule."""
-        from clotseg.inference.qc import choose_threshold
-
-        scored = predicted_qc(self.run.path, self.index.subset(self.splits["val"]).cases,
-                              device=str(self.device),
-                              batch_size=self.cfg.train.val_batch_size, scan_support=True)
-        if scored is None:
-            return {}
-        ids, scores, dice = scored
-        q = choose_threshold(scores, dice)
-        q.fitted_on["maps"] = "predict, with scan support"
-        q.fitted_on["scores"] = {c: round(float(v), 4) for c, v in zip(ids, scores)}
-        return {"threshold": q.threshold, "fitted_on": q.fitted_on}
-
-    def _predicted_validation(self) -> tuple[list[str], list[float], list[float]] | None:
-        """Case ids, QC scores and Dice of the validation cases predicted by ``predict``'s
-        own path (:func:`predicted_qc`) with the settings just chosen."""
+    def _predicted_validation(self) -> ScoredCases | None:
+        """The validation cases predicted by ``predict``'s own path (:func:`predicted_qc`)
+        with the settings just chosen; with the scan-support scores too for a model
+        trained for missing scans (one pass gives both)."""
         self.run.write_spec(self.spec)  # the predictor reads the tuned post-processing
         return predicted_qc(self.run.path, self.index.subset(self.splits["val"]).cases,
                             device=str(self.device),
-                            batch_size=self.cfg.train.val_batch_size)
+                            batch_size=self.cfg.train.val_batch_size,
+                            scan_support=self.spec.trained_for_missing)
 
     def _say(self, line: str) -> None:
         """Write ``line`` to ``train.log`` and, with progress on, to stdout."""
@@ -686,21 +687,36 @@ class Trainer:
             print(line, flush=True)
 
 
-def predicted_qc(run: str | Path, cases, *, device: str = "cpu", batch_size: int = 16,
-                 scan_support: bool = False
-                 ) -> tuple[list[str], list[float], list[float]] | None:
-    """Case ids, QC scores and Dice of ``cases`` (indexed cases with a reference mask)
-    predicted by ``predict``'s own path: read, resample, infer, map back onto the scan's
-    grid, post-process with the run's settings. None when a case's mask is not on its
-    CTA's grid. What the review threshold is chosen on, at the end of training and when
-    a benchmark chooses it again for an existing run."""
-    import warnings
+@dataclass
+class ScoredCases:
+    """Cases predicted as ``predict`` does them: ids, review scores and Dice against their
+    reference masks; ``support_scores`` are the scores with the scan-support signal, when
+    asked for and the run can give them (its masks are the same either way)."""
 
+    ids: list[str]
+    scores: list[float]
+    dice: list[float]
+    support_scores: list[float] | None = None
+
+    def score_table(self, scores: list[float]) -> dict[str, float]:
+        """``case id -> score`` as stored in ``model.json`` (4 decimals)."""
+        return {c: round(float(v), 4) for c, v in zip(self.ids, scores, strict=True)}
+
+
+def predicted_qc(run: str | Path, cases, *, device: str = "cpu", batch_size: int = 16,
+                 scan_support: bool = False) -> ScoredCases | None:
+    """``cases`` (indexed cases with a reference mask) predicted by ``predict``'s own path:
+    read, resample, infer, map back onto the scan's grid, post-process with the run's
+    settings. None when a case's mask is not on its CTA's grid. What the review threshold
+    is chosen on, at the end of training and when a benchmark chooses it again for an
+    existing run. With ``scan_support`` (for a run trained for missing scans) one pass
+    gives the scores without and with the scan-support signal."""
     from clotseg.inference.predictor import Predictor
+    from clotseg.inference.qc import case_qc
 
     predictor = Predictor.from_runs([Path(run)], device=device, batch_size=batch_size,
                                     scan_support=scan_support)
-    ids, scores, dice = [], [], []
+    out, supported = ScoredCases([], [], []), []
     with warnings.catch_warnings():  # the cases' warnings were given when cached
         warnings.simplefilter("ignore")
         for case in cases:
@@ -708,21 +724,29 @@ def predicted_qc(run: str | Path, cases, *, device: str = "cpu", batch_size: int
             if vols.mask is None or not vols.mask.grid.same_as(vols.cta.grid):
                 return None
             seg = predictor.segment(vols.cta, vols.ncct, case.case_id)
-            ids.append(case.case_id)
-            scores.append(seg.qc_score)
-            dice.append(overlap_dice(np.asarray(seg.mask.array) > 0,
-                                     np.asarray(vols.mask.array) > 0))
-    return ids, scores, dice
+            mask = np.asarray(seg.mask.array)
+            out.ids.append(case.case_id)
+            out.dice.append(overlap_dice(mask > 0, np.asarray(vols.mask.array) > 0))
+            if seg.support is None:  # scan support not asked for, or not possible here
+                out.scores.append(seg.qc_score)
+                supported.append(None)
+                continue
+            supported.append(seg.qc_score)
+            plain, _ = case_qc(seg.prob, mask, vols.cta.spacing, predictor.post["threshold"])
+            out.scores.append(plain)
+    if scan_support and supported and None not in supported:
+        out.support_scores = supported
+    return out
 
 
 def train_step(step_net, model, x: torch.Tensor, y: torch.Tensor, optim, loss_fn, cfg: Config,
                device: torch.device) -> torch.Tensor:
-    """One optimisation step (bf16 autocast on CUDA, channels-last, gradient clipping);
-    returns the detached loss (not synchronised)."""
+    """One optimisation step (bf16 autocast per ``train.precision``, channels-last,
+    gradient clipping); returns the detached loss (not synchronised)."""
     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
     if cfg.train.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    with autocast_context(device, cfg.train.amp):
+    with autocast_context(device, cfg.train.amp, cfg.train.precision):
         logits = step_net(x)
     loss = loss_fn(logits.float(), y)
     optim.zero_grad(set_to_none=True)
