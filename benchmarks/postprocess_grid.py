@@ -73,7 +73,7 @@ def case_rows(pred: Path, data: Path, grow: float) -> dict[tuple[float, float], 
     for case in discover(data).cases:
         prob_vol = read_volume(pred / f"{case.case_id}_prob.nii.gz")
         prob = np.asarray(prob_vol.array, dtype=np.float32)
-        truth = np.asarray(case.load().mask.array) > 0
+        truth = np.asarray(case.read("mask").array) > 0  # the mask alone, not the scans
         for t in THRESHOLDS:
             for m in MIN_COMPONENTS_MM3:
                 mask = postprocess(prob, prob_vol.spacing, threshold=t, min_component_mm3=m)

@@ -30,7 +30,7 @@ def test_the_grid_at_the_runs_setting_reproduces_predicts_masks(phantom_cohort, 
     monkeypatch.setattr(grid, "THRESHOLDS", (0.5,))
     monkeypatch.setattr(grid, "MIN_COMPONENTS_MM3", (20.0,))
     rows = grid.case_rows(pred, phantom_cohort, 0.5)[(0.5, 20.0)]
-    truth = {c.case_id: np.asarray(c.load().mask.array) > 0
+    truth = {c.case_id: np.asarray(c.read("mask").array) > 0
              for c in discover(phantom_cohort).cases}
     assert sorted(r[4] for r in rows) == sorted(truth)
     masks_seen = 0

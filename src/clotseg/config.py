@@ -196,9 +196,11 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast where supported (train.precision); false = fp32 always
     # Precision of the training steps (validation and predict keep their own rule: fp32 on
     # the CPU). auto: bf16 on CUDA cards that support it, fp32 on the CPU; bf16: also on
-    # the CPU, where oneDNN runs it natively on CPUs with AVX512-BF16 or AMX (2.2x faster
-    # steps for unet-original base 16 on 2 EPYC cores, benchmarks/train_throughput.py)
-    # and emulates it, slower than fp32, elsewhere; fp32: never bf16.
+    # the CPU, where oneDNN runs it natively on CPUs with AVX512-BF16 or AMX (full
+    # training step 1.48x faster for unet-original base 16 on 2 EPYC cores,
+    # benchmarks/results/train_throughput_cpu_bf16.json; only 1.11x more epochs in a
+    # 30-min run, whose fp32 validation does not speed up) and emulates it, slower than
+    # fp32, elsewhere; fp32: never bf16.
     precision: str = "auto"
     channels_last: bool = True  # NHWC memory layout (faster convolutions on CPU and GPU)
     compile: bool = False  # torch.compile the model
