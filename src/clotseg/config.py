@@ -100,6 +100,10 @@ class DataConfig:
     # 30-minute CPU budget all three were no better on unseen patients and cut ICA clots
     # short (the views share the samples; README), hence axial only by default.
     views: list = field(default_factory=lambda: ["axial"])
+    # CTA projections (data/slabs.py): the slab's outer CTA slices become maximum-intensity
+    # projections reaching this many slices either side (0 = off; > slab // 2): the
+    # opacified lumen above and below a clot, which the thin slab leaves out.
+    cta_mip: int = 0
     clot_fraction: float = 0.5  # share of each batch drawn from slices that contain clot
     # How the clot-centred share is spread: "slice" (each clot slice alike, so a clot
     # 40 slices long is drawn ten times as often as a 4-slice distal one) or "clot" (each
@@ -114,6 +118,12 @@ class DataConfig:
     test_fraction: float = 0.2  # held-out test cases (both schemes)
     val_fraction: float = 0.2  # only for scheme=random
     split_seed: int = 0
+    # Share clot-free and clot cases out over test / validation / training in proportion
+    # (read from the masks; data/splits.py): a validation set without a clot-free patient
+    # chooses the threshold and the review threshold blind to false-positive patients.
+    # Off by default: one 30-minute run with it kept an early epoch whose validation Dice
+    # spiked (25 of 72) and did worse on unseen patients (README, quality_30min_stratified*).
+    stratify: bool = False
     splits: str | None = None  # reuse an existing splits.json (compare runs on the same cases)
     cache_dir: str | None = None  # memory-mapped cache of prepared cases; default RUN/cache
     loader: str = "auto"  # auto | resident (cohort in device memory) | stream (DataLoader)
@@ -404,6 +414,9 @@ def check(cfg: Config) -> Config:
         problems.append(f"data.slab must be a positive odd number, got {d.slab}")
     if d.pad_multiple < 1:
         problems.append("data.pad_multiple must be >= 1")
+    if d.cta_mip < 0 or (d.cta_mip and (d.slab < 3 or d.cta_mip <= d.slab // 2)):
+        problems.append(f"data.cta_mip must be 0 (off) or, with data.slab >= 3, more than "
+                        f"half the slab ({d.slab // 2}) slices, got {d.cta_mip}")
     if not valid_views(d.views):
         problems.append(f"data.views must be a list of distinct views out of "
                         f"{', '.join(VIEWS)}, got {d.views!r}")

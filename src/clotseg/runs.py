@@ -104,6 +104,8 @@ ADDED_SETTINGS: dict[tuple[str, str], object] = {
     ("augment", "z_blur_prob"): 0.0,
     ("data", "clot_sampling"): "slice",
     ("train", "precision"): "auto",
+    ("data", "stratify"): False,
+    ("data", "cta_mip"): 0,
 }
 
 
@@ -132,6 +134,8 @@ class ModelSpec:
     # slice orientations trained on and averaged at predict (clotseg.config.VIEWS);
     # None in runs from before views existed: axial only
     views: list[str] | None = None
+    # data.cta_mip: slices the CTA projection channels reach (0: none, as in older runs)
+    cta_mip: int = 0
     format: int = SPEC_FORMAT
 
     @property
@@ -205,6 +209,9 @@ def _validate_spec(spec: ModelSpec) -> None:
          'null or an object {"threshold": number in [0, 1], ...}'),
         ("views", spec.views is None or valid_views(spec.views),
          f"null or a list of distinct views out of {', '.join(VIEWS)}"),
+        ("cta_mip", isinstance(spec.cta_mip, int) and not isinstance(spec.cta_mip, bool)
+         and (spec.cta_mip == 0 or (spec.slab >= 3 and spec.cta_mip > spec.slab // 2)),
+         "0 or, with a slab of 3 or more, a whole number above half the slab"),
         ("modality_dropout", spec.modality_dropout is None or (
             _number(spec.modality_dropout) and 0 <= spec.modality_dropout <= 1),
          "null or a number in [0, 1]"),

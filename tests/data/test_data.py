@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -36,7 +37,7 @@ from clotseg.data.slabs import (
     prepare_case,
     slab,
 )
-from clotseg.data.splits import load_splits, make_splits, save_splits
+from clotseg.data.splits import clot_strata, load_splits, make_splits, save_splits
 from clotseg.errors import ClotsegError
 from clotseg.io.layouts import discover
 
@@ -74,6 +75,72 @@ def test_random_split_60_20_20(tmp_path):
         load_splits(tmp_path / "bad.json")
     with pytest.raises(ClotsegError, match="not in the dataset"):
         load_splits(tmp_path / "s.json", known=s["train"])
+
+
+FEW_FREE = {c: ("clot-free" if i % 10 == 3 else "clot") for i, c in enumerate(
+    f"q{i:02d}" for i in range(50))}  # 5 clot-free patients of 50
+
+
+def test_stratified_validation_fold_gets_a_clot_free_patient_when_they_are_rare():
+    ids = [f"r{i:02d}" for i in range(60)]
+    strata = {c: ("clot-free" if i in (7, 20, 27, 37) else "clot") for i, c in enumerate(ids)}
+    for seed in range(5):  # 4 clot-free of 60, 5 folds, no test set: fold 0 must get one
+        s = make_splits(ids, n_folds=5, fold=0, test_fraction=0.0, seed=seed, strata=strata)
+        assert sum(strata[c] == "clot-free" for c in s["val"]) == 1
+        assert len(s["val"]) == 12
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_stratified_split_shares_clot_free_patients_out_in_proportion(seed):
+    free = {c for c, g in FEW_FREE.items() if g == "clot-free"}
+    folds = [make_splits(list(FEW_FREE), n_folds=4, fold=k, seed=seed, strata=FEW_FREE)
+             for k in range(4)]
+    assert all(f["test"] == folds[0]["test"] for f in folds)
+    assert len(free & set(folds[0]["test"])) == 1  # 20 % of 5
+    per_fold = [len(free & set(f["val"])) for f in folds]
+    assert per_fold == [1, 1, 1, 1]  # the 4 left, one per fold, never 0 in a validation set
+    assert sorted(v for f in folds for v in f["val"]) == sorted(set(FEW_FREE) - set(folds[0]["test"]))
+    assert max(len(f["val"]) for f in folds) - min(len(f["val"]) for f in folds) <= 1
+    assert folds[0]["stratified_by"] == {"clot": 45, "clot-free": 5}
+    s = make_splits(list(FEW_FREE), scheme="random", seed=seed, strata=FEW_FREE)
+    assert [len(free & set(s[k])) for k in ("train", "val", "test")] == [3, 1, 1]
+
+
+def test_stratified_split_of_one_group_is_the_plain_split():
+    one = {c: "clot" for c in IDS}
+    for scheme in ("kfold", "random"):
+        plain = make_splits(IDS, scheme=scheme, seed=7)
+        strat = make_splits(IDS, scheme=scheme, seed=7, strata=one)
+        assert {k: strat[k] for k in ("train", "val", "test")} == \
+            {k: plain[k] for k in ("train", "val", "test")}
+    with pytest.raises(ClotsegError, match="no stratum"):
+        make_splits(IDS, strata={c: "clot" for c in IDS[1:]})
+
+
+def test_strata_come_from_the_masks_on_disk(phantom_cohort):
+    with (phantom_cohort / "truth.csv").open() as f:
+        truth = {r["case_id"]: r["has_clot"] for r in csv.DictReader(f)}
+    cases = discover(phantom_cohort).cases
+    strata = clot_strata(cases)
+    assert strata == {c: ("clot" if truth[c] == "True" else "clot-free") for c in truth}
+    assert set(strata.values()) == {"clot", "clot-free"}  # the fixture has both kinds
+
+
+def test_strata_refuse_a_mask_that_is_not_binary(tmp_path):
+    import SimpleITK as sitk
+
+    from clotseg.synth import write_cohort
+
+    write_cohort(tmp_path / "one", 1, seed=5, size="small", progress=False)
+    src = discover(tmp_path / "one").cases[0]
+    bad = tmp_path / "bad_mask.nii.gz"
+    img = sitk.ReadImage(str(src.mask))
+    sitk.WriteImage(sitk.Cast(img, sitk.sitkFloat32) * 0.5, str(bad))
+    ref = type(src)(src.case_id, src.cta, src.ncct, bad)
+    with pytest.raises(ClotsegError, match="bad_mask.nii.gz"):
+        clot_strata([ref])
+    no_mask = type(src)(src.case_id, src.cta, src.ncct, None)
+    assert clot_strata([no_mask]) == {src.case_id: "no mask"}
 
 
 def test_slab_channel_order_and_edges():
@@ -354,6 +421,34 @@ def test_unaugmented_crop_is_exact(cached):
         hits = (win == y[b, 0]).flatten(2).all(-1).nonzero()
         assert len(hits), b
         r, c = hits[0].tolist()
+        assert torch.equal(full_x[b, :, r:r + 32, c:c + 32], x[b])
+
+
+def test_training_cta_projections_are_what_predict_feeds(cached):
+    """With ``data.cta_mip`` a training sample (unaugmented, on the canvas or cropped from
+    a window) holds the very input predict builds for that slice, from either source."""
+    from tests.inference.test_engine import projected_slab
+
+    cases = cached[2]
+    canvas = canvas_size(cases, 16, 32)
+    sampler = SliceSampler(cases, 1.0, 32)
+    picks, _ = sampler.draw(4, torch.Generator().manual_seed(7))
+    for src in (MemmapSource(cases, 3, canvas), ResidentSource(cases, 3, canvas, "cpu")):
+        x, _ = BatchFactory(src, sampler, 4, 0, None, cta_mip=4).make(7)
+        for b, (ci, z) in enumerate(picks):
+            (top, left), (h, w) = src.offsets[ci], cases[ci].plane
+            ref = projected_slab(np.asarray(cases[ci].image, np.float32), int(z), 3, 4)
+            torch.testing.assert_close(x[b, :, top:top + h, left:left + w],
+                                       torch.from_numpy(ref), atol=0, rtol=0)
+        plain, _ = BatchFactory(src, sampler, 4, 0, None).make(7)
+        kept = [1, 3, 4, 5]  # CTA centre slice and the NCCT slab; CTA 0 and 2 projected
+        assert torch.equal(plain[:, kept], x[:, kept]) and not torch.equal(plain, x)
+    src = MemmapSource(cases, 3, canvas)  # a windowed crop is a window of that input
+    x, y = BatchFactory(src, sampler, 4, 32, None, cta_mip=4).make(7)
+    full_x, full_y = BatchFactory(src, sampler, 4, 0, None, cta_mip=4).make(7)
+    for b in range(4):
+        win = full_y[b, 0].unfold(0, 32, 1).unfold(1, 32, 1)
+        r, c = (win == y[b, 0]).flatten(2).all(-1).nonzero()[0].tolist()
         assert torch.equal(full_x[b, :, r:r + 32, c:c + 32], x[b])
 
 

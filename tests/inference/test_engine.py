@@ -156,3 +156,48 @@ def test_folding_that_changes_the_output_is_not_used(monkeypatch):
     assert prepare_model(net, in_channels=2) is net
     monkeypatch.undo()
     assert isinstance(prepare_model(net, in_channels=2), torch.fx.GraphModule)
+
+
+def projected_slab(image: np.ndarray, z: int, slab_size: int, reach: int) -> np.ndarray:
+    """Reference input with CTA projections, written out from their definition: the slab,
+    its outer CTA slices replaced by the CTA maximum over z-reach..z-h and z+h..z+reach
+    (edge slices repeated past the volume's ends)."""
+    x = slab(image, z, slab_size).copy()
+    h, depth = slab_size // 2, image.shape[-1]
+    below = np.clip(np.arange(z - reach, z - h + 1), 0, depth - 1)
+    above = np.clip(np.arange(z + h, z + reach + 1), 0, depth - 1)
+    x[0] = image[0][..., below].max(-1)
+    x[slab_size - 1] = image[0][..., above].max(-1)
+    return x
+
+
+@pytest.mark.parametrize("slab_size, reach", [(3, 4), (5, 3)])
+def test_cta_projections_are_the_outer_cta_slices_replaced_by_maxima(slab_size, reach):
+    net = tiny_net(2 * slab_size)
+    img = _image()
+    got = predict_probabilities(net, img, slab=slab_size, pad_multiple=16, skip_empty=False,
+                                cta_mip=reach)
+    ref = np.zeros_like(got)
+    with torch.no_grad():
+        for z in range(img.shape[-1]):
+            x, crop = pad_to_multiple(projected_slab(img, z, slab_size, reach), 16)
+            ref[:, :, z] = torch.sigmoid(net(torch.from_numpy(x)[None]))[0, 0][crop].numpy()
+    np.testing.assert_allclose(got, ref, atol=2e-6)
+    plain = predict_probabilities(net, img, slab=slab_size, pad_multiple=16, skip_empty=False)
+    assert np.abs(plain - got).max() > 1e-3  # the projections do change the input
+
+
+def test_cta_projections_are_built_before_a_scan_is_blanked():
+    """CTA alone and NCCT alone with projections: a blanked CTA stays blank (its
+    projections too), exactly as modality dropout trains it."""
+    from clotseg.inference.engine import predict_alone
+
+    net = tiny_net(6)
+    img = _image()
+    everywhere = np.ones(img.shape[1:], np.float32)
+    ncct_alone = predict_alone(net, img, everywhere, "ncct", floor=0.5, slab=3,
+                               pad_multiple=16, skip_empty=False, cta_mip=4)
+    no_cta = img.copy()
+    no_cta[0] = 0.0
+    np.testing.assert_allclose(ncct_alone, predict_probabilities(
+        net, no_cta, slab=3, pad_multiple=16, skip_empty=False, cta_mip=4), atol=2e-6)

@@ -143,26 +143,19 @@ def test_grow_threshold_is_checked_stored_and_old_runs_do_not_grow(tmp_path):
 
 
 def test_ema_decay_is_checked_and_old_runs_read_without_it(tmp_path):
-    import yaml
 
-    from clotseg.runs import Run
 
     check(apply_overrides(preset("default"), ["train.ema_decay=0.998"]))
     for bad in ("1.0", "-0.5"):
         with pytest.raises(ConfigError, match=r"train.ema_decay must be in \[0, 1\)"):
             check(apply_overrides(preset("default"), [f"train.ema_decay={bad}"]))
-    cfg = preset("default").to_dict()
-    del cfg["train"]["ema_decay"]  # a run written before the setting existed
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
-    assert Run(tmp_path).read_config().train.ema_decay == 0.0
+    assert _read_back_without(tmp_path, "train", "ema_decay") == 0.0
 
 
 def test_views_are_checked_stored_and_old_runs_predict_axial(tmp_path):
     import json
 
-    import yaml
-
-    from clotseg.runs import ModelSpec, Run
+    from clotseg.runs import ModelSpec
     from clotseg.training.trainer import model_spec
 
     cfg = check(apply_overrides(preset("default"), ["data.views=[axial, coronal, sagittal]"]))
@@ -170,10 +163,7 @@ def test_views_are_checked_stored_and_old_runs_predict_axial(tmp_path):
     for bad in ("[]", "[axial, axial]", "[oblique]", "axial", "[[axial]]"):
         with pytest.raises(ConfigError, match="data.views must be a list"):
             check(apply_overrides(preset("default"), [f"data.views={bad}"]))
-    old = preset("default").to_dict()
-    del old["data"]["views"]  # a run written before the setting existed
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
-    assert Run(tmp_path).read_config().data.views == ["axial"]
+    assert _read_back_without(tmp_path, "data", "views") == ["axial"]
     data = json.loads(model_spec(cfg).to_json())
     assert ModelSpec.from_dict(data).slice_views == ["axial", "coronal", "sagittal"]
     assert ModelSpec.from_dict({k: v for k, v in data.items() if k != "views"}
@@ -184,25 +174,18 @@ def test_views_are_checked_stored_and_old_runs_predict_axial(tmp_path):
 
 
 def test_average_last_is_off_by_default_and_in_old_runs(tmp_path):
-    import yaml
 
-    from clotseg.runs import Run
 
     assert preset("default").train.average_last is False
     assert check(apply_overrides(preset("default"), ["train.average_last=true"])
                  ).train.average_last is True
     with pytest.raises(ConfigError, match="average_last"):
         apply_overrides(preset("default"), ["train.average_last=3"])
-    old = preset("default").to_dict()
-    del old["train"]["average_last"]  # a run written before the setting existed
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
-    assert Run(tmp_path).read_config().train.average_last is False
+    assert _read_back_without(tmp_path, "train", "average_last") is False
 
 
 def test_slice_axis_augmentations_are_checked_and_off_in_old_runs(tmp_path):
-    import yaml
 
-    from clotseg.runs import Run
 
     cfg = check(apply_overrides(preset("default"), ["augment.thick_ncct_prob=0.3",
                                                      "augment.thick_ncct_mm=[2.5, 5]"]))
@@ -214,9 +197,48 @@ def test_slice_axis_augmentations_are_checked_and_off_in_old_runs(tmp_path):
                       ("augment.z_blur_mm=[1]", "z_blur_mm")):
         with pytest.raises(ConfigError, match=what):
             check(apply_overrides(preset("default"), [bad]))
+    assert _read_back_without(tmp_path, "augment", "thick_ncct_prob", "z_blur_prob") == 0.0
+    assert _read_back_without(tmp_path, "augment", "z_blur_prob", "thick_ncct_prob") == 0.0
+
+
+def test_stratified_split_setting_is_checked_and_off_in_old_runs(tmp_path):
+
+
+    assert preset("default").data.stratify is False  # measured worse in one run (README)
+    assert preset("original").data.stratify is False  # the original split was plain random
+    assert check(apply_overrides(preset("default"), ["data.stratify=true"])).data.stratify
+    with pytest.raises(ConfigError, match="stratify"):
+        apply_overrides(preset("default"), ["data.stratify=3"])
+    assert _read_back_without(tmp_path, "data", "stratify") is False
+
+
+def test_cta_projections_setting_is_checked_in_config_and_model_json(tmp_path):
+
+    from clotseg.runs import ModelSpec
+
+    assert preset("default").data.cta_mip == 0
+    assert check(apply_overrides(preset("default"), ["data.cta_mip=6"])).data.cta_mip == 6
+    for bad in (["data.cta_mip=1"], ["data.cta_mip=-2"], ["data.slab=1", "data.cta_mip=4"]):
+        with pytest.raises(ConfigError, match="cta_mip"):
+            check(apply_overrides(preset("default"), bad))
+    assert _read_back_without(tmp_path, "data", "cta_mip") == 0
+    base = {"model_name": "unet-original", "model_kwargs": {}, "slab": 3}
+    assert ModelSpec.from_dict(base).cta_mip == 0  # model.json from before: no projections
+    assert ModelSpec.from_dict({**base, "cta_mip": 5}).cta_mip == 5
+    for bad in (1, 2.5, True, -1):
+        with pytest.raises(ValueError, match="cta_mip"):
+            ModelSpec.from_dict({**base, "cta_mip": bad})
+
+
+def _read_back_without(tmp_path, section: str, *keys: str):
+    """The value a run whose ``config.yaml`` lacks ``section.key`` (written before the
+    setting existed) reads back for the first key, as ``Run.read_config`` fills it in."""
+    import yaml
+
+    from clotseg.runs import Run
+
     old = preset("default").to_dict()
-    del old["augment"]["thick_ncct_prob"]  # a run written before the settings existed
-    del old["augment"]["z_blur_prob"]
+    for key in keys:
+        del old[section][key]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
-    aug = Run(tmp_path).read_config().augment
-    assert aug.thick_ncct_prob == 0.0 and aug.z_blur_prob == 0.0
+    return getattr(getattr(Run(tmp_path).read_config(), section), keys[0])

@@ -3,6 +3,7 @@ presets and torchrun with two processes."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import socket
@@ -39,6 +40,7 @@ def test_two_epoch_run_writes_every_artifact(phantom_cohort, tmp_path, capsys):
     splits = json.loads((run / "splits.json").read_text())
     assert splits["scheme"] == "kfold" and splits["n_folds"] == 3 and splits["fold"] == 0
     assert not set(splits["train"]) & set(splits["val"] + splits["test"])
+    assert "stratified_by" not in splits  # data.stratify is off by default
     ck = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert {"model", "optimizer", "scheduler", "rng", "epoch", "config", "model_name",
             "model_kwargs", "best_dice"} <= set(ck)
@@ -538,3 +540,31 @@ def test_bf16_training_run_is_logged_and_checked(phantom_cohort, tmp_path, capsy
                  *TINY, "--set", "train.precision=fp16"]) == 1
     err = capsys.readouterr().err
     assert "train.precision" in err and "Traceback" not in err
+
+
+def test_a_run_with_cta_projections_and_a_stratified_split(phantom_cohort, tmp_path,
+                                                           monkeypatch):
+    """Both options on (one run for two): the split is stratified from the masks on disk,
+    and predict builds the projections the model was trained with."""
+    from clotseg.data import slabs
+
+    run = tmp_path / "run"
+    assert main(["train", str(phantom_cohort), "--out", str(run), "--epochs", "1", *TINY,
+                 "--set", "data.slab=3", "--set", "data.cta_mip=3",
+                 "--set", "data.stratify=true"]) == 0
+    splits = json.loads((run / "splits.json").read_text())
+    with (phantom_cohort / "truth.csv").open() as f:
+        free = {r["case_id"] for r in csv.DictReader(f) if r["has_clot"] == "False"}
+    assert splits["stratified_by"] == {"clot": 8 - len(free), "clot-free": len(free)}
+    assert free & set(splits["val"])  # the rarest group is dealt first: fold 0 gets one
+    spec = load_model_spec(run)
+    assert (spec.slab, spec.cta_mip) == (3, 3)
+    windows = []
+    real = slabs.cta_projections
+    monkeypatch.setattr(slabs, "cta_projections",
+                        lambda w, s: windows.append((w.shape[1], s)) or real(w, s))
+    pred = tmp_path / "pred"
+    assert main(["predict", str(run), str(phantom_cohort), str(pred), "--device", "cpu",
+                 "--quiet"]) == 0
+    assert windows and set(windows) == {(7, 3)}  # 3 slices either side, slab 3
+    assert len(list(pred.glob("synth_*.nii.gz"))) == 8

@@ -39,7 +39,7 @@ from clotseg.data.augment import (
     z_blur_draws,
 )
 from clotseg.data.cache import CachedCase
-from clotseg.data.slabs import slab_indices
+from clotseg.data.slabs import cta_projections, slab_indices
 
 
 def batch_seed(*parts: int) -> int:
@@ -282,9 +282,10 @@ class BatchFactory:
 
     def __init__(self, source: _Source, sampler: SliceSampler, batch_size: int, patch: int,
                  augment: AugmentConfig | None, windows: dict | None = None,
-                 modality_dropout: float = 0.0):
+                 modality_dropout: float = 0.0, cta_mip: int = 0):
         self.source, self.sampler = source, sampler
         self.modality_dropout = float(modality_dropout)  # train.modality_dropout
+        self.cta_mip = int(cta_mip)  # data.cta_mip: CTA projection channels
         self.batch_size, self.patch, self.augment = batch_size, patch, augment
         # HU per normalised unit of each modality, for augmentation set in HU
         self.hu_per_unit = None if windows is None else tuple(
@@ -319,6 +320,7 @@ class BatchFactory:
             x, y = self.source.gather(picks)
             window, centres_t, size = (), None, None
         x = self.reslice(x, picks, cfg, gen, window)
+        x = self.project(x, picks, window)
         x, y = augment_batch(x, y, cfg, gen, centres=centres_t, out_size=size,
                              noise_gen=noise_gen, hu_per_unit=self.hu_per_unit)
         return drop_modality(x, self.modality_dropout, gen), y
@@ -387,6 +389,20 @@ class BatchFactory:
                 out = ((out - lo) / (hi - lo)).clamp(0.0, 1.0)
             x[to_device(torch.from_numpy(rows), x.device), m * slab:(m + 1) * slab] = \
                 out.to(x.dtype)
+        return x
+
+
+    def project(self, x: torch.Tensor, picks: np.ndarray, window: tuple = ()) -> torch.Tensor:
+        """The slab's outer CTA slices replaced by projections over ``cta_mip`` slices
+        (:func:`clotseg.data.slabs.cta_projections`), from the thin unaugmented CTA, as
+        predict builds them; before augmentation, which then treats them as CTA."""
+        if not self.cta_mip:
+            return x
+        origins, size = window if window else (None, None)
+        thin = self.source.slice_window(picks, self.cta_mip, 0, origins, size)
+        x = x.clone()
+        above, below = cta_projections(to_device(thin, x.device), self.source.slab)
+        x[:, 0], x[:, self.source.slab - 1] = above.to(x.dtype), below.to(x.dtype)
         return x
 
 

@@ -17,6 +17,16 @@ flat. Training (:func:`clotseg.data.augment.drop_modality`) and prediction
 (:func:`prepare_case` with ``missing``) both write exactly this value, after any
 augmentation, so the network sees the same thing in both.
 
+**CTA projections** (``data.cta_mip`` = R slices, 0 = off): the outermost CTA channels of
+the slab, slices ``z-h`` and ``z+h``, become maximum-intensity projections of the CTA over
+slices ``z-R .. z-h`` and ``z+h .. z+R`` (the thick-slab MIPs a radiologist reads a CTA
+with to see where a vessel stops). A clot is told from tissue by the opacified lumen it
+interrupts, which for a vessel that leaves the slice (the ICA, M2 branches) lies beyond a
+thin slab: a vessel bright in the projections above and below and dark in the centre
+slice is a filling defect. Same channel count, so every other code path is unchanged;
+training (:class:`clotseg.data.dataset.BatchFactory`) and predict
+(:mod:`clotseg.inference.engine`) build them with :func:`cta_projections`.
+
 **Views** (``data.views``): the slices a 2.5D network reads may be cut along any of the
 three canonical axes, not only the axial one. A vessel that runs head-to-foot (the ICA,
 the basilar artery) is a small disc on every axial slice, and a slab of three axial slices
@@ -156,6 +166,22 @@ def slab(image: np.ndarray, z: int, slab_size: int) -> np.ndarray:
     """Input channels ``(2 * slab_size, X, Y)`` for slice ``z`` of a (2, X, Y, Z) image."""
     idx = slab_indices(z, image.shape[-1], slab_size)
     return image[:, :, :, idx].transpose(0, 3, 1, 2).reshape(-1, *image.shape[1:3])
+
+
+def cta_projections(window, slab_size: int):
+    """The two CTA projection channels (module docstring) from a ``(B, 2R+1, H, W)``
+    torch window of CTA slices centred on each sample's slice: the maximum over slices
+    ``z-R .. z-h`` and over ``z+h .. z+R`` (``h = slab_size // 2``), each ``(B, H, W)``."""
+    radius, h = window.shape[1] // 2, slab_size // 2
+    return window[:, :radius - h + 1].amax(dim=1), window[:, radius + h:].amax(dim=1)
+
+
+def check_cta_mip(cta_mip: int, slab_size: int) -> None:
+    """Refuse a ``data.cta_mip`` that would not project anything (``ValueError``)."""
+    if cta_mip and (slab_size < 3 or cta_mip <= slab_size // 2):
+        raise ValueError(f"data.cta_mip={cta_mip} needs data.slab >= 3 and more slices than "
+                         f"half the slab ({slab_size // 2}): it replaces the slab's outer "
+                         "CTA slices by projections reaching further")
 
 
 def pad_amounts(size: int, multiple: int) -> tuple[int, int]:

@@ -185,7 +185,7 @@ def predict_probabilities(model, image: np.ndarray, *, slab: int, pad_multiple: 
                           batch_size: int = 16, device="cpu", amp: bool = True,
                           tta: bool = False, precision: str | None = None,
                           skip_empty: bool = True, roi_margin: int = ROI_MARGIN,
-                          views: Sequence[str] = ("axial",)) -> np.ndarray:
+                          views: Sequence[str] = ("axial",), cta_mip: int = 0) -> np.ndarray:
     """Sigmoid probabilities ``(X, Y, Z)`` float32 for a canonical ``(2, X, Y, Z)`` image.
 
     ``views``: the slice orientations the model was trained on
@@ -194,8 +194,9 @@ def predict_probabilities(model, image: np.ndarray, *, slab: int, pad_multiple: 
     in-plane flips (left-right and anterior-posterior for the axial view).
     ``amp=False`` forces fp32; otherwise ``precision`` (``auto``/``fp32``/``bf16``, see
     :func:`resolve_precision`) decides. ``skip_empty`` skips input that is 0 in both
-    modalities (module docstring). The model is used as given: call
-    :func:`prepare_model` once beforehand for the fast path.
+    modalities (module docstring). ``cta_mip``: the CTA projection channels the model
+    was trained with (:func:`clotseg.data.slabs.cta_projections`; 0 = none). The model
+    is used as given: call :func:`prepare_model` once beforehand for the fast path.
     """
     views = list(views)
     if not views:
@@ -206,7 +207,7 @@ def predict_probabilities(model, image: np.ndarray, *, slab: int, pad_multiple: 
                                          pad_multiple=pad_multiple, batch_size=batch_size,
                                          device=device, amp=amp, tta=tta,
                                          precision=precision, skip_empty=skip_empty,
-                                         roi_margin=roi_margin), view)
+                                         roi_margin=roi_margin, cta_mip=cta_mip), view)
         if len(views) == 1:
             return prob
         if total is None:
@@ -221,7 +222,7 @@ def predict_alone(model, image: np.ndarray, prob: np.ndarray, alone: str, *, flo
                   slab: int, pad_multiple: int, batch_size: int = 16, device="cpu",
                   amp: bool = True, tta: bool = False, precision: str | None = None,
                   skip_empty: bool = True, roi_margin: int = ROI_MARGIN,
-                  views: Sequence[str] = ("axial",)) -> np.ndarray:
+                  views: Sequence[str] = ("axial",), cta_mip: int = 0) -> np.ndarray:
     """Probability from one scan alone (``alone``: ``"cta"`` or ``"ncct"``; the other's
     channels fed as :data:`clotseg.data.slabs.MISSING_VALUE`, as modality dropout trained
     the network to expect), computed only where it is read: on the axial slices on which
@@ -247,7 +248,7 @@ def predict_alone(model, image: np.ndarray, prob: np.ndarray, alone: str, *, flo
             model, to_view(image, view), slab=slab, pad_multiple=pad_multiple,
             batch_size=batch_size, device=device, amp=amp, tta=tta, precision=precision,
             skip_empty=skip_empty, roi_margin=roi_margin, blank=blank,
-            slices=near if view == "axial" else None), view)
+            slices=near if view == "axial" else None, cta_mip=cta_mip), view)
     total /= len(views)
     return total
 
@@ -255,14 +256,14 @@ def predict_alone(model, image: np.ndarray, prob: np.ndarray, alone: str, *, flo
 def _predict_slices(model, image: np.ndarray, *, slab: int, pad_multiple: int,
                     batch_size: int, device, amp: bool, tta: bool, precision: str | None,
                     skip_empty: bool, roi_margin: int, blank: int | None = None,
-                    slices: np.ndarray | None = None) -> np.ndarray:
+                    slices: np.ndarray | None = None, cta_mip: int = 0) -> np.ndarray:
     """:func:`predict_probabilities` of one view: slices across the last axis of a
     ``(2, X, Y, Z)`` image. ``blank``: modality (0 CTA, 1 NCCT) whose channels are fed as
     :data:`~clotseg.data.slabs.MISSING_VALUE`; ``slices``: predict only these (the rest
-    stay 0)."""
+    stay 0); ``cta_mip``: as :func:`predict_probabilities`."""
     import torch
 
-    from clotseg.data.slabs import MISSING_VALUE
+    from clotseg.data.slabs import MISSING_VALUE, cta_projections
 
     model.eval()
     dev = torch.device(device)
@@ -289,6 +290,10 @@ def _predict_slices(model, image: np.ndarray, *, slab: int, pad_multiple: int,
                                              for z in batch_z])).to(dev)
             # (B, slab, 2, X', Y') -> (B, 2*slab, X', Y'): [CTA slab..., NCCT slab...]
             x = vol[idx].permute(0, 2, 1, 3, 4).reshape(len(batch_z), -1, *vol.shape[-2:])
+            if cta_mip:  # the outer CTA slices -> projections (before any blanking)
+                wide = torch.from_numpy(np.stack([slab_indices(int(z), depth, 2 * cta_mip + 1)
+                                                  for z in batch_z])).to(dev)
+                x[:, 0], x[:, slab - 1] = cta_projections(vol[wide, 0], slab)
             if blank is not None:
                 x[:, blank * slab:(blank + 1) * slab] = MISSING_VALUE
             x = torch.nn.functional.pad(x, (b0, b1, a0, a1))

@@ -157,7 +157,7 @@ def _sum_on_grid(group: list[Member], cta: Volume, ncct: Volume, opts: Inference
         run = dict(slab=m.spec.slab, pad_multiple=m.spec.pad_multiple,
                    batch_size=opts.batch_size, device=opts.device, tta=opts.tta,
                    precision=opts.precision, skip_empty=opts.skip_empty,
-                   views=m.spec.slice_views)
+                   views=m.spec.slice_views, cta_mip=m.spec.cta_mip)
         with stage("infer"):
             p = predict_probabilities(m.model, prep.image, **run)
         total += prep.orientation.from_canonical(p)

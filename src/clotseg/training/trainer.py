@@ -37,7 +37,7 @@ from clotseg.data.dataset import (
     canvas_size,
     resident_bytes,
 )
-from clotseg.data.splits import load_splits, make_splits
+from clotseg.data.splits import clot_strata, load_splits, make_splits
 from clotseg.devices import resolve_device
 from clotseg.errors import ClotsegError, ConfigError
 from clotseg.inference.engine import (
@@ -78,7 +78,7 @@ def model_spec(cfg: Config) -> ModelSpec:
                      min_component_mm3=cfg.train.min_component_mm3,
                      grow_threshold=float(cfg.train.grow_threshold), preprocess=None,
                      modality_dropout=float(cfg.train.modality_dropout),
-                     views=list(cfg.data.views))
+                     views=list(cfg.data.views), cta_mip=int(cfg.data.cta_mip))
 
 
 def build_model(spec: ModelSpec) -> torch.nn.Module:
@@ -109,7 +109,8 @@ def validate(model, cases: list[CachedCase], cfg: Config, device, info: D.DistIn
         prob = predict_probabilities(model, np.asarray(case.image, dtype=np.float32),
                                      slab=cfg.data.slab, pad_multiple=cfg.data.pad_multiple,
                                      batch_size=cfg.train.val_batch_size, device=device,
-                                     amp=cfg.train.amp, views=cfg.data.views[:1])
+                                     amp=cfg.train.amp, views=cfg.data.views[:1],
+                                     cta_mip=cfg.data.cta_mip)
         pred = postprocess(prob, case.spacing, threshold=cfg.train.threshold,
                            min_component_mm3=cfg.train.min_component_mm3).astype(bool)
         total += overlap_dice(pred, np.asarray(case.mask))  # both empty: 1 (a correct "no clot")
@@ -118,17 +119,20 @@ def validate(model, cases: list[CachedCase], cfg: Config, device, info: D.DistIn
     return float(total / max(count, 1.0))
 
 
-def _splits(run: Run, cfg: Config, ids: list[str], resume: bool) -> dict:
-    """The run's own splits when resuming, else ``data.splits`` or new ones."""
+def _splits(run: Run, cfg: Config, cases: list, resume: bool, progress: bool = False) -> dict:
+    """The run's own splits when resuming, else ``data.splits`` or new ones (stratified by
+    clot presence when ``data.stratify``: every mask is read once for it)."""
+    ids = [c.case_id for c in cases]
     existing = run.read_splits(ids) if resume else None
     if existing is not None:
         return existing
     if cfg.data.splits:
         return load_splits(cfg.data.splits, ids)
     d = cfg.data
-    return make_splits(ids, scheme=d.scheme, n_folds=d.n_folds, fold=d.fold,
-                       test_fraction=d.test_fraction, val_fraction=d.val_fraction,
-                       seed=d.split_seed)
+    strata = clot_strata(cases, progress) if d.stratify else None
+    return make_splits(ids, scheme=d.scheme, n_folds=d.n_folds,
+                       fold=d.fold, test_fraction=d.test_fraction,
+                       val_fraction=d.val_fraction, seed=d.split_seed, strata=strata)
 
 
 def make_source(cases: list[CachedCase], cfg: Config, device: torch.device):
@@ -269,7 +273,8 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         self.model = build_model(self.spec)  # initial weights depend on the seed only
         self.index = discover(self.data, spacing=self.npy_spacing)
-        self.splits = _splits(run, cfg, self.index.case_ids, self.resume)
+        self.splits = _splits(run, cfg, self.index.cases, self.resume,
+                              self.progress and self.info.main)
         if not self.splits["val"]:
             raise ClotsegError("the split has no validation cases; use more cases or another "
                                "split")
@@ -331,7 +336,8 @@ class Trainer:
                                cfg.data.hard_negative_fraction, cfg.data.clot_sampling)
         self.factory = BatchFactory(self.source, sampler, cfg.train.batch_size, cfg.data.patch,
                                     cfg.augment, cfg.data.windows,
-                                    modality_dropout=cfg.train.modality_dropout)
+                                    modality_dropout=cfg.train.modality_dropout,
+                                    cta_mip=cfg.data.cta_mip)
 
     def build_or_resume(self) -> None:
         """Move the network to the device, make optimiser, schedule, loss and clock, and on

@@ -93,7 +93,8 @@ def validation_probabilities(model, cases: list[CachedCase], cfg: Config, device
         prob = predict_probabilities(net, np.asarray(case.image, dtype=np.float32),
                                      slab=cfg.data.slab, pad_multiple=cfg.data.pad_multiple,
                                      batch_size=cfg.train.val_batch_size, device=device,
-                                     amp=cfg.train.amp, views=cfg.data.views)
+                                     amp=cfg.train.amp, views=cfg.data.views,
+                                     cta_mip=cfg.data.cta_mip)
         if spill is not None:
             path = Path(spill) / f"{case.case_id}.prob.npy"
             np.save(path, prob)
