@@ -238,6 +238,10 @@ class TrainConfig:
     # cost of a few clots with both scans (three runs: 25-30 of 76 shifted clots missed,
     # two with 0.2: 17-26; benchmarks/results/quality_30min_modality_dropout04*.json)
     modality_dropout: float = 0.4
+    # Share of the dropped samples that lose the NCCT (the rest lose the CTA): above 0.5
+    # more samples teach the CTA path alone, which finds a filling defect without the
+    # NCCT sign (benchmarks/detectability.py: the clots runs miss lack that sign).
+    modality_dropout_ncct: float = 0.5
     # Validate, keep and predict with an exponential moving average of the weights
     # (per-step decay; 0 = off, the trained weights themselves): the average of the last
     # few hundred steps swings less from one epoch to the next than the weights do, so the
@@ -468,6 +472,9 @@ def check(cfg: Config) -> Config:
     if not 0 <= t.grow_threshold < 1:
         problems.append(f"train.grow_threshold must be in [0, 1) (0 = off), got "
                         f"{t.grow_threshold}")
+    if not 0 <= t.modality_dropout_ncct <= 1:
+        problems.append(f"train.modality_dropout_ncct must be a share in [0, 1], got "
+                        f"{t.modality_dropout_ncct}")
     if not 0 <= t.modality_dropout <= MAX_MODALITY_DROPOUT:
         problems.append(f"train.modality_dropout must be a probability in "
                         f"[0, {MAX_MODALITY_DROPOUT}], got {t.modality_dropout}")

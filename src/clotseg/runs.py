@@ -106,6 +106,7 @@ ADDED_SETTINGS: dict[tuple[str, str], object] = {
     ("train", "precision"): "auto",
     ("data", "stratify"): False,
     ("data", "cta_mip"): 0,
+    ("train", "modality_dropout_ncct"): 0.5,
 }
 
 

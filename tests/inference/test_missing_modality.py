@@ -173,6 +173,14 @@ def test_missing_channels_are_the_value_training_drops_to():
     kept = ~dropped
     assert torch.equal(y[kept], x[kept])  # the other channels untouched
     assert torch.equal(drop_modality(x, 0.0, torch.Generator().manual_seed(3)), x)
+    # the share of dropped samples that lose the NCCT: 0.5 is the default's very draws
+    assert torch.equal(drop_modality(x, 1.0, torch.Generator().manual_seed(3), 0.5), y)
+    for share, ncct_lost in ((1.0, 64), (0.0, 0)):
+        z = drop_modality(x, 1.0, torch.Generator().manual_seed(3), share)
+        assert int((z[:, 3:] == MISSING_VALUE).all(dim=(1, 2, 3)).sum()) == ncct_lost
+        assert int((z[:, :3] == MISSING_VALUE).all(dim=(1, 2, 3)).sum()) == 64 - ncct_lost
+    z = drop_modality(x, 1.0, torch.Generator().manual_seed(3), 0.8)
+    assert 40 < int((z[:, 3:] == MISSING_VALUE).all(dim=(1, 2, 3)).sum()) < 62
 
 
 def test_measure_and_report_figures_of_an_ncct_only_case(tmp_path):

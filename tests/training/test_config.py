@@ -242,3 +242,13 @@ def _read_back_without(tmp_path, section: str, *keys: str):
         del old[section][key]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
     return getattr(getattr(Run(tmp_path).read_config(), section), keys[0])
+
+
+def test_ncct_share_of_modality_dropout_is_checked_and_even_in_old_runs(tmp_path):
+    assert preset("default").train.modality_dropout_ncct == 0.5
+    cfg = check(apply_overrides(preset("default"), ["train.modality_dropout_ncct=0.8"]))
+    assert cfg.train.modality_dropout_ncct == 0.8
+    for bad in ("1.5", "-0.1"):
+        with pytest.raises(ConfigError, match="modality_dropout_ncct"):
+            check(apply_overrides(preset("default"), [f"train.modality_dropout_ncct={bad}"]))
+    assert _read_back_without(tmp_path, "train", "modality_dropout_ncct") == 0.5

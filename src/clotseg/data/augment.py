@@ -302,9 +302,11 @@ def blur_slice_weights(weights: np.ndarray, spacing: float, sigma_mm: float) -> 
     return np.stack([np.convolve(row, kernel) for row in weights])
 
 
-def drop_modality(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
+def drop_modality(x: torch.Tensor, p: float, gen: torch.Generator,
+                  ncct_share: float = 0.5) -> torch.Tensor:
     """Modality dropout (``train.modality_dropout``): each sample, with probability
-    ``p``, gets the channels of one modality — CTA or NCCT, 50/50 — set to
+    ``p``, gets the channels of one modality — the NCCT with probability ``ncct_share``
+    (``train.modality_dropout_ncct``), else the CTA — set to
     :data:`clotseg.data.slabs.MISSING_VALUE`, what ``predict`` feeds for a scan a case
     does not have. Applied after augmentation so the dropped channels are exactly that
     value (no noise or brightness on top), as at prediction. ``p == 0`` draws nothing,
@@ -330,7 +332,7 @@ def drop_modality(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tens
         return x
     b, c = x.shape[:2]
     drop = _chance(gen, b, p)
-    which = torch.rand(b, generator=gen, dtype=torch.float64) < 0.5  # True: the NCCT
+    which = torch.rand(b, generator=gen, dtype=torch.float64) < ncct_share  # True: NCCT
     if not drop.any():
         return x
     half = torch.arange(c) >= c // 2  # channels of the NCCT block

@@ -282,9 +282,11 @@ class BatchFactory:
 
     def __init__(self, source: _Source, sampler: SliceSampler, batch_size: int, patch: int,
                  augment: AugmentConfig | None, windows: dict | None = None,
-                 modality_dropout: float = 0.0, cta_mip: int = 0):
+                 modality_dropout: float = 0.0, cta_mip: int = 0,
+                 modality_dropout_ncct: float = 0.5):
         self.source, self.sampler = source, sampler
         self.modality_dropout = float(modality_dropout)  # train.modality_dropout
+        self.modality_dropout_ncct = float(modality_dropout_ncct)  # ... whose NCCT goes
         self.cta_mip = int(cta_mip)  # data.cta_mip: CTA projection channels
         self.batch_size, self.patch, self.augment = batch_size, patch, augment
         # HU per normalised unit of each modality, for augmentation set in HU
@@ -323,7 +325,7 @@ class BatchFactory:
         x = self.project(x, picks, window)
         x, y = augment_batch(x, y, cfg, gen, centres=centres_t, out_size=size,
                              noise_gen=noise_gen, hu_per_unit=self.hu_per_unit)
-        return drop_modality(x, self.modality_dropout, gen), y
+        return drop_modality(x, self.modality_dropout, gen, self.modality_dropout_ncct), y
 
     def reslice(self, x: torch.Tensor, picks: np.ndarray, cfg: AugmentConfig,
                 gen: torch.Generator, window: tuple = ()) -> torch.Tensor:
@@ -390,7 +392,6 @@ class BatchFactory:
             x[to_device(torch.from_numpy(rows), x.device), m * slab:(m + 1) * slab] = \
                 out.to(x.dtype)
         return x
-
 
     def project(self, x: torch.Tensor, picks: np.ndarray, window: tuple = ()) -> torch.Tensor:
         """The slab's outer CTA slices replaced by projections over ``cta_mip`` slices

@@ -337,7 +337,8 @@ class Trainer:
         self.factory = BatchFactory(self.source, sampler, cfg.train.batch_size, cfg.data.patch,
                                     cfg.augment, cfg.data.windows,
                                     modality_dropout=cfg.train.modality_dropout,
-                                    cta_mip=cfg.data.cta_mip)
+                                    cta_mip=cfg.data.cta_mip,
+                                    modality_dropout_ncct=cfg.train.modality_dropout_ncct)
 
     def build_or_resume(self) -> None:
         """Move the network to the device, make optimiser, schedule, loss and clock, and on
