@@ -102,7 +102,9 @@ class DataConfig:
     views: list = field(default_factory=lambda: ["axial"])
     # CTA projections (data/slabs.py): the slab's outer CTA slices become maximum-intensity
     # projections reaching this many slices either side (0 = off; > slab // 2): the
-    # opacified lumen above and below a clot, which the thin slab leaves out.
+    # opacified lumen above and below a clot, which the thin slab leaves out. 8 measured
+    # no better: ICA clots found as by the best default run, M2 clots lost (README,
+    # quality_30min_stratified_cta_mip8_90patients.json).
     cta_mip: int = 0
     clot_fraction: float = 0.5  # share of each batch drawn from slices that contain clot
     # How the clot-centred share is spread: "slice" (each clot slice alike, so a clot
@@ -239,8 +241,9 @@ class TrainConfig:
     # two with 0.2: 17-26; benchmarks/results/quality_30min_modality_dropout04*.json)
     modality_dropout: float = 0.4
     # Share of the dropped samples that lose the NCCT (the rest lose the CTA): above 0.5
-    # more samples teach the CTA path alone, which finds a filling defect without the
-    # NCCT sign (benchmarks/detectability.py: the clots runs miss lack that sign).
+    # more samples teach the CTA path alone, which must find a filling defect without the
+    # NCCT sign (benchmarks/detectability.py: the clots runs miss lack that sign). 0.8
+    # with dropout 0.5 measured no better (quality_30min_dropout05_ncct08_90patients.json).
     modality_dropout_ncct: float = 0.5
     # Validate, keep and predict with an exponential moving average of the weights
     # (per-step decay; 0 = off, the trained weights themselves): the average of the last

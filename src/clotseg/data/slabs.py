@@ -176,14 +176,6 @@ def cta_projections(window, slab_size: int):
     return window[:, :radius - h + 1].amax(dim=1), window[:, radius + h:].amax(dim=1)
 
 
-def check_cta_mip(cta_mip: int, slab_size: int) -> None:
-    """Refuse a ``data.cta_mip`` that would not project anything (``ValueError``)."""
-    if cta_mip and (slab_size < 3 or cta_mip <= slab_size // 2):
-        raise ValueError(f"data.cta_mip={cta_mip} needs data.slab >= 3 and more slices than "
-                         f"half the slab ({slab_size // 2}): it replaces the slab's outer "
-                         "CTA slices by projections reaching further")
-
-
 def pad_amounts(size: int, multiple: int) -> tuple[int, int]:
     """Symmetric (before, after) padding that makes ``size`` a multiple of ``multiple``."""
     total = (-size) % multiple
