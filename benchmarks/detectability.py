@@ -76,7 +76,8 @@ def clot_visibility(case) -> dict:
     ncct_vol = case.ncct if case.ncct.grid.same_as(grid) else resample_to_grid(case.ncct, grid)
     ncct = np.asarray(ncct_vol.array, dtype=np.float64)
     out = {"clot_voxels": int(clot.sum()),
-           "clot_slices": int(np.any(clot, axis=tuple(a for a in range(3) if a != _scan_axis(grid))).sum()),
+           "clot_slices": int(np.any(clot, axis=tuple(a for a in range(3)
+                                                       if a != grid.axial_axis())).sum()),
            "lumen_voxels": int(lumen.sum()), "tissue_voxels": int(tissue.sum())}
     for name, arr, sign in (("cta", cta, -1.0), ("ncct", ncct, 1.0)):
         contrast = sign * (arr[clot].mean() - arr[lumen].mean()) if lumen.any() else math.nan
@@ -99,30 +100,19 @@ def _robust_sd(values: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(values - np.median(values))))
 
 
-def _scan_axis(grid) -> int:
-    """The array axis closest to patient z (the slice axis)."""
-    d = np.asarray(grid.direction_matrix)
-    return int(np.argmax(np.abs(d[2, :])))
-
-
 def cohort_visibility(cohort: str, cases: int) -> dict[str, dict]:
     """Per case id: truth fields and, for a clot case, :func:`clot_visibility`."""
     from tqdm import tqdm
 
-    from clotseg.synth.cohort import case_id, ncct_thickness_for
-    from clotseg.synth.phantom import case_seed, make_case
-    from clotseg.synth.shift import SHIFTS, make_shifted_case
+    from clotseg.synth.cohort import case_id, cohort_case, ncct_thickness_for
+    from clotseg.synth.shift import SHIFTS
 
     seed, shift, _ = COHORTS[cohort]
     share = SHIFTS[shift].thick_ncct_share
     rows = {}
     for k in tqdm(range(cases), desc=f"{cohort} cohort", unit="case"):
-        s = case_seed(seed, k)  # exactly as `clotseg synth` (clotseg.synth.cohort) draws it
+        s, case = cohort_case(seed, k, "small", shift, share)  # as `clotseg synth` writes it
         thickness = ncct_thickness_for(s, share)
-        if shift == "standard":
-            case = make_case(s, "small", registered=True, ncct_thickness_mm=thickness)
-        else:
-            case = make_shifted_case(s, "small", SHIFTS[shift], ncct_thickness_mm=thickness)
         t = case.truth
         row = {"has_clot": bool(t["has_clot"]), "location": t.get("location", ""),
                "faint": bool(t.get("faint", False)), "ncct_thickness_mm": thickness,

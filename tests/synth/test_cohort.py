@@ -91,3 +91,14 @@ def test_no_leftover_temporary_files(tmp_path):
     write_cohort(tmp_path, 1, seed=0, progress=False)
     leftovers = [p for p in tmp_path.rglob("*") if p.name.startswith(".")]
     assert leftovers == []
+
+
+def test_cohort_case_is_the_case_write_cohort_writes(phantom_cohort):
+    """In memory, with the label map the files lack, yet voxel for voxel what is on disk."""
+    from clotseg.synth.cohort import cohort_case
+
+    _, case = cohort_case(3, 2)  # the fixture: write_cohort(root, 8, seed=3)
+    on_disk = read_volume(phantom_cohort / "synth_002" / "cta.nii.gz")
+    assert on_disk.grid.same_as(case.cta.grid)
+    np.testing.assert_array_equal(np.asarray(on_disk.array), np.asarray(case.cta.array))
+    assert case.labels is not None

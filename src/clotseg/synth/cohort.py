@@ -22,7 +22,7 @@ import numpy as np
 
 from clotseg.io.atomic import write_text
 from clotseg.io.readers import write_volume
-from clotseg.synth.phantom import SIZES, case_seed, make_case
+from clotseg.synth.phantom import SIZES, SynthCase, case_seed, make_case
 
 #: Columns of ``truth.csv`` (one row per case).
 TRUTH_COLUMNS = ["case_id", "has_clot", "location", "segment", "n_fragments", "faint",
@@ -67,6 +67,20 @@ def check_thick_ncct(share: float | None, size: str) -> None:
                          "share is for the other sizes")
 
 
+def cohort_case(seed: int, index: int, size: str = "small", shift: str = "standard",
+                thick_share: float = 0.0, registered: bool = True) -> tuple[int, SynthCase]:
+    """Case ``index`` of the cohort ``seed`` exactly as :func:`write_cohort` makes it
+    (its seed, thick-NCCT draw and shift), with its label map, in memory; returns the
+    case's seed and the case. For analyses that need what is never written to disk."""
+    from clotseg.synth.shift import SHIFTS, make_shifted_case
+
+    s = case_seed(seed, index)
+    thickness = ncct_thickness_for(s, thick_share)
+    if shift == "standard":
+        return s, make_case(s, size, registered=registered, ncct_thickness_mm=thickness)
+    return s, make_shifted_case(s, size, SHIFTS[shift], ncct_thickness_mm=thickness)
+
+
 def write_cohort(out: str | Path, cases: int, seed: int = 0, size: str = "small",
                  registered: bool = True, progress: bool = True, *,
                  shift: str = "standard", suffix: str = ".nii.gz",
@@ -81,7 +95,7 @@ def write_cohort(out: str | Path, cases: int, seed: int = 0, size: str = "small"
     0.3). Every file is written atomically; ``truth.csv`` is written last, so its presence
     means the cohort is complete.
     """
-    from clotseg.synth.shift import SHIFTS, make_shifted_case
+    from clotseg.synth.shift import SHIFTS
 
     if shift not in SHIFTS:
         raise ValueError(f"unknown shift {shift!r}; choose from {', '.join(SHIFTS)}")
@@ -104,12 +118,7 @@ def write_cohort(out: str | Path, cases: int, seed: int = 0, size: str = "small"
         indices = tqdm(indices, desc="synth", unit="case")
     rows = []
     for k in indices:
-        s = case_seed(seed, k)
-        thickness = ncct_thickness_for(s, share)
-        if shift == "standard":
-            case = make_case(s, size, registered=registered, ncct_thickness_mm=thickness)
-        else:
-            case = make_shifted_case(s, size, SHIFTS[shift], ncct_thickness_mm=thickness)
+        s, case = cohort_case(seed, k, size, shift, share, registered)
         folder = out / case_id(k)
         write_volume(case.cta, folder / f"cta{suffix}")
         write_volume(case.ncct, folder / f"ncct{suffix}")
