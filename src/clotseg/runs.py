@@ -102,6 +102,7 @@ ADDED_SETTINGS: dict[tuple[str, str], object] = {
     ("train", "average_last"): False,
     ("augment", "thick_ncct_prob"): 0.0,
     ("augment", "z_blur_prob"): 0.0,
+    ("augment", "isodense_prob"): 0.0,
     ("data", "clot_sampling"): "slice",
     ("train", "precision"): "auto",
     ("data", "stratify"): False,

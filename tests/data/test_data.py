@@ -13,6 +13,7 @@ from clotseg.config import AugmentConfig
 from clotseg.data.augment import (
     augment_batch,
     gaussian_blur,
+    isodense_clot,
     low_resolution,
     spatial_matrices,
     thick_slice_radius,
@@ -656,6 +657,65 @@ def test_z_blur_augmentation_blurs_both_modalities_across_slices():
     both = AugmentConfig(z_blur_prob=1.0, z_blur_mm=[1.0, 1.2], thick_ncct_prob=1.0, **plain)
     xb, _ = BatchFactory(src, sampler, 8, 32, both).make(3)
     assert (xb[:, 3:].amax(dim=(1, 2, 3)) < x[:, 3:].amax(dim=(1, 2, 3))).all()
+
+
+def test_isodense_clot_removes_the_hyperdense_sign_and_keeps_the_texture():
+    """A clot 0.3 above noisy surroundings: at strength 1 its mean is the surroundings'
+    median and its pixel-to-pixel texture is kept; at 0.5 half the excess stays; slices
+    without a clot, a clot darker than its surroundings and everything outside the
+    masks are unchanged."""
+    gen = torch.Generator().manual_seed(0)
+    ncct = 0.4 + 0.02 * torch.randn(3, 2, 24, 24, generator=gen)
+    masks = torch.zeros(3, 2, 24, 24)
+    masks[:, 0, 8:14, 9:15] = 1
+    ncct[:, 0][masks[:, 0] > 0] += 0.3
+    ncct[2, 0][masks[2, 0] > 0] -= 0.6  # sample 2: a hypodense clot
+    out = isodense_clot(ncct, masks, torch.tensor([1.0, 0.5, 1.0]))
+    inside, band = masks[0, 0] > 0, masks[0, 0] == 0
+    ring = torch.nn.functional.max_pool2d(masks[:1, 0], 5, stride=1, padding=2)[0] > 0
+    for b, share in ((0, 1.0), (1, 0.5)):
+        surround = ncct[b, 0][ring & band].median()
+        excess = ncct[b, 0][inside].mean() - surround
+        assert excess > 0.25
+        torch.testing.assert_close(out[b, 0][inside].mean(), surround + (1 - share) * excess)
+        torch.testing.assert_close(out[b, 0][inside] - out[b, 0][inside].mean(),
+                                   ncct[b, 0][inside] - ncct[b, 0][inside].mean())
+    assert torch.equal(out[:, 0][:, band], ncct[:, 0][:, band])
+    assert torch.equal(out[:, 1], ncct[:, 1]) and torch.equal(out[2], ncct[2])
+
+
+@pytest.mark.parametrize("resident", [False, True])
+def test_isodense_augmentation_edits_the_ncct_of_each_slab_slice_under_its_own_mask(resident):
+    """``augment.isodense_prob`` 1 at full strength: a clot bright on the NCCT in three
+    slices, shifted from slice to slice, comes out at its surroundings' level in every
+    NCCT slab slice (each under its own slice's mask, also in a cropped window); the
+    CTA, the mask and the rest of the NCCT are unchanged; off draws nothing."""
+    plain = dict(flip=0.0, spatial_prob=0.0, intensity_prob=0.0, lowres_prob=0.0,
+                 blur_prob=0.0, noise_prob=0.0)
+    slices = np.zeros((40, 2, 48, 48), np.float16)
+    slices[:, 0] = 0.7
+    slices[:, 1] = 0.35
+    mask = np.zeros((40, 48, 48), np.uint8)
+    for z, r in ((19, 20), (20, 22), (21, 24)):
+        mask[z, r:r + 4, 20:24] = 1
+        slices[z, 1][mask[z] > 0] = 0.6
+    boxes = np.array([[20, 22, 26, 20, 24]])
+    cases = [CachedCase("iso", slices, mask, (0.7, 0.7, 1.0), boxes,
+                        np.zeros((0, 3), np.int64), "axial")]
+    canvas = canvas_size(cases, 16, 32)
+    src = ResidentSource(cases, 3, canvas, "cpu") if resident else MemmapSource(cases, 3, canvas)
+    sampler = SliceSampler(cases, 1.0, 32)  # every sample on slice 20, the clot's middle
+    on = AugmentConfig(isodense_prob=1.0, isodense_strength=[1.0, 1.0], **plain)
+    x0, y0 = BatchFactory(src, sampler, 6, 32, AugmentConfig(**plain)).make(4)
+    x, y = BatchFactory(src, sampler, 6, 32, on).make(4)
+    assert torch.equal(y, y0) and torch.equal(x[:, :3], x0[:, :3])
+    bright, level = float(np.float16(0.6)), float(np.float16(0.35))  # as cached
+    assert torch.equal(x0[:, 3:].amax(dim=(2, 3)), torch.full((6, 3), bright))
+    torch.testing.assert_close(x[:, 3:], torch.full_like(x[:, 3:], level), atol=1e-6, rtol=0)
+    gen_a, gen_b = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    factory = BatchFactory(src, sampler, 6, 32, AugmentConfig(**plain))
+    factory.isodense(x0, np.zeros((6, 2), np.int64), AugmentConfig(**plain), gen_a)
+    assert torch.equal(gen_a.get_state(), gen_b.get_state())
 
 
 def test_the_ncct_in_hu_is_the_cached_ncct_unclipped(cached):

@@ -184,7 +184,7 @@ def test_average_last_is_off_by_default_and_in_old_runs(tmp_path):
     assert _read_back_without(tmp_path, "train", "average_last") is False
 
 
-def test_slice_axis_augmentations_are_checked_and_off_in_old_runs(tmp_path):
+def test_slice_axis_and_clot_augmentations_are_checked_and_off_in_old_runs(tmp_path):
 
 
     cfg = check(apply_overrides(preset("default"), ["augment.thick_ncct_prob=0.3",
@@ -194,11 +194,15 @@ def test_slice_axis_augmentations_are_checked_and_off_in_old_runs(tmp_path):
                       ("augment.thick_ncct_mm=[5, 2.5]", "thick_ncct_mm"),
                       ("augment.thick_ncct_mm=[0, 5]", "thick_ncct_mm"),
                       ("augment.z_blur_prob=-0.1", "z_blur_prob"),
-                      ("augment.z_blur_mm=[1]", "z_blur_mm")):
+                      ("augment.z_blur_mm=[1]", "z_blur_mm"),
+                      ("augment.isodense_prob=2", "isodense_prob"),
+                      ("augment.isodense_strength=[0.5, 1.5]", "isodense_strength"),
+                      ("augment.isodense_strength=[1, 0.5]", "isodense_strength")):
         with pytest.raises(ConfigError, match=what):
             check(apply_overrides(preset("default"), [bad]))
     assert _read_back_without(tmp_path, "augment", "thick_ncct_prob", "z_blur_prob") == 0.0
     assert _read_back_without(tmp_path, "augment", "z_blur_prob", "thick_ncct_prob") == 0.0
+    assert _read_back_without(tmp_path, "augment", "isodense_prob") == 0.0
 
 
 def test_stratified_split_setting_is_checked_and_off_in_old_runs(tmp_path):

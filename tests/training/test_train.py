@@ -426,20 +426,21 @@ def test_modality_dropout_trains_and_is_recorded(phantom_cohort, tmp_path):
 
 
 def test_slice_axis_augmentations_train_with_the_ncct_in_hu_cached(phantom_cohort, tmp_path):
-    # Real steps with every sample's NCCT made thick and blurred across slices: the
+    # Real steps with every sample's NCCT made thick, blurred across slices and its clot
+    # isodense: the
     # trainer caches each training case's NCCT in HU (not the validation cases': never
     # augmented), and the settings are recorded with the run.
     run = tmp_path / "run"
     assert main(["train", str(phantom_cohort), "--out", str(run), "--epochs", "1", *TINY,
                  "--set", "data.slab=3", "--set", "augment.thick_ncct_prob=1",
-                 "--set", "augment.z_blur_prob=1",
+                 "--set", "augment.z_blur_prob=1", "--set", "augment.isodense_prob=1",
                  "--set", "train.tune_postprocess=false"]) == 0
     assert np.isfinite(losses(run)).all()
     splits = json.loads((run / "splits.json").read_text())
     cached = {p.name.split(".")[0] for p in (run / "cache").glob("*.ncct_hu.npy")}
     assert cached == set(splits["train"])
     aug = yaml.safe_load((run / "config.yaml").read_text())["augment"]
-    assert aug["thick_ncct_prob"] == 1 and aug["z_blur_prob"] == 1
+    assert aug["thick_ncct_prob"] == 1 and aug["z_blur_prob"] == 1 and aug["isodense_prob"] == 1
 
 
 def test_views_train_on_re_sliced_cases_and_predict_averages_them(phantom_cohort, tmp_path):

@@ -15,7 +15,10 @@ its mask:
 * along the slice axis (it needs thin slices beyond the slab, so it is applied where the
   slabs are gathered, :class:`clotseg.data.dataset.BatchFactory`): thick-slice NCCT
   (:func:`thick_slice_weights`) and the scanner's blur across slices
-  (:func:`blur_slice_weights`; the intensity step blurs within the slice only).
+  (:func:`blur_slice_weights`; the intensity step blurs within the slice only);
+* clot density (NCCT only, needs the mask of every slab slice, so also applied where the
+  slabs are gathered): an isodense clot (:func:`isodense_clot`), which has no
+  hyperdense sign on the NCCT and shows only as a filling defect on the CTA.
 
 This is the original's family (flips, brightness/contrast, gamma, blur; CLAHE omitted)
 plus rotation/scale and noise. Only ever applied to training batches. Random parameters
@@ -300,6 +303,46 @@ def blur_slice_weights(weights: np.ndarray, spacing: float, sigma_mm: float) -> 
     kernel = np.exp(-(t**2) / (2 * sigma_mm**2))
     kernel /= kernel.sum()
     return np.stack([np.convolve(row, kernel) for row in weights])
+
+
+def isodense_draws(n: int, cfg: AugmentConfig, gen: torch.Generator
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Which of ``n`` samples get an isodense clot, and the share of its excess density
+    each loses (``augment.isodense_prob``, ``augment.isodense_strength``)."""
+    hit = _chance(gen, n, cfg.isodense_prob).numpy()
+    lo, hi = (float(v) for v in cfg.isodense_strength)
+    return hit, _uniform(gen, n, lo, hi).numpy()
+
+
+def isodense_clot(ncct: torch.Tensor, masks: torch.Tensor, strength: torch.Tensor,
+                  ring: int = 2) -> torch.Tensor:
+    """The NCCT of an isodense clot: inside each slice's clot mask, ``strength`` of the
+    clot's excess over its surroundings (the median of a ``ring``-pixel band around the
+    mask) is taken away, so the clot keeps its texture and noise but loses its
+    hyperdense sign. Clots without the sign are common (fibrin-rich thrombi, thick NCCT
+    slices, noisy scans), and a network that finds clots only by the sign misses them:
+    trained on some of them it must find the CTA filling defect. Written by hand: no
+    library edits an image's intensities inside a label against its own surroundings.
+
+    Args:
+        ncct: NCCT slabs ``(B, S, H, W)`` (any units).
+        masks: clot masks of the same slices, ``(B, S, H, W)``, 0/1.
+        strength: share of the excess removed per sample, ``(B,)``; 1 makes the clot's
+            mean equal its surroundings'. A clot darker than its surroundings is left.
+
+    Returns:
+        A new tensor; slices without a clot, or without surroundings, are unchanged.
+    """
+    inside = masks > 0.5
+    band = F.max_pool2d(inside.float(), 2 * ring + 1, stride=1, padding=ring) > 0.5
+    band &= ~inside
+    out = ncct.clone()
+    for b, s in torch.nonzero(inside.any(dim=(2, 3)) & band.any(dim=(2, 3))).tolist():
+        values = ncct[b, s]
+        excess = values[inside[b, s]].mean() - values[band[b, s]].median()
+        if excess > 0:
+            out[b, s][inside[b, s]] -= float(strength[b]) * excess
+    return out
 
 
 def drop_modality(x: torch.Tensor, p: float, gen: torch.Generator,

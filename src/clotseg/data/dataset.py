@@ -32,6 +32,8 @@ from clotseg.data.augment import (
     augment_batch,
     blur_slice_weights,
     drop_modality,
+    isodense_clot,
+    isodense_draws,
     thick_slice_draws,
     thick_slice_radius,
     thick_slice_weights,
@@ -143,6 +145,11 @@ class _Source:
         windows as :meth:`gather`."""
         raise NotImplementedError
 
+    def mask_window(self, picks: np.ndarray, radius: int, origins: np.ndarray | None = None,
+                    size: tuple[int, int] | None = None) -> torch.Tensor:
+        """As :meth:`slice_window` for the clot masks, 0/1 float32, on the batches' device."""
+        raise NotImplementedError
+
     def _rect(self, ci: int, origin, H: int, W: int) -> tuple[int, ...] | None:
         """Window corner in case ``ci``'s pixels and the part of it inside the case
         (``r0, c0, rs, re, cs, ce``), or None when the window lies in the padding."""
@@ -216,6 +223,9 @@ class MemmapSource(_Source):
         return self._windows([c.slices[:, channel] for c in self.cases], picks, radius,
                              origins, size)
 
+    def mask_window(self, picks, radius, origins=None, size=None):
+        return self._windows([c.mask_slices for c in self.cases], picks, radius, origins, size)
+
 
 class ResidentSource(_Source):
     """The whole cohort in one ``(slices, 2, H, W)`` float16 tensor on ``device``: a batch
@@ -253,12 +263,18 @@ class ResidentSource(_Source):
         return x, y
 
     def slice_window(self, picks, radius, channel, origins=None, size=None):
+        return self.images[self._window_index(picks, radius), channel].float()
+
+    def mask_window(self, picks, radius, origins=None, size=None):
+        return self.masks[self._window_index(picks, radius)].float()
+
+    def _window_index(self, picks: np.ndarray, radius: int) -> torch.Tensor:
+        """Global slice indices ``(B, 2 * radius + 1)`` around each pick, edges repeated."""
         ci, z = torch.from_numpy(picks[:, 0]), torch.from_numpy(picks[:, 1])
         depth = torch.from_numpy(self.depths)[ci]
         zz = torch.minimum(torch.clamp(z[:, None] + torch.arange(-radius, radius + 1), min=0),
                            depth[:, None] - 1)
-        gidx = to_device(torch.from_numpy(self.base)[ci][:, None] + zz, self.device)
-        return self.images[gidx, channel].float()
+        return to_device(torch.from_numpy(self.base)[ci][:, None] + zz, self.device)
 
 
 def resident_bytes(cases: list[CachedCase], canvas: tuple[int, int]) -> int:
@@ -323,6 +339,7 @@ class BatchFactory:
             window, centres_t, size = (), None, None
         x = self.reslice(x, picks, cfg, gen, window)
         x = self.project(x, picks, window)
+        x = self.isodense(x, picks, cfg, gen, window)
         x, y = augment_batch(x, y, cfg, gen, centres=centres_t, out_size=size,
                              noise_gen=noise_gen, hu_per_unit=self.hu_per_unit)
         return drop_modality(x, self.modality_dropout, gen, self.modality_dropout_ncct), y
@@ -404,6 +421,29 @@ class BatchFactory:
         x = x.clone()
         above, below = cta_projections(to_device(thin, x.device), self.source.slab)
         x[:, 0], x[:, self.source.slab - 1] = above.to(x.dtype), below.to(x.dtype)
+        return x
+
+
+    def isodense(self, x: torch.Tensor, picks: np.ndarray, cfg: AugmentConfig,
+                 gen: torch.Generator, window: tuple = ()) -> torch.Tensor:
+        """``augment.isodense_prob``: the share of samples whose clot loses its hyperdense
+        NCCT sign (:func:`clotseg.data.augment.isodense_clot`, with the mask of each slab
+        slice), after the slab is resliced, so a thick NCCT loses it too. Draws nothing
+        when off, so other runs' batches are unchanged."""
+        if not cfg.enabled or cfg.isodense_prob <= 0:
+            return x
+        hit, strength = isodense_draws(len(picks), cfg, gen)
+        rows = np.flatnonzero(hit)
+        if not len(rows):
+            return x
+        slab = self.source.slab
+        origins, size = window if window else (None, None)
+        masks = self.source.mask_window(picks[rows], slab // 2,
+                                        None if origins is None else origins[rows], size)
+        index = to_device(torch.from_numpy(rows), x.device)
+        x = x.clone()
+        x[index, slab:] = isodense_clot(x[index, slab:], to_device(masks, x.device),
+                                        torch.from_numpy(strength[rows]))
         return x
 
 
