@@ -423,7 +423,6 @@ class BatchFactory:
         x[:, 0], x[:, self.source.slab - 1] = above.to(x.dtype), below.to(x.dtype)
         return x
 
-
     def isodense(self, x: torch.Tensor, picks: np.ndarray, cfg: AugmentConfig,
                  gen: torch.Generator, window: tuple = ()) -> torch.Tensor:
         """``augment.isodense_prob``: the share of samples whose clot loses its hyperdense
