@@ -88,6 +88,10 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="training config override (repeatable)")
     p.add_argument("--run", default=None, help="score this trained run instead of training")
+    p.add_argument("--retune", action="append", default=None, metavar="KEY=VALUE",
+                   help="with --run: score a copy of RUN (in WORK/runs/LABEL) whose "
+                        "post-processing is chosen again on its validation cases with these "
+                        "settings, e.g. train.fp_filter=true (repeatable; 'none' for none)")
     p.add_argument("--device", default="auto")
     p.add_argument("--tta", action="store_true",
                    help="predict with flip test-time augmentation (predict --tta)")
@@ -364,6 +368,21 @@ def refit_qc(run: Path, args: argparse.Namespace) -> float:
     return choose_threshold(scores, scored.dice).threshold
 
 
+def retuned_copy(run: Path, dest: Path, args: argparse.Namespace) -> Path:
+    """A copy of ``run`` at ``dest`` (its cache left out) with post-processing, filter and
+    review threshold chosen again (:func:`clotseg.training.trainer.retune`)."""
+    from clotseg.training.trainer import retune
+
+    if not args.run:
+        raise SystemExit("--retune needs --run (the trained run to tune again)")
+    if dest.resolve() == run.resolve() or dest.exists():
+        raise SystemExit(f"{dest} exists; remove it or choose another --label")
+    shutil.copytree(run, dest, ignore=shutil.ignore_patterns("cache"))
+    settings = [kv for kv in args.retune if kv != "none"]
+    retune(dest, settings=settings, device=args.device)
+    return dest
+
+
 def main(argv=None) -> None:
     args = parse(argv)
     if args.quick:
@@ -375,6 +394,8 @@ def main(argv=None) -> None:
                         args.train_shift, ([] if args.run else ["train"]) + args.cohorts)
     t_synth = time.perf_counter() - t0
     run = Path(args.run) if args.run else work / "runs" / args.label
+    if args.retune is not None:
+        run = retuned_copy(run, work / "runs" / args.label, args)
     t_train = 0.0
     if not args.run:
         if (run / "checkpoints" / "best.pt").is_file():
@@ -391,6 +412,7 @@ def main(argv=None) -> None:
     result = {"benchmark": "quality", "label": args.label, "overrides": args.set,
               "train_thick_ncct": args.train_thick_ncct, "train_shift": args.train_shift,
               "fp_filter": not args.no_fp_filter, "tta": args.tta,
+              "retune": args.retune,
               "ensemble": [str(r) for r in args.ensemble],
               "time_limit_min": None if args.epochs else args.time_limit,
               "epochs": args.epochs, "train_cases": args.train_cases,

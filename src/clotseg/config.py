@@ -182,7 +182,7 @@ class AugmentConfig:
     # on the shifted phantom site the clots every run missed had none (NCCT clot minus
     # tissue 0.4 HU, against 10.7 HU for those every run found; detectability.py). 0 = off.
     # 0.5 in two 30-min runs: 18 and 19 of 76 shifted clots missed (defaults 22-28), 13
-    # and 15 on the training site (6-9); 0.25, one run: 17 and 10
+    # and 15 on the training site (6-9); 0.25, two seeds: 17 / 10 and 15 / 12
     # (quality_30min_isodense0{5,25}*_90patients.json).
     isodense_prob: float = 0.0
     isodense_strength: list = field(default_factory=lambda: [0.7, 1.0])

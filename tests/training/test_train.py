@@ -569,3 +569,37 @@ def test_a_run_with_cta_projections_and_a_stratified_split(phantom_cohort, tmp_p
                  "--quiet"]) == 0
     assert windows and set(windows) == {(7, 3)}  # 3 slices either side, slab 3
     assert len(list(pred.glob("synth_*.nii.gz"))) == 8
+
+
+def test_retune_chooses_the_post_processing_again_without_training(phantom_cohort, tmp_path):
+    from clotseg.errors import ClotsegError
+    from clotseg.inference.fp_filter import FEATURES
+    from clotseg.training.trainer import retune
+
+    run = tmp_path / "run"
+    assert main(["train", str(phantom_cohort), "--out", str(run), "--epochs", "2", *TINY]) == 0
+    before = json.loads((run / "model.json").read_text())
+    weights = (run / "checkpoints" / "best.pt").read_bytes()
+    retune(run)  # the run's own settings: the same choices again
+    after = json.loads((run / "model.json").read_text())
+    for key in ("threshold", "min_component_mm3", "grow_threshold", "component_filter"):
+        assert after[key] == before[key], key
+    assert after["qc"]["threshold"] == before["qc"]["threshold"]
+    assert (run / "checkpoints" / "best.pt").read_bytes() == weights  # no training
+    assert "tuning the post-processing again" in (run / "train.log").read_text()
+    # with the filter asked for: it is fitted on the scans too, or the log says why not
+    retune(run, settings=["train.fp_filter=true"])
+    spec = json.loads((run / "model.json").read_text())
+    summary = json.loads((run / "train.json").read_text())
+    assert summary["component_filter"] == spec["component_filter"]
+    if spec["component_filter"] is None:
+        assert "false-positive filter: " in (run / "train.log").read_text()
+    else:
+        assert spec["component_filter"]["features"] == FEATURES
+    assert main(["predict", str(run), str(phantom_cohort), str(tmp_path / "pred"),
+                 "--quiet"]) == 0
+    assert len(list((tmp_path / "pred").glob("*.nii.gz"))) == 8
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "model.json").write_text((run / "model.json").read_text())
+    with pytest.raises(ClotsegError, match="not a finished training run"):
+        retune(tmp_path / "half")

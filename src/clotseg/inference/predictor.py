@@ -294,7 +294,9 @@ class Predictor:
                                         min_component_mm3=p["min_component_mm3"],
                                         keep_largest=p["keep_largest"])
             if box is not None and self.component_filter is not None:
-                mask[box] = self.component_filter.apply(mask[box], prob[box], ref.spacing)
+                mask[box] = self.component_filter.apply(mask[box], prob[box], ref.spacing,
+                                                        *self._filter_scans(cta, ncct_on_ref,
+                                                                            box))
             dropped: list[dict] = []
             if box is not None and self.primary_only:
                 mask[box], dropped = keep_primary_grown(mask[box], prob[box], ref.spacing,
@@ -307,6 +309,18 @@ class Predictor:
         with stage("qc"):
             self.quality(seg, ref.spacing)
         return seg
+
+    def _filter_scans(self, cta: Volume | None, ncct: Volume | None, box) -> tuple:
+        """CTA and NCCT inside ``box`` as the false-positive filter reads them (HU in the
+        run's windows), or nothing when a scan is missing (the image features are then
+        unmeasured)."""
+        from clotseg.inference.fp_filter import WindowedScan
+
+        if cta is None or ncct is None:
+            return ()
+        w = self.members[0].spec.windows
+        return (WindowedScan(np.asarray(cta.array)[box], w["cta"]),
+                WindowedScan(np.asarray(ncct.array)[box], w["ncct"]))
 
     def quality(self, seg: Segmentation, spacing: tuple[float, ...]) -> None:
         """Fill ``seg``'s QC score, signals, per-component scores and review flag."""

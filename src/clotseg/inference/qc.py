@@ -354,7 +354,7 @@ def _threshold_rule(s: np.ndarray, bad: np.ndarray, good: np.ndarray) -> tuple[f
                                "the default")
 
 
-def validation_qc(cases: Sequence[tuple[np.ndarray, np.ndarray, Sequence[float]]],
+def validation_qc(cases: Sequence[tuple],
                   threshold: float, min_component_mm3: float,
                   component_filter: dict | None = None,
                   grow_threshold: float | None = None) -> QcSettings:
@@ -364,7 +364,8 @@ def validation_qc(cases: Sequence[tuple[np.ndarray, np.ndarray, Sequence[float]]
     ``grow_threshold``) and scored with :func:`case_qc`.
 
     Args:
-        cases: ``(prob, reference mask, spacing)`` per validation case.
+        cases: ``(prob, reference mask, spacing[, cta, ncct])`` per validation case; the
+            scans as the filter reads them (:class:`clotseg.inference.fp_filter.WindowedScan`).
         threshold, min_component_mm3, grow_threshold: the run's post-processing.
         component_filter: the run's false-positive filter (``model.json``), or None.
 
@@ -380,11 +381,11 @@ def validation_qc(cases: Sequence[tuple[np.ndarray, np.ndarray, Sequence[float]]
 
     filt = ComponentFilter.from_dict(component_filter) if component_filter else None
     scores, dices = [], []
-    for prob, ref, spacing in cases:
+    for prob, ref, spacing, *scans in cases:
         mask = postprocess(prob, spacing, threshold=threshold,
                            min_component_mm3=min_component_mm3)
         if filt is not None:
-            mask = filt.apply(mask, prob, spacing)
+            mask = filt.apply(mask, prob, spacing, *scans)
         mask, _ = keep_primary_grown(mask, prob, spacing, grow_threshold)
         scores.append(case_qc(prob, mask, spacing, threshold)[0])
         dices.append(dice(mask, ref))

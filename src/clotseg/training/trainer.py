@@ -10,6 +10,7 @@ limit with ``train.schedule_by_time``: then the schedule follows the clock.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 import warnings
@@ -189,6 +190,39 @@ def train(data: str | Path, run: str | Path, cfg: Config, *, resume: bool = Fals
         D.cleanup(info)
 
 
+def retune(run: str | Path, *, settings: list[str] | None = None, device: str = "cpu",
+           progress: bool = False):
+    """Choose a trained run's post-processing, false-positive filter and review threshold
+    again, on its own validation cases and best weights, with this version's code; only
+    ``model.json`` (and the tuning record in ``train.json``) change.
+
+    Why: these are fitted after training, so a run trained before a post-processing
+    feature existed can gain it without training again, and a comparison of two
+    post-processings on one network isolates the post-processing. ``settings`` are
+    ``section.key=value`` overrides of the run's ``config.yaml`` for this tuning only
+    (e.g. ``train.fp_filter=true``). Returns the tuning result.
+    """
+    from clotseg.config import apply_overrides
+
+    r = Run(run)
+    spec, summary, cfg = r.read_spec(), r.read_summary(), r.read_config()
+    if cfg is None or summary is None or not r.checkpoint_file("best").is_file():
+        raise ClotsegError(f"{r.path}: not a finished training run (config.yaml, train.json "
+                           "and checkpoints/best.pt are needed to tune it again)")
+    cfg = apply_overrides(cfg, list(settings or []))
+    check(cfg)
+    info, dev = D.init_distributed(resolve_device(device))
+    try:
+        t = Trainer(summary.data, r.path, cfg, device=dev, info=info, resume=True,
+                    progress=progress)
+        tuned = t.reopen(spec).tune()
+    finally:
+        D.cleanup(info)
+    r.write_summary(dataclasses.replace(summary, postprocess=tuned.to_dict(),
+                                        component_filter=t.spec.component_filter))
+    return tuned
+
+
 @dataclass
 class _EpochStats:
     """What :meth:`Trainer.train_epoch` measured."""
@@ -339,6 +373,24 @@ class Trainer:
                                     modality_dropout=cfg.train.modality_dropout,
                                     cta_mip=cfg.data.cta_mip,
                                     modality_dropout_ncct=cfg.train.modality_dropout_ncct)
+
+    def reopen(self, spec: ModelSpec) -> Trainer:
+        """For :func:`retune`: the finished run's network, splits and validation cases,
+        writing nothing but log lines."""
+        setup_torch(self.cfg, self.device)
+        self.spec = spec
+        self.model = build_model(spec).to(self.device)
+        self.index = discover(self.data, spacing=self.npy_spacing)
+        self.splits = self.run.read_splits([c.case_id for c in self.index.cases])
+        self.resample = self._preprocessing()
+        self.log = RunLog(self.run.log_path, self.info.main, True)
+        self.cache_dir = (Path(self.cfg.data.cache_dir) if self.cfg.data.cache_dir
+                          else self.run.cache_dir)
+        self.val_cases = build_cache(self.index.subset(self.splits["val"]).cases,
+                                     self.cache_dir, self.cfg.data.windows, self.progress,
+                                     self.resample)
+        self._say("tuning the post-processing again on the validation cases")
+        return self
 
     def build_or_resume(self) -> None:
         """Move the network to the device, make optimiser, schedule, loss and clock, and on
@@ -601,8 +653,7 @@ class Trainer:
                                              spill=Path(spill))
             tuned = tune_postprocess(best, self.val_cases, cfg, self.device, probs=probs)
             spec.threshold, spec.min_component_mm3 = tuned.threshold, tuned.min_component_mm3
-            if cfg.train.fp_filter:
-                spec.component_filter = self._fit_filter(probs)
+            spec.component_filter = self._fit_filter(probs) if cfg.train.fp_filter else None
             spec.qc = self._fit_qc(probs)
             del probs  # the maps close before their folder goes
         self.run.write_spec(spec)
@@ -620,13 +671,22 @@ class Trainer:
         spec = self.spec
         data = [(postprocess(p, c.spacing, threshold=spec.threshold,
                              min_component_mm3=spec.min_component_mm3), p, np.asarray(c.mask),
-                 c.spacing) for c, p in zip(self.val_cases, probs)]
+                 c.spacing, *self._scans(c)) for c, p in zip(self.val_cases, probs)]
         filt, why = fit_component_filter(data)
         self._say(f"false-positive filter: {why}" if filt is None else
                   f"false-positive filter learned on {filt.fitted_on['components']} validation "
                   f"components ({filt.fitted_on['not_clot']} not clot): score threshold "
                   f"{filt.threshold:g}, val Dice {filt.fitted_on['val_dice']:.3f}")
         return filt.to_dict() if filt else None
+
+    def _scans(self, case: CachedCase) -> tuple:
+        """``case``'s CTA and NCCT as the false-positive filter reads them (HU in the
+        network's windows, mapped back from the cache box by box)."""
+        from clotseg.inference.fp_filter import WindowedScan
+
+        w = self.cfg.data.windows
+        return (WindowedScan(case.image[0], w["cta"], normalised=True),
+                WindowedScan(case.image[1], w["ncct"], normalised=True))
 
     def _fit_qc(self, probs: list[np.ndarray]) -> dict:
         """Choose the review flag's QC threshold on the validation cases, masks made as
@@ -663,7 +723,7 @@ class Trainer:
                 s.fitted_on["scores"] = scored.score_table(scored.support_scores)
                 q.scan_support = {"threshold": s.threshold, "fitted_on": s.fitted_on}
         else:
-            q = validation_qc([(p, np.asarray(c.mask), c.spacing) for c, p in
+            q = validation_qc([(p, np.asarray(c.mask), c.spacing, *self._scans(c)) for c, p in
                                zip(self.val_cases, probs)], spec.threshold,
                               spec.min_component_mm3, spec.component_filter,
                               spec.grow_threshold)
