@@ -603,3 +603,5 @@ def test_retune_chooses_the_post_processing_again_without_training(phantom_cohor
     (tmp_path / "half" / "model.json").write_text((run / "model.json").read_text())
     with pytest.raises(ClotsegError, match="not a finished training run"):
         retune(tmp_path / "half")
+    with pytest.raises(ClotsegError, match="tune_postprocess is false"):
+        retune(run, settings=["train.tune_postprocess=false"])

@@ -211,6 +211,9 @@ def retune(run: str | Path, *, settings: list[str] | None = None, device: str = 
                            "and checkpoints/best.pt are needed to tune it again)")
     cfg = apply_overrides(cfg, list(settings or []))
     check(cfg)
+    if not cfg.train.tune_postprocess:
+        raise ClotsegError(f"{r.path}: train.tune_postprocess is false for this run; "
+                           "nothing is tuned (pass train.tune_postprocess=true to tune it)")
     info, dev = D.init_distributed(resolve_device(device))
     try:
         t = Trainer(summary.data, r.path, cfg, device=dev, info=info, resume=True,
