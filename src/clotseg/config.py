@@ -183,8 +183,8 @@ class AugmentConfig:
     # tissue 0.4 HU, against 10.7 HU for those every run found; detectability.py). 0 = off.
     # 0.5 in two 30-min runs: 18 and 19 of 76 shifted clots missed (defaults 22-28), 13
     # and 15 on the training site (6-9); 0.25, two seeds: 17 / 10 and 15 / 12
-    # (quality_30min_isodense0{5,25}*_90patients.json).
-    isodense_prob: float = 0.0
+    # (quality_30min_isodense0{5,25}*_90patients.json): the default, for the unseen site.
+    isodense_prob: float = 0.25
     isodense_strength: list = field(default_factory=lambda: [0.7, 1.0])
 
 

@@ -691,7 +691,7 @@ def test_isodense_augmentation_edits_the_ncct_of_each_slab_slice_under_its_own_m
     NCCT slab slice (each under its own slice's mask, also in a cropped window); the
     CTA, the mask and the rest of the NCCT are unchanged; off draws nothing."""
     plain = dict(flip=0.0, spatial_prob=0.0, intensity_prob=0.0, lowres_prob=0.0,
-                 blur_prob=0.0, noise_prob=0.0)
+                 blur_prob=0.0, noise_prob=0.0, isodense_prob=0.0)
     slices = np.zeros((40, 2, 48, 48), np.float16)
     slices[:, 0] = 0.7
     slices[:, 1] = 0.35
@@ -705,7 +705,7 @@ def test_isodense_augmentation_edits_the_ncct_of_each_slab_slice_under_its_own_m
     canvas = canvas_size(cases, 16, 32)
     src = ResidentSource(cases, 3, canvas, "cpu") if resident else MemmapSource(cases, 3, canvas)
     sampler = SliceSampler(cases, 1.0, 32)  # every sample on slice 20, the clot's middle
-    on = AugmentConfig(isodense_prob=1.0, isodense_strength=[1.0, 1.0], **plain)
+    on = AugmentConfig(**{**plain, "isodense_prob": 1.0, "isodense_strength": [1.0, 1.0]})
     x0, y0 = BatchFactory(src, sampler, 6, 32, AugmentConfig(**plain)).make(4)
     x, y = BatchFactory(src, sampler, 6, 32, on).make(4)
     assert torch.equal(y, y0) and torch.equal(x[:, :3], x0[:, :3])

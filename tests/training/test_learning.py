@@ -19,7 +19,10 @@ LEARN = ["--set", "model.base=8", "--set", "data.patch=32", "--set", "train.batc
          # the wide domain-randomisation ranges slow down a 5-minute run on 5 cases; this
          # test is about learning at all, the augmentations have their own tests
          "--set", "augment.noise_hu=0", "--set", "augment.lowres_prob=0",
-         "--set", "augment.hu_shift=0", "--set", "augment.contrast=0.15"]
+         "--set", "augment.hu_shift=0", "--set", "augment.contrast=0.15",
+         # isodense clots (a quarter of the samples by default) teach the CTA path and
+         # slow the first epochs: max validation Dice 0.24 after 8 epochs with them
+         "--set", "augment.isodense_prob=0"]
 
 
 @pytest.mark.slow
