@@ -129,11 +129,11 @@ def image_features(labels: np.ndarray, n: int, cta, ncct) -> np.ndarray:
             continue
         out[i, 0] = float(nc[inside].mean() - np.median(nc[vessel]))
         ends, k = ndimage.label(vessel)
-        sizes = np.bincount(ends.ravel(), minlength=k + 1)
-        levels = [float(np.median(enhancement[ends == j])) for j in range(1, k + 1)
-                  if sizes[j] >= MIN_VESSEL_VOXELS]
-        if len(levels) >= 2:
-            out[i, 1] = min(levels) / max(levels)
+        ids = np.flatnonzero(np.bincount(ends.ravel(), minlength=k + 1)[1:]
+                             >= MIN_VESSEL_VOXELS) + 1
+        if len(ids) >= 2:
+            levels = np.asarray(ndimage.median(enhancement, ends, ids), dtype=float)
+            out[i, 1] = levels.min() / levels.max()
     return out
 
 

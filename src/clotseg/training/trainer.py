@@ -342,8 +342,7 @@ class Trainer:
         """Cache the training and validation cases (rank 0 builds, the others open) and
         make the batch source and factory."""
         cfg, info, splits = self.cfg, self.info, self.splits
-        self.cache_dir = cache_dir = (Path(cfg.data.cache_dir) if cfg.data.cache_dir
-                                      else self.run.cache_dir)
+        self.cache_dir = cache_dir = self._cache_folder()
 
         def cached(ids: list[str], progress: bool = False) -> list[CachedCase]:
             return build_cache(self.index.subset(ids).cases, cache_dir, cfg.data.windows,
@@ -377,6 +376,10 @@ class Trainer:
                                     cta_mip=cfg.data.cta_mip,
                                     modality_dropout_ncct=cfg.train.modality_dropout_ncct)
 
+    def _cache_folder(self) -> Path:
+        """Where the prepared cases are cached: ``data.cache_dir``, else the RUN folder's."""
+        return Path(self.cfg.data.cache_dir) if self.cfg.data.cache_dir else self.run.cache_dir
+
     def reopen(self, spec: ModelSpec) -> Trainer:
         """For :func:`retune`: the finished run's network, splits and validation cases,
         writing nothing but log lines."""
@@ -387,8 +390,7 @@ class Trainer:
         self.splits = self.run.read_splits([c.case_id for c in self.index.cases])
         self.resample = self._preprocessing()
         self.log = RunLog(self.run.log_path, self.info.main, True)
-        self.cache_dir = (Path(self.cfg.data.cache_dir) if self.cfg.data.cache_dir
-                          else self.run.cache_dir)
+        self.cache_dir = self._cache_folder()
         self.val_cases = build_cache(self.index.subset(self.splits["val"]).cases,
                                      self.cache_dir, self.cfg.data.windows, self.progress,
                                      self.resample)
