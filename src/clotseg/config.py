@@ -114,6 +114,16 @@ class DataConfig:
     # share of each batch centred near a vessel or a dense spot outside the clot (hard
     # negatives, data/cache.py): teaches clot vs other vessel, where specks appear
     hard_negative_fraction: float = 0.0
+    # Mined negatives (training/mining.py): every ``mine_every`` epochs the network predicts
+    # ``mine_cases`` training cases (in turn) and the voxels it calls clot outside the clot
+    # become crop centres for this share of each batch. Unlike the HU-defined hard
+    # negatives these are whatever the network itself gets wrong (slow-flow segments,
+    # plaque, a bifurcation), on any data. 0 = off: 0.25 measured within the seeds' spread
+    # (one seed: 3 instead of 4-5 clot-free shifted patients with a speck, 18 instead of
+    # 15-17 missed clots; README, quality_30min_mined025_90patients.json).
+    mined_negative_fraction: float = 0.0
+    mine_every: int = 5
+    mine_cases: int = 16
     scheme: str = "kfold"  # kfold | random (the original 60/20/20)
     n_folds: int = 5
     fold: int = 0
@@ -444,6 +454,12 @@ def check(cfg: Config) -> Config:
         problems.append("data.clot_fraction must be within [0, 1]")
     if not 0 <= d.hard_negative_fraction <= 1 - d.clot_fraction:
         problems.append("data.hard_negative_fraction must be within [0, 1 - clot_fraction]")
+    if not 0 <= d.mined_negative_fraction <= 1 - d.clot_fraction - d.hard_negative_fraction:
+        problems.append("data.mined_negative_fraction must be within "
+                        "[0, 1 - clot_fraction - hard_negative_fraction]")
+    if d.mine_every < 1 or d.mine_cases < 1:
+        problems.append(f"data.mine_every and data.mine_cases must be >= 1, got "
+                        f"{d.mine_every} and {d.mine_cases}")
     if not 0 <= d.test_fraction < 1 or not 0 < d.val_fraction < 1:
         problems.append("data.test_fraction must be in [0, 1) and data.val_fraction in (0, 1)")
     if d.workers < 0:

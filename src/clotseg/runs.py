@@ -108,6 +108,7 @@ ADDED_SETTINGS: dict[tuple[str, str], object] = {
     ("data", "stratify"): False,
     ("data", "cta_mip"): 0,
     ("train", "modality_dropout_ncct"): 0.5,
+    ("data", "mined_negative_fraction"): 0.0,
 }
 
 

@@ -257,6 +257,25 @@ def test_sampler_oversamples_clot_slices(cached):
         assert np.min(np.abs(xs - ctr[0])) <= 16 and np.min(np.abs(ys - ctr[1])) <= 16
 
 
+def test_sampler_draws_the_mined_share_around_mined_points(cached):
+    cases = cached[2]
+    gen = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    plain = SliceSampler(cases, 0.25, patch=32)
+    sampler = SliceSampler(cases, 0.25, patch=32, mined_fraction=0.5)
+    # no pool yet: the mined share is drawn anywhere, exactly as without mining
+    for a, b in zip(plain.draw(64, gen()), sampler.draw(64, gen())):
+        np.testing.assert_array_equal(a, b)
+    point = np.array([[3, 10, 12]])
+    sampler.set_mined(1, point)
+    picks, centres = sampler.draw(64, gen())
+    mined = slice(64 - 16 - 32, 64 - 16)  # any, then mined, then the clot share
+    assert (picks[mined] == [1, 3]).all()
+    assert (np.abs(centres[mined] - [10, 12]) <= 8).all()  # jitter: a quarter patch
+    sampler.set_mined(1, np.zeros((0, 3)))  # the network no longer errs there
+    assert len(sampler.mined) == 0
+    np.testing.assert_array_equal(sampler.draw(64, gen())[0], plain.draw(64, gen())[0])
+
+
 def test_clot_sampling_by_clot_draws_each_cases_clot_alike(cached):
     """``data.clot_sampling="clot"``: the clot-centred draws spread evenly over the cases
     with a clot, whatever their clot's length in slices; "slice" follows the slices."""

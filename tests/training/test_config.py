@@ -117,6 +117,24 @@ def test_hard_negative_share_is_checked_and_old_runs_read_as_trained(tmp_path):
     assert Run(tmp_path).read_config().data.hard_negative_fraction == 0.0
 
 
+def test_mined_negative_share_is_checked_and_old_runs_read_as_trained(tmp_path):
+    import yaml
+
+    from clotseg.runs import Run
+
+    check(apply_overrides(preset("default"), ["data.hard_negative_fraction=0.25",
+                                              "data.mined_negative_fraction=0.25"]))
+    with pytest.raises(ConfigError, match="mined_negative_fraction"):  # 0.5 + 0.25 + 0.3 > 1
+        check(apply_overrides(preset("default"), ["data.hard_negative_fraction=0.25",
+                                                  "data.mined_negative_fraction=0.3"]))
+    with pytest.raises(ConfigError, match="mine_every"):
+        check(apply_overrides(preset("default"), ["data.mine_every=0"]))
+    cfg = preset("default").to_dict()
+    del cfg["data"]["mined_negative_fraction"]  # a run from before mining
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert Run(tmp_path).read_config().data.mined_negative_fraction == 0.0
+
+
 def test_grow_threshold_is_checked_stored_and_old_runs_do_not_grow(tmp_path):
     import json
 

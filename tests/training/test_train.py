@@ -94,8 +94,14 @@ def test_two_epoch_run_writes_every_artifact(phantom_cohort, tmp_path, capsys):
     assert main(["train", str(phantom_cohort), "--out", str(run), "--epochs", "2", *TINY]) == 1
 
 
-@pytest.mark.parametrize("extra", [[], ["--set", "train.ema_decay=0.9"]],
-                         ids=["plain", "ema"])
+#: Mining after every epoch, at a threshold the untrained tiny network reaches outside
+#: the clot (at 0.5 it calls nothing, and the pool would stay empty).
+MINED = ["--set", "data.mined_negative_fraction=0.25", "--set", "data.mine_every=1",
+         "--set", "data.mine_cases=2", "--set", "train.threshold=0.2"]
+
+
+@pytest.mark.parametrize("extra", [[], ["--set", "train.ema_decay=0.9"], MINED],
+                         ids=["plain", "ema", "mined"])
 def test_resume_equals_uninterrupted(phantom_cohort, tmp_path, monkeypatch, extra):
     from clotseg.training import trainer
 
@@ -121,10 +127,16 @@ def test_resume_equals_uninterrupted(phantom_cohort, tmp_path, monkeypatch, extr
     a = torch.load(full / "checkpoints" / "last.pt", weights_only=True)
     b = torch.load(part / "checkpoints" / "last.pt", weights_only=True)
     # with ema_decay, "model" is the average and "train_model" the trained weights
-    for key in ("model", "train_model") if extra else ("model",):
+    for key in ("model", "train_model") if "ema_decay" in str(extra) else ("model",):
         for k in a[key]:
             assert torch.equal(a[key][k], b[key][k]), (key, k)
-    if extra:
+    if extra == MINED:  # the pool mined after epoch 2 came back with the checkpoint
+        assert a["mined"].keys() == b["mined"].keys() and a["mined"]
+        for k in a["mined"]:
+            assert torch.equal(a["mined"][k], b["mined"][k])
+        log = (part / "train.log").read_text()
+        assert "mined negatives after epoch 2" in log and "after epoch 3" not in log
+    elif extra:
         assert a["ema_steps"] == b["ema_steps"] == 9  # 3 epochs x 3 steps
     assert "resumed" in (part / "train.log").read_text()
 

@@ -3,8 +3,8 @@
 A batch is made in three steps, the same on every device:
 
 1. :class:`SliceSampler` draws (case, slice) pairs, a ``clot_fraction`` of them from slices
-   that contain clot, and a crop centre for each (near the clot on clot slices, anywhere
-   in the slice otherwise);
+   that contain clot, and a crop centre for each (near the clot on clot slices, near a
+   hard or mined negative for those shares, anywhere in the slice otherwise);
 2. a *source* gathers the slabs onto a common zero-padded canvas (every case centred on
    it): :class:`ResidentSource` holds the whole cohort in one device tensor and gathers a
    batch with a single indexing operation (the GPU path), while
@@ -61,10 +61,13 @@ def canvas_size(cases: list[CachedCase], multiple: int, patch: int = 0) -> tuple
 class SliceSampler:
     """Draws (case, slice) pairs and crop centres: ``clot_fraction`` around the clot,
     ``hard_fraction`` around hard-negative points (vessels and dense spots outside the
-    clot, :func:`clotseg.data.cache.hard_negative_points`), the rest anywhere."""
+    clot, :func:`clotseg.data.cache.hard_negative_points`), ``mined_fraction`` around the
+    network's own false positives once some are mined (:meth:`set_mined`), the rest
+    anywhere."""
 
     def __init__(self, cases: list[CachedCase], clot_fraction: float, patch: int = 0,
-                 hard_fraction: float = 0.0, clot_sampling: str = "slice"):
+                 hard_fraction: float = 0.0, clot_sampling: str = "slice",
+                 mined_fraction: float = 0.0):
         self.planes = np.array([c.plane for c in cases], dtype=np.float64)
         self.all = np.array([(i, z) for i, c in enumerate(cases) for z in range(c.depth)],
                             dtype=np.int64)
@@ -86,15 +89,32 @@ class SliceSampler:
         self.hard_fraction = min(hard_fraction, 1.0 - self.clot_fraction) if len(self.hard) \
             else 0.0
         self.patch = patch
+        self.mined_fraction = mined_fraction
+        self.mined_points: dict[int, np.ndarray] = {}  # case index -> (m, 3) z, x, y
+        self.mined = np.zeros((0, 4), np.int64)
 
     def __len__(self) -> int:
         return len(self.all)
+
+    def set_mined(self, case: int, points: np.ndarray) -> None:
+        """Replace case ``case``'s mined crop centres (``(m, 3)`` z, x, y; none: the
+        network no longer errs there). Until a case has some, its share is drawn anywhere."""
+        points = np.asarray(points, dtype=np.int64).reshape(-1, 3)
+        if len(points):
+            self.mined_points[int(case)] = points
+        else:
+            self.mined_points.pop(int(case), None)
+        rows = [np.column_stack([np.full(len(p), i), p])
+                for i, p in sorted(self.mined_points.items())]
+        self.mined = np.concatenate(rows) if rows else np.zeros((0, 4), np.int64)
 
     def draw(self, n: int, gen: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
         """``picks`` (n, 2: case, slice) and ``centres`` (n, 2) in the case's pixels."""
         n_clot = int(round(n * self.clot_fraction))
         n_hard = min(int(round(n * self.hard_fraction)), n - n_clot)
-        n_any = n - n_clot - n_hard
+        n_mined = (min(int(round(n * self.mined_fraction)), n - n_clot - n_hard)
+                   if len(self.mined) else 0)
+        n_any = n - n_clot - n_hard - n_mined
         a = torch.randint(len(self.all), (n_any,), generator=gen).numpy()
         picks = self.all[a]
         u = torch.rand(n, 4, generator=gen, dtype=torch.float64).numpy()
@@ -104,6 +124,12 @@ class SliceSampler:
             jitter = (u[n_any:n_any + n_hard, :2] - 0.5) * 0.5 * self.patch
             picks = np.concatenate([picks, h[:, :2]])
             centres = np.concatenate([centres, h[:, 2:] + jitter])
+        if n_mined:  # where the network called clot outside the clot, off the centre
+            lo = n_any + n_hard
+            m = self.mined[torch.randint(len(self.mined), (n_mined,), generator=gen).numpy()]
+            jitter = (u[lo:lo + n_mined, :2] - 0.5) * 0.5 * self.patch
+            picks = np.concatenate([picks, m[:, :2]])
+            centres = np.concatenate([centres, m[:, 2:] + jitter])
         if n_clot:
             b = (torch.randint(len(self.clot), (n_clot,), generator=gen)
                  if self.clot_weights is None else

@@ -286,8 +286,10 @@ class Trainer:
             stats = self.train_epoch(epoch)
             dice = self.validate()
             improved = self._record(epoch, stats, dice)
-            self.save(epoch, dice, improved)
             reason = self._stop_reason(stats.timed_out)
+            if reason is None and self._mining_due(epoch):
+                self.mine_negatives(epoch)
+            self.save(epoch, dice, improved)
             if reason:
                 self.stopped = reason
                 break
@@ -368,8 +370,10 @@ class Trainer:
         self.source, self.batch_mode = make_source(self.train_cases, cfg, self.device)
         if self.batch_mode == "stream" and warm_page_cache(self.train_cases) is not None:
             self._say("reading the cached training cases ahead into the OS page cache")
-        sampler = SliceSampler(self.train_cases, cfg.data.clot_fraction, cfg.data.patch,
-                               cfg.data.hard_negative_fraction, cfg.data.clot_sampling)
+        self.sampler = sampler = SliceSampler(
+            self.train_cases, cfg.data.clot_fraction, cfg.data.patch,
+            cfg.data.hard_negative_fraction, cfg.data.clot_sampling,
+            cfg.data.mined_negative_fraction)
         self.factory = BatchFactory(self.source, sampler, cfg.train.batch_size, cfg.data.patch,
                                     cfg.augment, cfg.data.windows,
                                     modality_dropout=cfg.train.modality_dropout,
@@ -442,6 +446,8 @@ class Trainer:
         self.optim.load_state_dict(ck["optimizer"])
         self.sched.load_state_dict(ck["scheduler"])
         set_rng_state(ck["rng"])
+        for i, points in ck.get("mined", {}).items():  # the pool the next batches draw from
+            self.sampler.set_mined(int(i), points.numpy())
         self.state = _State(ck["epoch"] + 1, ck["best_dice"], ck["best_epoch"], ck["bad_epochs"])
         self.rows = [r for r in self.run.read_metrics() if r["epoch"] <= ck["epoch"] + 1]
 
@@ -575,7 +581,47 @@ class Trainer:
         if self.ema is not None:  # "model" is what predict loads; resuming needs both
             payload["train_model"] = self.model.state_dict()
             payload["ema_steps"] = self.ema.steps
+        if self.sampler.mined_points:  # tensors, so weights_only loading reads them
+            payload["mined"] = {str(i): torch.from_numpy(p.astype(np.int32))
+                                for i, p in self.sampler.mined_points.items()}
         return payload
+
+    def _mining_due(self, epoch: int) -> bool:
+        """Whether the epoch just ended is followed by a mining pass (``data.mine_every``),
+        unless it was the last one or the time budget has no room for it."""
+        d = self.cfg.data
+        if not (d.mined_negative_fraction > 0 and (epoch + 1) % d.mine_every == 0
+                and epoch + 1 < self.cfg.train.epochs):
+            return False
+        # rank 0's clock decides for everyone, so that every rank keeps the same pool
+        return D.broadcast([float(self.clock.should_stop())], self.info)[0] == 0
+
+    def mine_negatives(self, epoch: int) -> None:
+        """Predict ``data.mine_cases`` training cases (in turn) with the network as it is
+        now and make their false positives the mined crop centres
+        (:mod:`clotseg.training.mining`). Every rank mines the same cases with the same
+        weights, so every rank's pool is the one the checkpoint keeps for ``--resume``."""
+        import copy
+
+        from clotseg.training.mining import mine, mining_cases
+
+        cfg, t0 = self.cfg, time.perf_counter()
+        indices = mining_cases(len(self.train_cases), cfg.data.mine_cases,
+                               (epoch + 1) // cfg.data.mine_every - 1)
+        model = prepare_model(copy.deepcopy(self.eval_model), self.device,
+                              in_channels=2 * cfg.data.slab)
+        found = mine(model, self.train_cases, indices, slab=cfg.data.slab,
+                     pad_multiple=cfg.data.pad_multiple, threshold=cfg.train.threshold,
+                     batch_size=cfg.train.val_batch_size, device=self.device,
+                     amp=cfg.train.amp, cta_mip=cfg.data.cta_mip, seed=str(epoch))
+        for i, points in found.items():
+            self.sampler.set_mined(i, points)
+        if self.info.main:
+            self._say(f"mined negatives after epoch {epoch + 1}: "
+                      f"{sum(len(p) for p in found.values())} points in "
+                      f"{sum(len(p) > 0 for p in found.values())} of {len(found)} cases "
+                      f"({len(self.sampler.mined)} in the pool, "
+                      f"{time.perf_counter() - t0:.0f} s)")
 
     def _stop_reason(self, timed_out: bool) -> str | None:
         if timed_out:
