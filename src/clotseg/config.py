@@ -118,9 +118,9 @@ class DataConfig:
     # ``mine_cases`` training cases (in turn) and the voxels it calls clot outside the clot
     # become crop centres for this share of each batch. Unlike the HU-defined hard
     # negatives these are whatever the network itself gets wrong (slow-flow segments,
-    # plaque, a bifurcation), on any data. 0 = off: 0.25 measured within the seeds' spread
-    # (one seed: 3 instead of 4-5 clot-free shifted patients with a speck, 18 instead of
-    # 15-17 missed clots; README, quality_30min_mined025_90patients.json).
+    # plaque, a bifurcation), on any data. 0 = off: at 0.25 two seeds disagreed (shifted
+    # site: 18 missed / 3 clot-free patients with a speck, and 9 / 9; defaults 15-17 / 4-5;
+    # README, quality_30min_mined025*_90patients.json).
     mined_negative_fraction: float = 0.0
     mine_every: int = 5
     mine_cases: int = 16
