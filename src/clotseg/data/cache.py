@@ -106,6 +106,12 @@ def clot_boxes(mask_slices: np.ndarray) -> np.ndarray:
     return np.asarray(rows, dtype=np.int64).reshape(-1, 5)
 
 
+def text_rng(seed: str) -> np.random.Generator:
+    """A numpy generator seeded by a text (a case id, an epoch): the same draws in every
+    process and run, which Python's salted ``hash`` would not give."""
+    return np.random.default_rng(int(hashlib.sha1(seed.encode()).hexdigest()[:8], 16))
+
+
 def hard_negative_points(slices: np.ndarray, masks: np.ndarray, windows: dict, seed: str
                          ) -> np.ndarray:
     """``(n, 3)`` ``z, x, y`` centres for hard-negative crops of a slice-major case.
@@ -117,7 +123,7 @@ def hard_negative_points(slices: np.ndarray, masks: np.ndarray, windows: dict, s
     (:data:`HARD_NEGATIVE_HU`). The HU ranges are mapped through the case's windows, so
     the points are found on the normalised arrays the cache stores.
     """
-    rng = np.random.default_rng(int(hashlib.sha1(seed.encode()).hexdigest()[:8], 16))
+    rng = text_rng(seed)
     outside = masks == 0
     cta, ncct = slices[:, 0], slices[:, 1]
     lumen = _in_window(cta, HARD_NEGATIVE_HU["cta"], windows["cta"]) & outside

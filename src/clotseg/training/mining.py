@@ -19,13 +19,12 @@ into a 2D sampler.
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 from scipy import ndimage
 
-from clotseg.data.cache import CachedCase
+from clotseg.data.cache import CachedCase, text_rng
 from clotseg.inference.engine import predict_probabilities
+from clotseg.masks import component_labels
 
 #: Voxels within this many steps of the clot (diagonals included) are not counted as false
 #: positives: the clot's own fringe is a boundary error, not a wrong structure.
@@ -60,10 +59,10 @@ def false_positive_points(prob: np.ndarray, mask: np.ndarray, threshold: float,
     clot = np.asarray(mask) > 0
     if clot.any():
         called &= ~ndimage.binary_dilation(clot, np.ones((3, 3, 3), bool), CLOT_MARGIN)
-    labels, n = ndimage.label(called, structure=np.ones((3, 3, 3), bool))
+    labels, n = component_labels(called)  # what a clot is everywhere in clotseg
     if n == 0:
         return np.zeros((0, 3), np.int32)
-    rng = np.random.default_rng(int(hashlib.sha1(seed.encode()).hexdigest()[:8], 16))
+    rng = text_rng(seed)
     idx = np.flatnonzero(labels)
     idx = idx[rng.permutation(idx.size)]
     lab = labels.ravel()[idx]
