@@ -147,6 +147,12 @@ class ModelConfig:
     name: str = "unet-original"  # unet-original | fusion-unet | monai-unet | monai-dynunet
     base: int = 16  # width of the first level (32 = original)
     dropout: float = 0.1
+    # The network also reads every input channel mirrored left to right about the
+    # slice's centre, so that each pixel sees the other hemisphere's mirror point
+    # (clotseg.models.mirror). Not with a sagittal view (no left-right axis). Off: on the
+    # phantom, whose slice centres lie a median 4-9 mm off the midline, a 30-min run with
+    # it missed 29 of 76 unseen-site clots (defaults 15-17; README, quality_30min_mirror*).
+    mirror: bool = False
     kwargs: dict = field(default_factory=dict)  # extra constructor arguments of the model
 
 
@@ -450,6 +456,13 @@ def check(cfg: Config) -> Config:
     if d.patch < 0 or (d.patch and d.patch % d.pad_multiple):
         problems.append(f"data.patch must be 0 (full slice) or a multiple of data.pad_multiple "
                         f"({d.pad_multiple}), got {d.patch}")
+    if isinstance(cfg.model.kwargs, dict) and "mirror" in cfg.model.kwargs:
+        problems.append("model.kwargs must not set mirror: use model.mirror, which is checked")
+    if not isinstance(cfg.model.mirror, bool):
+        problems.append(f"model.mirror must be true or false, got {cfg.model.mirror!r}")
+    elif cfg.model.mirror and valid_views(d.views) and "sagittal" in d.views:
+        problems.append(f"model.mirror mirrors slices left to right: a sagittal slice has no "
+                        f"left-right axis; drop it from data.views, got {d.views}")
     if not 0 <= d.clot_fraction <= 1:
         problems.append("data.clot_fraction must be within [0, 1]")
     if not 0 <= d.hard_negative_fraction <= 1 - d.clot_fraction:

@@ -109,6 +109,7 @@ ADDED_SETTINGS: dict[tuple[str, str], object] = {
     ("data", "cta_mip"): 0,
     ("train", "modality_dropout_ncct"): 0.5,
     ("data", "mined_negative_fraction"): 0.0,
+    ("model", "mirror"): False,
 }
 
 

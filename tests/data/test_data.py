@@ -472,6 +472,31 @@ def test_training_cta_projections_are_what_predict_feeds(cached):
         assert torch.equal(full_x[b, :, r:r + 32, c:c + 32], x[b])
 
 
+def test_mirrored_training_crops_are_windows_of_the_whole_slice_mirrored(cached):
+    """``model.mirror``: a training sample carries each modality beside its mirror about
+    the slice's centre (as predict's whole-slice pass mirrors it), not about the crop's
+    centre, from either source."""
+    from clotseg.models.mirror import with_mirror
+
+    cases = cached[2]
+    canvas = canvas_size(cases, 16, 32)
+    sampler = SliceSampler(cases, 1.0, 32)
+    for src in (MemmapSource(cases, 3, canvas), ResidentSource(cases, 3, canvas, "cpu")):
+        plain, plain_y = BatchFactory(src, sampler, 4, 0, None).make(7)
+        full, full_y = BatchFactory(src, sampler, 4, 0, None, mirror=True).make(7)
+        assert full.shape == (4, 12, *canvas) and torch.equal(full_y, plain_y)
+        assert torch.equal(full, with_mirror(plain))
+        assert torch.equal(full[:, 3:6], plain[:, 0:3].flip(2))  # CTA slab, mirrored
+        assert not torch.equal(full[:, 3:6], plain[:, 0:3])
+        x, y = BatchFactory(src, sampler, 4, 32, None, mirror=True).make(7)
+        assert x.shape == (4, 12, 32, 32)
+        for b in range(4):
+            win = full_y[b, 0].unfold(0, 32, 1).unfold(1, 32, 1)
+            r, c = (win == y[b, 0]).flatten(2).all(-1).nonzero()[0].tolist()
+            assert torch.equal(full[b, :, r:r + 32, c:c + 32], x[b])
+            assert not torch.equal(x[b, 3:6], x[b, 0:3].flip(1))  # not the crop's mirror
+
+
 def test_augmentation_keeps_image_and_mask_aligned():
     x = torch.zeros(8, 6, 64, 64)
     y = torch.zeros(8, 1, 64, 64)

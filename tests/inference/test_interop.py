@@ -155,8 +155,13 @@ def test_measure_any_masks_gives_predicts_numbers(tmp_path, paint_run, capsys):
     assert "c0.nii.gz: mask grid differs" in capsys.readouterr().err
 
 
-def _tiny_run(root):
-    return write_run(root, "test-tiny", {"in_channels": 2}, state=tiny_net(2).state_dict())
+def _tiny_run(root, mirror: bool = False):
+    if not mirror:
+        return write_run(root, "test-tiny", {"in_channels": 2}, state=tiny_net(2).state_dict())
+    from clotseg.models.mirror import MirrorInput
+
+    state = MirrorInput(tiny_net(4), 2).state_dict()  # model.mirror: the flip is in the graph
+    return write_run(root, "test-tiny", {"in_channels": 2, "mirror": True}, state=state)
 
 
 def test_model_zip_holds_no_case_data_and_predicts_like_the_run(tmp_path, paint_run):
@@ -220,13 +225,14 @@ def test_damaged_or_malicious_zip_is_refused(tmp_path, capsys, attack, message):
     assert not (tmp_path / "escaped.yaml").exists()
 
 
-def test_onnx_engine_matches_torch_on_the_phantom(tmp_path, phantom_cohort):
+@pytest.mark.parametrize("mirror", [False, True], ids=["plain", "mirror"])
+def test_onnx_engine_matches_torch_on_the_phantom(tmp_path, phantom_cohort, mirror):
     pytest.importorskip("onnxruntime")
     from clotseg.inference.predictor import Predictor
     from clotseg.io.layouts import discover
     from clotseg.metrics.overlap import dice
 
-    run = _tiny_run(tmp_path / "run")
+    run = _tiny_run(tmp_path / "run", mirror)
     onnx_file = tmp_path / "model.onnx"
     assert main(["export", str(run), "--onnx", str(onnx_file)]) == 0
     case = discover(phantom_cohort).cases[0]

@@ -64,3 +64,62 @@ def test_rebuilt_from_json_kwargs_gives_the_same_output(name):
     b.load_state_dict(a.state_dict())
     x = torch.rand(1, 2, 32, 48)
     torch.testing.assert_close(a(x), b(x))
+
+
+class _Recorder(torch.nn.Module):
+    """Returns its input's first channel and keeps the input it was given."""
+
+    def __init__(self, in_channels: int = 2):
+        super().__init__()
+        self.in_channels, self.seen = in_channels, None
+
+    def forward(self, x):
+        self.seen = x
+        return x[:, :1]
+
+
+def test_mirror_hands_the_network_each_modality_and_its_left_right_mirror():
+    from clotseg.models.mirror import MirrorInput, mirrored
+
+    model = mirrored(_Recorder, 6)
+    assert isinstance(model, MirrorInput) and model.net.in_channels == 12
+    x = torch.arange(2 * 6 * 5 * 4, dtype=torch.float32).reshape(2, 6, 5, 4)
+    model(x)
+    seen = model.net.seen
+    assert seen.shape == (2, 12, 5, 4)
+    # grouped by modality: CTA slab, CTA mirrored, NCCT slab, NCCT mirrored
+    torch.testing.assert_close(seen[:, 0:3], x[:, 0:3])
+    torch.testing.assert_close(seen[:, 3:6], x[:, 0:3].flip(2))
+    torch.testing.assert_close(seen[:, 6:9], x[:, 3:6])
+    torch.testing.assert_close(seen[:, 9:12], x[:, 3:6].flip(2))
+    # the mirror is along the slice's first axis (canonical X, left-right), not the second
+    assert torch.equal(seen[0, 3, 0], x[0, 0, -1]) and not torch.equal(seen[0, 3, 0], x[0, 0, 0])
+    # training batches arrive mirrored already (the whole slice, before the crop)
+    ready = torch.rand(2, 12, 5, 4)
+    model(ready)
+    assert model.net.seen is ready
+    with pytest.raises(ValueError, match="expected 6 input channels"):
+        model(torch.rand(2, 8, 5, 4))
+
+
+@pytest.mark.parametrize("name", ["unet-original", "fusion-unet"])
+def test_mirrored_model_trains_and_is_rebuilt_from_its_json_kwargs(name):
+    import json
+
+    kwargs = json.loads(json.dumps({"in_channels": 6, "base": 4, "dropout": 0.1,
+                                    "mirror": True}))
+    torch.manual_seed(2)
+    a = create_model(name, **kwargs)
+    x = torch.rand(2, 6, 32, 48)
+    a(x).mean().backward()
+    first = next(m for m in a.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.weight.grad is not None and first.weight.grad.abs().sum() > 0
+    a.eval()
+    b = create_model(name, **kwargs).eval()
+    b.load_state_dict(a.state_dict())
+    torch.testing.assert_close(a(x), b(x))
+    # a plain model cannot take the mirrored one's weights: the spec must say mirror
+    with pytest.raises(RuntimeError):
+        create_model(name, **{**kwargs, "mirror": False}).load_state_dict(a.state_dict())
+    with pytest.raises(TypeError, match="mirror must be true or false"):
+        create_model(name, **{**kwargs, "mirror": "yes"})

@@ -274,3 +274,23 @@ def test_ncct_share_of_modality_dropout_is_checked_and_even_in_old_runs(tmp_path
         with pytest.raises(ConfigError, match="modality_dropout_ncct"):
             check(apply_overrides(preset("default"), [f"train.modality_dropout_ncct={bad}"]))
     assert _read_back_without(tmp_path, "train", "modality_dropout_ncct") == 0.5
+
+
+def test_mirror_is_checked_stored_only_when_on_and_off_in_old_runs(tmp_path):
+    from clotseg.training.trainer import build_model, model_spec
+
+    plain = check(preset("default"))
+    assert plain.model.mirror is False and "mirror" not in model_spec(plain).model_kwargs
+    cfg = check(apply_overrides(preset("default"), ["model.mirror=true",
+                                                    "data.views=[axial, coronal]"]))
+    spec = model_spec(cfg)
+    assert spec.model_kwargs["mirror"] is True
+    assert type(build_model(spec)).__name__ == "MirrorInput"
+    with pytest.raises(ConfigError, match="a sagittal slice has no left-right axis"):
+        check(apply_overrides(preset("default"), ["model.mirror=true",
+                                                  "data.views=[axial, sagittal]"]))
+    with pytest.raises(ConfigError, match="model.mirror must be true or false"):
+        check(apply_overrides(preset("default"), ["model.mirror=2"]))
+    with pytest.raises(ConfigError, match="model.kwargs must not set mirror"):
+        check(apply_overrides(preset("default"), ["model.kwargs={mirror: true}"]))
+    assert _read_back_without(tmp_path, "model", "mirror") is False

@@ -325,8 +325,9 @@ class BatchFactory:
     def __init__(self, source: _Source, sampler: SliceSampler, batch_size: int, patch: int,
                  augment: AugmentConfig | None, windows: dict | None = None,
                  modality_dropout: float = 0.0, cta_mip: int = 0,
-                 modality_dropout_ncct: float = 0.5):
+                 modality_dropout_ncct: float = 0.5, mirror: bool = False):
         self.source, self.sampler = source, sampler
+        self.mirror = bool(mirror)  # model.mirror: batches carry the mirrored channels
         self.modality_dropout = float(modality_dropout)  # train.modality_dropout
         self.modality_dropout_ncct = float(modality_dropout_ncct)  # ... whose NCCT goes
         self.cta_mip = int(cta_mip)  # data.cta_mip: CTA projection channels
@@ -351,7 +352,9 @@ class BatchFactory:
             centre = top + (p - 1) / 2
             win = reach(p, cfg)
             window: tuple = ()
-            if getattr(self.source, "windowed", False) and win < max(H, W):
+            # model.mirror mirrors the whole canvas, so it reads the whole canvas
+            if (getattr(self.source, "windowed", False) and win < max(H, W)
+                    and not self.mirror):
                 origins = (top - (win - p) // 2).astype(np.int64)  # whole pixels
                 window = (origins, (win, win))
                 x, y = self.source.gather(picks, *window)
@@ -366,6 +369,10 @@ class BatchFactory:
         x = self.reslice(x, picks, cfg, gen, window)
         x = self.project(x, picks, window)
         x = self.isodense(x, picks, cfg, gen, window)
+        if self.mirror:  # before the crop: the mirror is about the slice's centre
+            from clotseg.models.mirror import with_mirror
+
+            x = with_mirror(x)
         x, y = augment_batch(x, y, cfg, gen, centres=centres_t, out_size=size,
                              noise_gen=noise_gen, hu_per_unit=self.hu_per_unit)
         return drop_modality(x, self.modality_dropout, gen, self.modality_dropout_ncct), y

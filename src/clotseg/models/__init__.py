@@ -90,10 +90,14 @@ def create_model(name: str, **kwargs: Any) -> Any:
 
     Args:
         name: a key of :data:`MODELS`.
-        **kwargs: the factory's arguments (``in_channels``, ``base``, ``dropout``, ...).
+        **kwargs: the factory's arguments (``in_channels``, ``base``, ``dropout``, ...);
+            ``mirror=True`` wraps the network so that it also reads its input mirrored
+            left to right (:mod:`clotseg.models.mirror`; ``model.mirror``).
 
     Raises:
         KeyError: for an unknown name, listing the valid ones.
+        TypeError: for arguments the factory does not take, or a ``mirror`` that is not
+            a bool.
 
     Examples:
         >>> create_model("unet-original", in_channels=2, base=4).__class__.__name__
@@ -101,6 +105,13 @@ def create_model(name: str, **kwargs: Any) -> Any:
     """
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
+    mirror = kwargs.pop("mirror", False)
+    if not isinstance(mirror, bool):
+        raise TypeError(f"mirror must be true or false, got {mirror!r}")
+    if mirror:
+        from clotseg.models.mirror import mirrored
+
+        return mirrored(MODELS[name], kwargs.pop("in_channels", 2), **kwargs)
     return MODELS[name](**kwargs)
 
 

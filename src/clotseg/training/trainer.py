@@ -73,6 +73,8 @@ def model_spec(cfg: Config) -> ModelSpec:
     """What ``predict`` needs besides the weights (saved as ``RUN/model.json``)."""
     kwargs = {"in_channels": 2 * cfg.data.slab, "base": cfg.model.base,
               "dropout": cfg.model.dropout, **cfg.model.kwargs}
+    if cfg.model.mirror:  # only when on: earlier model.json files stay as they were
+        kwargs["mirror"] = True
     return ModelSpec(cfg.model.name, kwargs, slab=cfg.data.slab,
                      windows={k: [float(x) for x in v] for k, v in cfg.data.windows.items()},
                      pad_multiple=cfg.data.pad_multiple, threshold=cfg.train.threshold,
@@ -378,7 +380,8 @@ class Trainer:
                                     cfg.augment, cfg.data.windows,
                                     modality_dropout=cfg.train.modality_dropout,
                                     cta_mip=cfg.data.cta_mip,
-                                    modality_dropout_ncct=cfg.train.modality_dropout_ncct)
+                                    modality_dropout_ncct=cfg.train.modality_dropout_ncct,
+                                    mirror=cfg.model.mirror)
 
     def _cache_folder(self) -> Path:
         """Where the prepared cases are cached: ``data.cache_dir``, else the RUN folder's."""
