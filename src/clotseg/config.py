@@ -149,9 +149,9 @@ class ModelConfig:
     dropout: float = 0.1
     # The network also reads every input channel mirrored left to right about the
     # slice's centre, so that each pixel sees the other hemisphere's mirror point
-    # (clotseg.models.mirror). Not with a sagittal view (no left-right axis). Off: on the
-    # phantom, whose slice centres lie a median 4-9 mm off the midline, a 30-min run with
-    # it missed 29 of 76 unseen-site clots (defaults 15-17; README, quality_30min_mirror*).
+    # (clotseg.models.mirror). Not with a sagittal view (no left-right axis). Off: a
+    # 30-min run with it missed 29 of 76 clots of the phantom's unseen site (defaults
+    # 15-17; README, quality_30min_mirror*_90patients.json).
     mirror: bool = False
     kwargs: dict = field(default_factory=dict)  # extra constructor arguments of the model
 

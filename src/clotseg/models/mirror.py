@@ -10,14 +10,18 @@ only if its receptive field spans the head, and a training crop never contains i
 :class:`MirrorInput` hands the network, beside every input channel, the same channel
 flipped along the left-right axis of the slice: each pixel then sees the mirror point of
 the other hemisphere in its own receptive field. The flip is about the centre of the
-slice the network is given, which is the head's midline give or take a few millimetres
-when the volume is an ROI centred on the Circle of Willis (``clotseg preprocess --roi
-auto``, ``data.roi: auto``; the phantom's volumes). At inference the flip lives inside the
-model, so validation, ``predict`` and the export to ONNX need nothing of their own. A
-training crop's centre is not the midline, so training batches are mirrored on the whole
-slice (the zero-padded canvas, each case centred on it) before they are cropped and
-augmented, and reach the model already mirrored (:class:`MirrorInput` tells them by their
-channel count). The state dict keys gain a ``net.`` prefix, and ``model.json`` records
+slice the network is given. That is the other side only for a volume centred on the
+head's mid-sagittal plane and not turned about it: ``clotseg preprocess --roi auto``
+centres its box left to right on the head's mirror plane, while the phantom's volumes,
+which follow the clot, lie a median 4-9 mm off it and turned 4-8 degrees
+(``benchmarks/midline_offset.py``). On them the option measured worse on the unseen
+site, and not only in the off-centre volumes (README, "Quality on unseen data").
+
+At inference the flip lives inside the model, so validation, ``predict`` and the export
+to ONNX need nothing of their own. A training crop's centre is not the midline, so
+training batches are mirrored on the whole slice (the zero-padded canvas, each case
+centred on it) before they are cropped and augmented, and reach the model already
+mirrored (:class:`MirrorInput` tells them by their channel count). The state dict keys gain a ``net.`` prefix, and ``model.json`` records
 ``mirror: true`` among the model's arguments so that the model is rebuilt the same.
 
 Canonical slices are ``(X, Y)`` with X the patient's left-right axis in the axial and
