@@ -151,7 +151,7 @@ class ModelConfig:
     # slice's centre, so that each pixel sees the other hemisphere's mirror point
     # (clotseg.models.mirror). Not with a sagittal view (no left-right axis). Off: a
     # 30-min run with it missed 29 of 76 clots of the phantom's unseen site (defaults
-    # 15-17; README, quality_30min_mirror*_90patients.json).
+    # 15-21; README, quality_30min_mirror*_90patients.json).
     mirror: bool = False
     kwargs: dict = field(default_factory=dict)  # extra constructor arguments of the model
 
@@ -198,7 +198,7 @@ class AugmentConfig:
     # on the shifted phantom site the clots every run missed had none (NCCT clot minus
     # tissue 0.4 HU, against 10.7 HU for those every run found; detectability.py). 0 = off.
     # 0.5 in two 30-min runs: 18 and 19 of 76 shifted clots missed (defaults 22-28), 13
-    # and 15 on the training site (6-9); 0.25, two seeds: 17 / 10 and 15 / 12
+    # and 15 on the training site (6-9); 0.25, three seeds: 17 / 10, 15 / 12 and 21 / 11
     # (quality_30min_isodense0{5,25}*_90patients.json): the default, for the unseen site.
     isodense_prob: float = 0.25
     isodense_strength: list = field(default_factory=lambda: [0.7, 1.0])
