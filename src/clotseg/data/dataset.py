@@ -42,6 +42,7 @@ from clotseg.data.augment import (
 )
 from clotseg.data.cache import CachedCase
 from clotseg.data.slabs import cta_projections, slab_indices
+from clotseg.models.mirror import with_mirror
 
 
 def batch_seed(*parts: int) -> int:
@@ -370,8 +371,6 @@ class BatchFactory:
         x = self.project(x, picks, window)
         x = self.isodense(x, picks, cfg, gen, window)
         if self.mirror:  # before the crop: the mirror is about the slice's centre
-            from clotseg.models.mirror import with_mirror
-
             x = with_mirror(x)
         x, y = augment_batch(x, y, cfg, gen, centres=centres_t, out_size=size,
                              noise_gen=noise_gen, hu_per_unit=self.hu_per_unit)
