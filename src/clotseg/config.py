@@ -66,6 +66,11 @@ def valid_views(views: object) -> bool:
             and len(set(views)) == len(views))
 
 
+#: Networks that read a block of ``data.slab`` slices as one volume and mark every slice
+#: (:mod:`clotseg.models.volumetric`), where the others mark the slab's centre slice.
+VOLUMETRIC_MODELS = frozenset({"monai-dynunet-3d"})
+
+
 def default_windows() -> dict[str, list[float]]:
     """:data:`DEFAULT_WINDOWS` as lists, the form a config and ``model.json`` store.
 
@@ -144,7 +149,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "unet-original"  # unet-original | fusion-unet | monai-unet | monai-dynunet
+    # unet-original | fusion-unet | monai-unet | monai-dynunet (2.5D: the slab's centre
+    # slice) | monai-dynunet-3d (3D over data.slab slices, every one marked; e.g. slab 17)
+    name: str = "unet-original"
     base: int = 16  # width of the first level (32 = original)
     dropout: float = 0.1
     # The network also reads every input channel mirrored left to right about the
@@ -439,6 +446,30 @@ def preset(name: str) -> Config:
     return from_dict(yaml.safe_load(text) or {}, source=f"preset {name}")
 
 
+def _volumetric_problems(cfg: Config) -> list[str]:
+    """What a volumetric network (``monai-dynunet-3d``, :mod:`clotseg.models.volumetric`)
+    cannot work with: it marks every slice of a block of ``data.slab`` slices, so the
+    block must be long enough to see along a vessel, hold thin slices only (no CTA
+    projections) and keep its scans' channels apart (no mirror); its in-plane pooling
+    needs a plane padded to a multiple of 16."""
+    if cfg.model.name not in VOLUMETRIC_MODELS:
+        return []
+    d, name = cfg.data, cfg.model.name
+    problems = []
+    if d.slab < 5:
+        problems.append(f"{name} reads a block of data.slab slices as one volume: data.slab "
+                        f"must be at least 5 (e.g. 17), got {d.slab}")
+    if d.cta_mip:
+        problems.append(f"{name} reads thin slices only: data.cta_mip must be 0, got "
+                        f"{d.cta_mip}")
+    if cfg.model.mirror is True:
+        problems.append(f"model.mirror is not available for {name}")
+    if d.pad_multiple % 16:
+        problems.append(f"{name} pools the plane four times: data.pad_multiple must be a "
+                        f"multiple of 16, got {d.pad_multiple}")
+    return problems
+
+
 def check(cfg: Config) -> Config:
     """Reject settings that cannot work, before any data is read."""
     d, a, o, t = cfg.data, cfg.augment, cfg.optim, cfg.train
@@ -463,6 +494,7 @@ def check(cfg: Config) -> Config:
     elif cfg.model.mirror and valid_views(d.views) and "sagittal" in d.views:
         problems.append(f"model.mirror mirrors slices left to right: a sagittal slice has no "
                         f"left-right axis; drop it from data.views, got {d.views}")
+    problems += _volumetric_problems(cfg)
     if not 0 <= d.clot_fraction <= 1:
         problems.append("data.clot_fraction must be within [0, 1]")
     if not 0 <= d.hard_negative_fraction <= 1 - d.clot_fraction:

@@ -828,3 +828,28 @@ def test_a_training_case_needs_both_scans(phantom_cohort, tmp_path):
     one = discover(tmp_path / "data").cases[0]
     with pytest.raises(ClotsegError, match="no NCCT; a training case needs both"):
         cache_case(one, tmp_path / "cache", WINDOWS)
+
+
+def test_volumetric_targets_are_every_slab_slice_and_follow_the_crop(cached):
+    """A volumetric network's sample carries the clot mask of each slab slice (the centre
+    one among them), cropped and warped with the images, from either source."""
+    cases = cached[2]
+    canvas = canvas_size(cases, 16, 32)
+    sampler = SliceSampler(cases, 1.0, 32)
+    aug = AugmentConfig(spatial_prob=1.0, intensity_prob=0.0, blur_prob=0.0, noise_prob=0.0,
+                        lowres_prob=0.0, isodense_prob=0.0)
+    for src in (MemmapSource(cases, 5, canvas), ResidentSource(cases, 5, canvas, "cpu")):
+        plain_x, centre_y = BatchFactory(src, sampler, 4, 0, None).make(3)
+        x, y = BatchFactory(src, sampler, 4, 0, None, volumetric=True).make(3)
+        assert torch.equal(x, plain_x) and y.shape == (4, 5, *canvas)
+        assert torch.equal(y[:, 2:3], centre_y)
+        picks, _ = sampler.draw(4, torch.Generator().manual_seed(3))
+        assert torch.equal(y, src.mask_window(picks, 2))
+        # neighbouring slices differ from the centre somewhere: a clot ends along z
+        assert any(not torch.equal(y[b, 0], y[b, 2]) or not torch.equal(y[b, 4], y[b, 2])
+                   for b in range(4))
+        # with a warped crop, every target slice moves with the images
+        cx, cy = BatchFactory(src, sampler, 4, 32, aug).make(5)
+        vx, vy = BatchFactory(src, sampler, 4, 32, aug, volumetric=True).make(5)
+        assert torch.equal(vx, cx) and vy.shape == (4, 5, 32, 32)
+        assert torch.equal(vy[:, 2:3], cy) and set(torch.unique(vy).tolist()) <= {0.0, 1.0}

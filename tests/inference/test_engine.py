@@ -201,3 +201,51 @@ def test_cta_projections_are_built_before_a_scan_is_blanked():
     no_cta[0] = 0.0
     np.testing.assert_allclose(ncct_alone, predict_probabilities(
         net, no_cta, slab=3, pad_multiple=16, skip_empty=False, cta_mip=4), atol=2e-6)
+
+
+class _SliceEcho(torch.nn.Module):
+    """A volumetric stand-in: each slice's logit is a function of that slice's own CTA,
+    so every block that holds a slice gives it the same value, and a block mapped onto the
+    wrong slices shows. (Its 3D convolution makes the engine treat it as volumetric.)"""
+
+    def __init__(self, slab_size: int):
+        super().__init__()
+        self.slab_size = slab_size
+        self.unused = torch.nn.Conv3d(1, 1, 1)
+
+    def forward(self, x):
+        return 4.0 * x[:, :self.slab_size] + 0.5 * x[:, self.slab_size:] - 2.0
+
+
+@pytest.mark.parametrize("batch_size", [1, 16])
+def test_volumetric_blocks_are_slid_along_the_slices_and_blended_per_slice(batch_size):
+    from clotseg.inference.engine import blend_weights, block_centres, marks_every_slice
+
+    img = _image(shape=(2, 40, 36, 30), seed=4)
+    img[..., :6] = 0.0  # six slices of air: 0-2 are skipped (their slabs hold no input)
+    img[..., 14] = 0.0  # an empty slice inside the volume, computed
+    echo = _SliceEcho(7)
+    assert marks_every_slice(echo) and not marks_every_slice(tiny_net(6))
+    prob = predict_probabilities(echo, img, slab=7, pad_multiple=16, batch_size=batch_size)
+    zs = active_slices(content_mask(img), 7)
+    want = 1.0 / (1.0 + np.exp(-(4.0 * img[0] + 0.5 * img[1] - 2.0)))
+    box = content_mask(img).any(axis=2)
+    np.testing.assert_allclose(prob[..., zs][box], want[..., zs][box], rtol=1e-5, atol=1e-6)
+    skipped = np.setdiff1d(np.arange(30), zs)
+    assert skipped.tolist() == [0, 1, 2] and (prob[..., skipped] == 0).all()
+    # flips (TTA) of a slice-wise function change nothing
+    tta = predict_probabilities(echo, img, slab=7, pad_multiple=16, tta=True)
+    np.testing.assert_allclose(tta, prob, atol=1e-6)
+    # only the slices asked for (predict_alone's restriction) are filled
+    from clotseg.inference.engine import _predict_slices
+
+    some = _predict_slices(echo, img, slab=7, pad_multiple=16, batch_size=4, device="cpu",
+                           amp=False, tta=False, precision=None, skip_empty=True,
+                           roi_margin=64, slices=np.array([10, 11]))
+    assert set(np.flatnonzero(some.any(axis=(0, 1)))) == {10, 11}
+    # every slice lies in a block; blocks stay inside the volume; Gaussian blending
+    centres = block_centres(zs, 30, 7)
+    assert centres.min() >= 3 and centres.max() <= 26
+    assert all(np.abs(centres - z).min() <= 3 for z in zs)
+    w = blend_weights(7)
+    assert w.argmax() == 3 and np.allclose(w, w[::-1]) and w.min() > 0.1

@@ -9,6 +9,7 @@ import zipfile
 
 import numpy as np
 import pytest
+import torch
 
 from clotseg.cli import main
 from clotseg.io.readers import read_volume
@@ -155,7 +156,10 @@ def test_measure_any_masks_gives_predicts_numbers(tmp_path, paint_run, capsys):
     assert "c0.nii.gz: mask grid differs" in capsys.readouterr().err
 
 
-def _tiny_run(root, mirror: bool = False):
+def _tiny_run(root, mirror: bool = False, kind: str = "plain"):
+    if kind == "volumetric":  # the 3D network over 5-slice blocks, random weights
+        torch.manual_seed(0)
+        return write_run(root, "monai-dynunet-3d", {"in_channels": 10, "base": 4}, slab=5)
     if not mirror:
         return write_run(root, "test-tiny", {"in_channels": 2}, state=tiny_net(2).state_dict())
     from clotseg.models.mirror import MirrorInput
@@ -225,14 +229,14 @@ def test_damaged_or_malicious_zip_is_refused(tmp_path, capsys, attack, message):
     assert not (tmp_path / "escaped.yaml").exists()
 
 
-@pytest.mark.parametrize("mirror", [False, True], ids=["plain", "mirror"])
-def test_onnx_engine_matches_torch_on_the_phantom(tmp_path, phantom_cohort, mirror):
+@pytest.mark.parametrize("kind", ["plain", "mirror", "volumetric"])
+def test_onnx_engine_matches_torch_on_the_phantom(tmp_path, phantom_cohort, kind):
     pytest.importorskip("onnxruntime")
     from clotseg.inference.predictor import Predictor
     from clotseg.io.layouts import discover
     from clotseg.metrics.overlap import dice
 
-    run = _tiny_run(tmp_path / "run", mirror)
+    run = _tiny_run(tmp_path / "run", kind == "mirror", kind)
     onnx_file = tmp_path / "model.onnx"
     assert main(["export", str(run), "--onnx", str(onnx_file)]) == 0
     case = discover(phantom_cohort).cases[0]

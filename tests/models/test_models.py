@@ -1,4 +1,5 @@
-"""Every registered network: 2.5D input of odd sizes in, logits of the same size out."""
+"""Every registered network: 2.5D input of odd sizes in, logits of the same size out (one
+map for the slab's centre slice, or one per slice for a volumetric network)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 from clotseg.data.slabs import pad_to_multiple
-from clotseg.models import available_models, create_model
+from clotseg.models import VOLUMETRIC_MODELS, available_models, create_model
 
 #: The built-in networks (tests of other modules register test-only models too).
 BUILTIN = [n for n in available_models() if not n.startswith("test-")]
@@ -26,7 +27,7 @@ def test_forward_backward_odd_sizes(name):
     xp, crop = pad_to_multiple(x, 16)
     xt = torch.from_numpy(xp).requires_grad_(True)
     out = model(xt)
-    assert out.shape == (2, 1, *xp.shape[-2:])
+    assert out.shape == (2, 3 if name in VOLUMETRIC_MODELS else 1, *xp.shape[-2:])
     out[:, :, crop[0], crop[1]].mean().backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
@@ -123,3 +124,27 @@ def test_mirrored_model_trains_and_is_rebuilt_from_its_json_kwargs(name):
         create_model(name, **{**kwargs, "mirror": False}).load_state_dict(a.state_dict())
     with pytest.raises(TypeError, match="mirror must be true or false"):
         create_model(name, **{**kwargs, "mirror": "yes"})
+
+
+def test_volumetric_network_marks_every_slice_from_its_neighbours_in_3d():
+    from clotseg.models.volumetric import VolumetricUNet, is_volumetric
+
+    torch.manual_seed(3)
+    model = create_model("monai-dynunet-3d", in_channels=10, base=4).eval()
+    assert isinstance(model, VolumetricUNet) and model.slices == 5 and is_volumetric(model)
+    assert not is_volumetric(create_model("unet-original", in_channels=10, base=4))
+    x = torch.rand(2, 10, 32, 48)
+    out = model(x)
+    assert out.shape == (2, 5, 32, 48)
+    # A change in the first slice of either scan reaches the last slice's logits (3D
+    # context), and only the sample that was changed.
+    for channel in (0, 5):
+        x2 = x.clone()
+        x2[0, channel] = 1.0 - x2[0, channel]
+        out2 = model(x2)
+        assert (out2[0, 4] - out[0, 4]).abs().max() > 1e-6
+        torch.testing.assert_close(out2[1], out[1])
+    with pytest.raises(ValueError, match="built for 5 slices"):
+        model(torch.rand(1, 6, 32, 32))
+    with pytest.raises(ValueError, match="even number"):
+        create_model("monai-dynunet-3d", in_channels=5)

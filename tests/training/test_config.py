@@ -294,3 +294,22 @@ def test_mirror_is_checked_stored_only_when_on_and_off_in_old_runs(tmp_path):
     with pytest.raises(ConfigError, match="model.kwargs must not set mirror"):
         check(apply_overrides(preset("default"), ["model.kwargs={mirror: true}"]))
     assert _read_back_without(tmp_path, "model", "mirror") is False
+
+
+def test_volumetric_model_needs_a_block_of_thin_slices():
+    from clotseg.training.trainer import build_model, model_spec
+
+    cfg = check(apply_overrides(preset("default"), ["model.name=monai-dynunet-3d",
+                                                    "data.slab=17", "model.base=8"]))
+    model = build_model(model_spec(cfg))
+    assert type(model).__name__ == "VolumetricUNet" and model.slices == 17
+    for overrides, message in (
+            (["data.slab=3"], "data.slab must be at least 5"),
+            (["data.slab=9", "data.cta_mip=8"], "data.cta_mip must be 0"),
+            (["data.slab=9", "model.mirror=true"], "model.mirror is not available"),
+            (["data.slab=9", "data.pad_multiple=8"], "multiple of 16")):
+        with pytest.raises(ConfigError, match=message):
+            check(apply_overrides(preset("default"), ["model.name=monai-dynunet-3d",
+                                                      *overrides]))
+    # the same settings are fine for a slice network
+    check(apply_overrides(preset("default"), ["data.slab=3", "data.pad_multiple=8"]))

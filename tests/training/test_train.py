@@ -635,3 +635,25 @@ def test_retune_chooses_the_post_processing_again_without_training(phantom_cohor
         retune(tmp_path / "half")
     with pytest.raises(ClotsegError, match="tune_postprocess is false"):
         retune(run, settings=["train.tune_postprocess=false"])
+
+
+def test_volumetric_model_trains_on_blocks_and_predicts_on_the_cta_grid(phantom_cohort,
+                                                                          tmp_path):
+    # Real steps of the 3D network on 5-slice blocks (every slice's mask is its target);
+    # the run reloads as the 3D network, and predict, sliding the block along the slices,
+    # writes a mask on the CTA's own grid.
+    from clotseg.io.ongrid import file_grid
+    from clotseg.models.volumetric import VolumetricUNet
+
+    run, out = tmp_path / "run", tmp_path / "pred"
+    assert main(["train", str(phantom_cohort), "--out", str(run), "--epochs", "1", *TINY,
+                 "--set", "model.name=monai-dynunet-3d", "--set", "data.slab=5",
+                 "--set", "train.tune_postprocess=false"]) == 0
+    assert np.isfinite(losses(run)).all()
+    spec = load_model_spec(run)
+    assert spec.model_name == "monai-dynunet-3d" and spec.slab == 5
+    model, _ = load_model(run)
+    assert isinstance(model, VolumetricUNet) and model.slices == 5
+    case = sorted(p for p in phantom_cohort.iterdir() if p.is_dir())[0]
+    assert main(["predict", str(run), str(case), str(out), "-q"]) == 0
+    assert file_grid(out / f"{case.name}.nii.gz").same_as(file_grid(case / "cta.nii.gz"))

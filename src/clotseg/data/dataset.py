@@ -14,6 +14,9 @@ A batch is made in three steps, the same on every device:
 3. :func:`clotseg.data.augment.augment_batch` crops to the training patch and augments, on
    the batch's device.
 
+The target is the centre slice's clot mask, or every slab slice's for a volumetric network
+(``BatchFactory(volumetric=True)``), warped and cropped with the images.
+
 Every batch is seeded from ``(seed, epoch, rank, step)`` alone, so a batch does not depend
 on which process or DataLoader worker makes it, and a resumed run sees exactly the batches
 an uninterrupted one would have seen.
@@ -326,8 +329,12 @@ class BatchFactory:
     def __init__(self, source: _Source, sampler: SliceSampler, batch_size: int, patch: int,
                  augment: AugmentConfig | None, windows: dict | None = None,
                  modality_dropout: float = 0.0, cta_mip: int = 0,
-                 modality_dropout_ncct: float = 0.5, mirror: bool = False):
+                 modality_dropout_ncct: float = 0.5, mirror: bool = False,
+                 volumetric: bool = False):
         self.source, self.sampler = source, sampler
+        # a volumetric network (models/volumetric.py) marks every slab slice: the target
+        # is the clot mask of each of them, not of the centre slice alone
+        self.volumetric = bool(volumetric)
         self.mirror = bool(mirror)  # model.mirror: batches carry the mirrored channels
         self.modality_dropout = float(modality_dropout)  # train.modality_dropout
         self.modality_dropout_ncct = float(modality_dropout_ncct)  # ... whose NCCT goes
@@ -367,6 +374,8 @@ class BatchFactory:
         else:
             x, y = self.source.gather(picks)
             window, centres_t, size = (), None, None
+        if self.volumetric:
+            y = self.source.mask_window(picks, self.source.slab // 2, *window)
         x = self.reslice(x, picks, cfg, gen, window)
         x = self.project(x, picks, window)
         x = self.isodense(x, picks, cfg, gen, window)

@@ -97,13 +97,14 @@ def prepare_model(model, device="cpu", *, in_channels: int | None = None, fuse: 
     input (channels default to the first convolution's) against the unfolded network; a network that cannot be traced or folded faithfully is used as it
     is. The result is for inference only (a copy when folding succeeded).
     """
-    import torch
 
     model = model.to(device).eval()
     if fuse:
         model = _folded_or_original(model, device, in_channels, check_size)
     if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        from clotseg.models.volumetric import memory_format
+
+        model = model.to(memory_format=memory_format(model))
     return model
 
 
@@ -179,6 +180,58 @@ def _box_in_image(box: tuple[int, int], size: int, multiple: int
     lo, hi = box[0] - before, box[1] - before
     start, stop = max(lo, 0), min(hi, size)
     return slice(start, stop), (start - lo, hi - stop)
+
+
+def marks_every_slice(model) -> bool:
+    """True for a volumetric network (:mod:`clotseg.models.volumetric`), which marks every
+    slice of its input block rather than the centre slice; an engine object other than a
+    torch module (the ONNX runner) says so through its ``volumetric`` attribute."""
+    flag = getattr(model, "volumetric", None)
+    if flag is not None:
+        return bool(flag)
+    from torch import nn
+
+    from clotseg.models.volumetric import is_volumetric
+
+    return isinstance(model, nn.Module) and is_volumetric(model)
+
+
+def block_centres(zs: np.ndarray, depth: int, slab: int) -> np.ndarray:
+    """Centre slices of the blocks a volumetric network is run on so that every slice of
+    ``zs`` lies in at least one block: half a block apart (the overlap nnU-Net's sliding
+    window uses), kept inside the volume where it is deep enough, so a block repeats an
+    edge slice only in a volume shallower than the block.
+
+    Examples:
+        >>> block_centres(np.arange(40), 40, 17).tolist()
+        [8, 16, 24, 31]
+        >>> block_centres(np.array([0, 5, 10]), 40, 5).tolist()  # 5 lies in a gap
+        [2, 5, 10]
+    """
+    r = slab // 2
+    hi = max(r, depth - 1 - r)
+    centres = np.clip(np.append(zs[::max(1, r)], zs[-1]), r, hi)
+    covered = np.zeros(max(depth, int(centres.max()) + r + 1), bool)
+    for c in centres:
+        covered[max(0, c - r):c + r + 1] = True
+    missed = zs[~covered[zs]]  # active slices beyond a gap in zs
+    return np.unique(np.concatenate([centres, np.clip(missed, r, hi)]))
+
+
+def blend_weights(slab: int) -> np.ndarray:
+    """Weight of each block slice when the overlapping blocks of a volumetric network are
+    averaged: a Gaussian over the block (sigma a quarter of it), so a slice counts most
+    from the blocks it is central in, where the network sees most around it (as MONAI's
+    and nnU-Net's Gaussian sliding-window blending). Written here because the blocks are
+    the engine's slabs (edge slices repeated, empty input skipped), not a window grid.
+
+    Examples:
+        >>> w = blend_weights(17)
+        >>> int(w.argmax()), round(float(w[0]), 2)
+        (8, 0.17)
+    """
+    k = np.arange(slab, dtype=np.float64) - slab // 2
+    return np.exp(-0.5 * (k / (slab / 4.0)) ** 2).astype(np.float32)
 
 
 def predict_probabilities(model, image: np.ndarray, *, slab: int, pad_multiple: int,
@@ -276,6 +329,52 @@ def _predict_slices(model, image: np.ndarray, *, slab: int, pad_multiple: int,
     box = inplane_box(content, roi_margin if skip_empty else None, pad_multiple)
     if zs.size == 0:
         return out.transpose(1, 2, 0)
+    (bx, (a0, a1)), (by, (b0, b1)) = (_box_in_image(b, n, pad_multiple)
+                                      for b, n in zip(box, (nx, ny)))
+    # (Z, 2, X', Y'): one contiguous copy, axial first, so that a batch is one gather.
+    vol = torch.from_numpy(np.ascontiguousarray(
+        np.asarray(image, dtype=np.float32)[:, bx, by].transpose(3, 0, 1, 2))).to(dev)
+    crop = (slice(a0, a0 + vol.shape[-2]), slice(b0, b0 + vol.shape[-1]))
+    flips = [(), (2,), (3,)] if tta else [()]
+    volumetric = marks_every_slice(model)
+    centres = block_centres(zs, depth, slab) if volumetric else zs
+    step = max(1, batch_size // slab) if volumetric else batch_size
+    if volumetric:  # blended sums of every block's slices, and of their weights
+        acc = torch.zeros((depth, *vol.shape[-2:]), device=dev)
+        weight_sum = torch.zeros(depth, device=dev)
+        weights = torch.from_numpy(blend_weights(slab)).to(dev)
+    with torch.inference_mode(), autocast_context(dev, amp, precision or "auto"):
+        for start in range(0, centres.size, step):
+            batch_z = centres[start:start + step]
+            idx = torch.from_numpy(np.stack([slab_indices(int(z), depth, slab)
+                                             for z in batch_z])).to(dev)
+            # (B, slab, 2, X', Y') -> (B, 2*slab, X', Y'): [CTA slab..., NCCT slab...]
+            x = vol[idx].permute(0, 2, 1, 3, 4).reshape(len(batch_z), -1, *vol.shape[-2:])
+            if cta_mip:  # the outer CTA slices -> projections (before any blanking)
+                wide = torch.from_numpy(np.stack([slab_indices(int(z), depth, 2 * cta_mip + 1)
+                                                  for z in batch_z])).to(dev)
+                x[:, 0], x[:, slab - 1] = cta_projections(vol[wide, 0], slab)
+            if blank is not None:
+                x[:, blank * slab:(blank + 1) * slab] = MISSING_VALUE
+            x = torch.nn.functional.pad(x, (b0, b1, a0, a1))
+            x = x.contiguous(memory_format=torch.channels_last)
+            prob = None
+            for f in flips:
+                xf = torch.flip(x, f) if f else x
+                y = torch.sigmoid(model(xf).float())
+                y = torch.flip(y, f) if f else y
+                prob = y if prob is None else prob + y
+            prob = (prob / len(flips))[:, :, crop[0], crop[1]]
+            if volumetric:
+                acc.index_add_(0, idx.reshape(-1), (prob * weights.view(1, -1, 1, 1))
+                               .reshape(-1, *prob.shape[-2:]))
+                weight_sum.index_add_(0, idx.reshape(-1), weights.repeat(len(batch_z)))
+            else:
+                out[batch_z, bx, by] = prob[:, 0].cpu().numpy()
+    if volumetric:  # only the slices asked for (and with input): the others stay 0
+        blended = (acc[zs] / weight_sum[zs].clamp_min(1e-12).view(-1, 1, 1)).cpu().numpy()
+        out[zs, bx, by] = blended
+    return out.transpose(1, 2, 0)
     (bx, (a0, a1)), (by, (b0, b1)) = (_box_in_image(b, n, pad_multiple)
                                       for b, n in zip(box, (nx, ny)))
     # (Z, 2, X', Y'): one contiguous copy, axial first, so that a batch is one gather.

@@ -39,6 +39,9 @@ class OnnxNet:
             raise ClotsegError(f"{where}not a usable ONNX model "
                                f"({str(exc).splitlines()[0][:200]})") from None
         self.input_name = self.session.get_inputs()[0].name
+        # a volumetric network marks every input slice (set from the model's settings by
+        # load_onnx: the exported graph leaves its output channel count symbolic)
+        self.volumetric = False
 
     def eval(self) -> OnnxNet:
         return self
@@ -82,12 +85,16 @@ def load_onnx(run: str | Path, num_threads: int | None = None) -> tuple[OnnxNet,
     """An :class:`OnnxNet` and its settings from a ``.onnx`` file, or (exported on the
     fly) from a run folder or ``model.zip``."""
     from clotseg.model_export import model_folder, onnx_bytes
+    from clotseg.models import VOLUMETRIC_MODELS
     from clotseg.runs import load_model_spec
 
     path = Path(run)
     if path.suffix.lower() == ".onnx":
         if not path.is_file():
             raise ClotsegError(f"{path}: ONNX model file does not exist")
-        return OnnxNet(path, num_threads), spec_from_onnx(path)
-    folder = model_folder(path)
-    return OnnxNet(onnx_bytes(folder), num_threads), load_model_spec(folder)
+        net, spec = OnnxNet(path, num_threads), spec_from_onnx(path)
+    else:
+        folder = model_folder(path)
+        net, spec = OnnxNet(onnx_bytes(folder), num_threads), load_model_spec(folder)
+    net.volumetric = spec.model_name in VOLUMETRIC_MODELS
+    return net, spec

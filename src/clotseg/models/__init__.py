@@ -3,7 +3,9 @@
 :mod:`clotseg.runs`), so that a checkpoint can be rebuilt without pickling code.
 
 All networks take ``(B, C, H, W)`` with ``C = 2 * slab`` channels ordered
-``[CTA slices..., NCCT slices...]`` and return **logits** ``(B, 1, H, W)``; the sigmoid
+``[CTA slices..., NCCT slices...]`` and return **logits** ``(B, 1, H, W)`` for the centre
+slice, or ``(B, slab, H, W)``, one per slice, for the networks of
+:data:`VOLUMETRIC_MODELS`; the sigmoid
 is applied by the loss and at inference (more stable than a sigmoid head in the model).
 
 The table is written out here rather than filled by decorators in the network modules:
@@ -16,6 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+
+# Networks that read a block of slices as one volume and mark every slice; the names live
+# with the settings, whose check needs them (clotseg.config.VOLUMETRIC_MODELS).
+from clotseg.config import VOLUMETRIC_MODELS
 
 
 def _unet_original(**kwargs: Any) -> Any:
@@ -42,12 +48,19 @@ def _monai_dynunet(**kwargs: Any) -> Any:
     return monai_dynunet(**kwargs)
 
 
+def _monai_dynunet_3d(**kwargs: Any) -> Any:
+    from clotseg.models.volumetric import dynunet_3d
+
+    return dynunet_3d(**kwargs)
+
+
 #: ``name -> factory(**kwargs)`` of every network ``model.name`` may select.
 MODELS: dict[str, Callable[..., Any]] = {
     "unet-original": _unet_original,
     "fusion-unet": _fusion_unet,
     "monai-unet": _monai_unet,
     "monai-dynunet": _monai_dynunet,
+    "monai-dynunet-3d": _monai_dynunet_3d,
 }
 
 
@@ -115,4 +128,4 @@ def create_model(name: str, **kwargs: Any) -> Any:
     return MODELS[name](**kwargs)
 
 
-__all__ = ["MODELS", "available_models", "create_model", "register_model"]
+__all__ = ["MODELS", "VOLUMETRIC_MODELS", "available_models", "create_model", "register_model"]

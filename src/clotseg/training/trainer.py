@@ -51,6 +51,8 @@ from clotseg.inference.engine import (
 from clotseg.inference.postprocess import postprocess
 from clotseg.io.layouts import discover
 from clotseg.metrics.overlap import dice as overlap_dice
+from clotseg.models import VOLUMETRIC_MODELS
+from clotseg.models.volumetric import memory_format
 from clotseg.runs import ModelSpec, Run, TrainSummary
 from clotseg.training import distributed as D
 from clotseg.training.checkpoint import rng_state, set_rng_state
@@ -381,7 +383,8 @@ class Trainer:
                                     modality_dropout=cfg.train.modality_dropout,
                                     cta_mip=cfg.data.cta_mip,
                                     modality_dropout_ncct=cfg.train.modality_dropout_ncct,
-                                    mirror=cfg.model.mirror)
+                                    mirror=cfg.model.mirror,
+                                    volumetric=cfg.model.name in VOLUMETRIC_MODELS)
 
     def _cache_folder(self) -> Path:
         """Where the prepared cases are cached: ``data.cache_dir``, else the RUN folder's."""
@@ -410,7 +413,7 @@ class Trainer:
         cfg, device = self.cfg, self.device
         self.model = self.model.to(device)
         if cfg.train.channels_last:  # also on CPU: oneDNN trains faster (see README)
-            self.model = self.model.to(memory_format=torch.channels_last)
+            self.model = self.model.to(memory_format=memory_format(self.model))
         self.optim = make_optimizer(cfg, self.model.parameters(), device)
         self.ema = EmaWeights(self.model, cfg.train.ema_decay) if cfg.train.ema_decay else None
         self.sched = LRSchedule(cfg, cfg.train.epochs * cfg.train.steps_per_epoch)
@@ -869,6 +872,8 @@ def train_step(step_net, model, x: torch.Tensor, y: torch.Tensor, optim, loss_fn
         x = x.contiguous(memory_format=torch.channels_last)
     with autocast_context(device, cfg.train.amp, cfg.train.precision):
         logits = step_net(x)
+    if logits.shape[1] > 1:  # a volumetric network: one 3D volume of slices per sample
+        logits, y = logits.unsqueeze(1), y.unsqueeze(1)
     loss = loss_fn(logits.float(), y)
     optim.zero_grad(set_to_none=True)
     loss.backward()
