@@ -150,7 +150,10 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     # unet-original | fusion-unet | monai-unet | monai-dynunet (2.5D: the slab's centre
-    # slice) | monai-dynunet-3d (3D over data.slab slices, every one marked; e.g. slab 17)
+    # slice) | monai-dynunet-3d (3D over data.slab slices, every one marked; e.g. slab 9).
+    # 3D at the 30-min CPU budget (slab 9, base 8, bf16): 36 epochs, every clot-free
+    # shifted patient with a speck, but 15 of 19 shifted ICA clots found (2.5D 9-13;
+    # README, quality_30min_dynunet3d*_90patients.json): for larger budgets.
     name: str = "unet-original"
     base: int = 16  # width of the first level (32 = original)
     dropout: float = 0.1
@@ -458,7 +461,7 @@ def _volumetric_problems(cfg: Config) -> list[str]:
     problems = []
     if d.slab < 5:
         problems.append(f"{name} reads a block of data.slab slices as one volume: data.slab "
-                        f"must be at least 5 (e.g. 17), got {d.slab}")
+                        f"must be at least 5 (e.g. 9), got {d.slab}")
     if d.cta_mip:
         problems.append(f"{name} reads thin slices only: data.cta_mip must be 0, got "
                         f"{d.cta_mip}")

@@ -97,7 +97,6 @@ def prepare_model(model, device="cpu", *, in_channels: int | None = None, fuse: 
     input (channels default to the first convolution's) against the unfolded network; a network that cannot be traced or folded faithfully is used as it
     is. The result is for inference only (a copy when folding succeeded).
     """
-
     model = model.to(device).eval()
     if fuse:
         model = _folded_or_original(model, device, in_channels, check_size)
@@ -374,35 +373,4 @@ def _predict_slices(model, image: np.ndarray, *, slab: int, pad_multiple: int,
     if volumetric:  # only the slices asked for (and with input): the others stay 0
         blended = (acc[zs] / weight_sum[zs].clamp_min(1e-12).view(-1, 1, 1)).cpu().numpy()
         out[zs, bx, by] = blended
-    return out.transpose(1, 2, 0)
-    (bx, (a0, a1)), (by, (b0, b1)) = (_box_in_image(b, n, pad_multiple)
-                                      for b, n in zip(box, (nx, ny)))
-    # (Z, 2, X', Y'): one contiguous copy, axial first, so that a batch is one gather.
-    vol = torch.from_numpy(np.ascontiguousarray(
-        np.asarray(image, dtype=np.float32)[:, bx, by].transpose(3, 0, 1, 2))).to(dev)
-    crop = (slice(a0, a0 + vol.shape[-2]), slice(b0, b0 + vol.shape[-1]))
-    flips = [(), (2,), (3,)] if tta else [()]
-    with torch.inference_mode(), autocast_context(dev, amp, precision or "auto"):
-        for start in range(0, zs.size, batch_size):
-            batch_z = zs[start:start + batch_size]
-            idx = torch.from_numpy(np.stack([slab_indices(int(z), depth, slab)
-                                             for z in batch_z])).to(dev)
-            # (B, slab, 2, X', Y') -> (B, 2*slab, X', Y'): [CTA slab..., NCCT slab...]
-            x = vol[idx].permute(0, 2, 1, 3, 4).reshape(len(batch_z), -1, *vol.shape[-2:])
-            if cta_mip:  # the outer CTA slices -> projections (before any blanking)
-                wide = torch.from_numpy(np.stack([slab_indices(int(z), depth, 2 * cta_mip + 1)
-                                                  for z in batch_z])).to(dev)
-                x[:, 0], x[:, slab - 1] = cta_projections(vol[wide, 0], slab)
-            if blank is not None:
-                x[:, blank * slab:(blank + 1) * slab] = MISSING_VALUE
-            x = torch.nn.functional.pad(x, (b0, b1, a0, a1))
-            x = x.contiguous(memory_format=torch.channels_last)
-            prob = None
-            for f in flips:
-                xf = torch.flip(x, f) if f else x
-                y = torch.sigmoid(model(xf).float())
-                y = torch.flip(y, f) if f else y
-                prob = y if prob is None else prob + y
-            prob = (prob / len(flips))[:, 0, crop[0], crop[1]]
-            out[batch_z, bx, by] = prob.cpu().numpy()
     return out.transpose(1, 2, 0)
