@@ -151,9 +151,10 @@ class DataConfig:
 class ModelConfig:
     # unet-original | fusion-unet | monai-unet | monai-dynunet (2.5D: the slab's centre
     # slice) | monai-dynunet-3d (3D over data.slab slices, every one marked; e.g. slab 9).
-    # 3D at the 30-min CPU budget (slab 9, base 8, bf16): 36 epochs, every clot-free
-    # shifted patient with a speck, but 15 of 19 shifted ICA clots found (2.5D 9-13;
-    # README, quality_30min_dynunet3d*_90patients.json): for larger budgets.
+    # 3D at the 30-min CPU budget (slab 9, base 8, bf16; two seeds): 36-37 epochs, 13-14
+    # of 14 clot-free shifted patients with a speck, but 15 and 17 of 19 shifted ICA clots
+    # found (2.5D 9-13; README, quality_30min_dynunet3d*_90patients.json): for larger
+    # budgets.
     name: str = "unet-original"
     base: int = 16  # width of the first level (32 = original)
     dropout: float = 0.1
