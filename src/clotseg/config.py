@@ -164,6 +164,10 @@ class ModelConfig:
     # 30-min run with it missed 29 of 76 clots of the phantom's unseen site (defaults
     # 15-21; README, quality_30min_mirror*_90patients.json).
     mirror: bool = False
+    # monai-dynunet-3d only: this many extra output heads at coarser decoder levels (0-3),
+    # trained with halving weights and dropped at prediction (nnU-Net trains its 3D U-Nets
+    # this way; clotseg.models.volumetric). 0 = off.
+    deep_supervision: int = 0
     kwargs: dict = field(default_factory=dict)  # extra constructor arguments of the model
 
 
@@ -455,9 +459,16 @@ def _volumetric_problems(cfg: Config) -> list[str]:
     cannot work with: it marks every slice of a block of ``data.slab`` slices, so the
     block must be long enough to see along a vessel, hold thin slices only (no CTA
     projections) and keep its scans' channels apart (no mirror); its in-plane pooling
-    needs a plane padded to a multiple of 16."""
+    needs a plane padded to a multiple of 16. Only these networks have deep-supervision
+    heads (``model.deep_supervision``)."""
+    ds = cfg.model.deep_supervision
+    if not isinstance(ds, int) or isinstance(ds, bool) or not 0 <= ds <= 3:
+        return [f"model.deep_supervision must be a number of extra output heads in [0, 3], "
+                f"got {ds!r}"]
     if cfg.model.name not in VOLUMETRIC_MODELS:
-        return []
+        return ([f"model.deep_supervision is for the volumetric networks "
+                 f"({', '.join(sorted(VOLUMETRIC_MODELS))}), not {cfg.model.name}"]
+                if ds else [])
     d, name = cfg.data, cfg.model.name
     problems = []
     if d.slab < 5:

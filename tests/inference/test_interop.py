@@ -157,9 +157,11 @@ def test_measure_any_masks_gives_predicts_numbers(tmp_path, paint_run, capsys):
 
 
 def _tiny_run(root, mirror: bool = False, kind: str = "plain"):
-    if kind == "volumetric":  # the 3D network over 5-slice blocks, random weights
+    if kind.startswith("volumetric"):  # the 3D network over 5-slice blocks, random weights
         torch.manual_seed(0)
-        return write_run(root, "monai-dynunet-3d", {"in_channels": 10, "base": 4}, slab=5)
+        heads = {"deep_supervision": 2} if kind == "volumetric-heads" else {}
+        return write_run(root, "monai-dynunet-3d", {"in_channels": 10, "base": 4, **heads},
+                         slab=5)
     if not mirror:
         return write_run(root, "test-tiny", {"in_channels": 2}, state=tiny_net(2).state_dict())
     from clotseg.models.mirror import MirrorInput
@@ -229,7 +231,7 @@ def test_damaged_or_malicious_zip_is_refused(tmp_path, capsys, attack, message):
     assert not (tmp_path / "escaped.yaml").exists()
 
 
-@pytest.mark.parametrize("kind", ["plain", "mirror", "volumetric"])
+@pytest.mark.parametrize("kind", ["plain", "mirror", "volumetric", "volumetric-heads"])
 def test_onnx_engine_matches_torch_on_the_phantom(tmp_path, phantom_cohort, kind):
     pytest.importorskip("onnxruntime")
     from clotseg.inference.predictor import Predictor
@@ -258,6 +260,9 @@ def test_onnx_engine_matches_torch_on_the_phantom(tmp_path, phantom_cohort, kind
     assert main(["predict", str(onnx_file), str(case.cta.parent), str(out), "--threshold",
                  f"{threshold:.6f}", "--tta", "--all-components"]) == 0
     mask = read_volume(out / f"{case.case_id}.nii.gz").array
-    assert dice(mask > 0, ref >= threshold) >= 0.999 and mask.sum() > 50
+    # Equal wherever the probability is clear of the threshold by more than the engines'
+    # tolerance above (an untrained network puts many voxels within a hair of it).
+    clear = np.abs(ref - threshold) > 1e-4
+    assert np.array_equal((mask > 0)[clear], (ref >= threshold)[clear]) and mask.sum() > 50
     summary = json.loads((out / "predict.json").read_text())
     assert summary["runs"] == [str(onnx_file)]

@@ -3,6 +3,8 @@ map for the slab's centre slice, or one per slice for a volumetric network)."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -148,3 +150,23 @@ def test_volumetric_network_marks_every_slice_from_its_neighbours_in_3d():
         model(torch.rand(1, 6, 32, 32))
     with pytest.raises(ValueError, match="even number"):
         create_model("monai-dynunet-3d", in_channels=5)
+
+
+def test_volumetric_network_returns_its_deep_supervision_heads_in_training_only():
+    torch.manual_seed(4)
+    model = create_model("monai-dynunet-3d", in_channels=10, base=4, deep_supervision=2)
+    x = torch.rand(2, 10, 32, 48)
+    heads = model.train()(x)
+    assert heads.shape == (2, 3, 5, 32, 48)  # full resolution first, then two coarser
+    # The coarser heads are upsampled from coarser grids: blockier than the main output.
+    assert not torch.equal(heads[:, 0], heads[:, 1])
+    # Nothing of the step is kept in the module: it deep-copies (as validation does) and
+    # the copy gives the same output.
+    copied = copy.deepcopy(model)
+    torch.testing.assert_close(copied.eval()(x), model.eval()(x))
+    assert model.eval()(x).shape == (2, 5, 32, 48)
+    plain = create_model("monai-dynunet-3d", in_channels=10, base=4)
+    assert plain.train()(x).shape == (2, 5, 32, 48)
+    for bad in (4, -1, True, 1.5):
+        with pytest.raises(ValueError, match="deep_supervision"):
+            create_model("monai-dynunet-3d", in_channels=10, deep_supervision=bad)

@@ -307,9 +307,19 @@ def test_volumetric_model_needs_a_block_of_thin_slices():
             (["data.slab=3"], "data.slab must be at least 5"),
             (["data.slab=9", "data.cta_mip=8"], "data.cta_mip must be 0"),
             (["data.slab=9", "model.mirror=true"], "model.mirror is not available"),
-            (["data.slab=9", "data.pad_multiple=8"], "multiple of 16")):
+            (["data.slab=9", "data.pad_multiple=8"], "multiple of 16"),
+            (["data.slab=9", "model.deep_supervision=4"], "model.deep_supervision must be"),
+            (["data.slab=9", "model.deep_supervision=true"], "model.deep_supervision must be")):
         with pytest.raises(ConfigError, match=message):
             check(apply_overrides(preset("default"), ["model.name=monai-dynunet-3d",
                                                       *overrides]))
-    # the same settings are fine for a slice network
+    # the same settings are fine for a slice network, deep supervision is not
     check(apply_overrides(preset("default"), ["data.slab=3", "data.pad_multiple=8"]))
+    with pytest.raises(ConfigError, match="deep_supervision is for the volumetric"):
+        check(apply_overrides(preset("default"), ["model.deep_supervision=1"]))
+    # heads go into the saved constructor arguments only when asked for
+    assert "deep_supervision" not in model_spec(cfg).model_kwargs
+    ds = check(apply_overrides(preset("default"), ["model.name=monai-dynunet-3d",
+                                                   "data.slab=9", "model.deep_supervision=2"]))
+    assert model_spec(ds).model_kwargs["deep_supervision"] == 2
+    assert build_model(model_spec(ds)).net.deep_supervision is True

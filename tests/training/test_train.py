@@ -559,6 +559,39 @@ def test_training_steps_run_in_the_precision_asked_for(precision, expected):
     assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
 
 
+def test_deep_supervision_loss_weighs_every_head_and_trains_them():
+    """The heads' losses are weighted 1, 1/2, 1/4 ... normalised to sum 1 (so identical
+    heads give exactly one head's loss), and one real step of a deeply supervised 3D
+    network moves the coarse heads' weights as well as the main output's."""
+    from clotseg.config import Config, set_value
+    from clotseg.models import create_model
+    from clotseg.training.losses import deep_supervision_loss, make_loss
+    from clotseg.training.trainer import train_step
+
+    loss_fn = make_loss("dice_bce")
+    torch.manual_seed(5)
+    y = (torch.rand(2, 5, 16, 16) > 0.8).float()
+    one = torch.randn(2, 5, 16, 16)
+    other = torch.randn(2, 5, 16, 16)
+    single = loss_fn(one.unsqueeze(1), y.unsqueeze(1))
+    torch.testing.assert_close(deep_supervision_loss(loss_fn, torch.stack([one] * 3, 1), y),
+                               single)
+    mixed = deep_supervision_loss(loss_fn, torch.stack([one, other], 1), y)
+    torch.testing.assert_close(
+        mixed, (2 * single + loss_fn(other.unsqueeze(1), y.unsqueeze(1))) / 3)
+
+    cfg = Config()
+    set_value(cfg, "model.name", "monai-dynunet-3d")
+    model = create_model("monai-dynunet-3d", in_channels=10, base=4, deep_supervision=1)
+    heads = model.net.deep_supervision_heads
+    before = [p.detach().clone() for p in heads.parameters()]
+    optim = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    x, y = torch.randn(2, 10, 32, 32), (torch.rand(2, 5, 32, 32) > 0.9).float()
+    loss = train_step(model, model.train(), x, y, optim, loss_fn, cfg, torch.device("cpu"))
+    assert torch.isfinite(loss)
+    assert any(not torch.equal(a, p) for a, p in zip(before, heads.parameters(), strict=True))
+
+
 def test_bf16_training_run_is_logged_and_checked(phantom_cohort, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", str(phantom_cohort), "--out", str(run), "--epochs", "1", *TINY,
@@ -637,23 +670,28 @@ def test_retune_chooses_the_post_processing_again_without_training(phantom_cohor
         retune(run, settings=["train.tune_postprocess=false"])
 
 
+@pytest.mark.parametrize("heads", [0, 1])
 def test_volumetric_model_trains_on_blocks_and_predicts_on_the_cta_grid(phantom_cohort,
-                                                                          tmp_path):
-    # Real steps of the 3D network on 5-slice blocks (every slice's mask is its target);
-    # the run reloads as the 3D network, and predict, sliding the block along the slices,
-    # writes a mask on the CTA's own grid.
+                                                                          tmp_path, heads):
+    # Real steps of the 3D network on 5-slice blocks (every slice's mask is its target),
+    # with and without a deep-supervision head; the run reloads as the 3D network (with
+    # its head's weights), and predict, sliding the block along the slices, writes a mask
+    # on the CTA's own grid.
     from clotseg.io.ongrid import file_grid
     from clotseg.models.volumetric import VolumetricUNet
 
     run, out = tmp_path / "run", tmp_path / "pred"
     assert main(["train", str(phantom_cohort), "--out", str(run), "--epochs", "1", *TINY,
                  "--set", "model.name=monai-dynunet-3d", "--set", "data.slab=5",
+                 "--set", f"model.deep_supervision={heads}",
                  "--set", "train.tune_postprocess=false"]) == 0
     assert np.isfinite(losses(run)).all()
     spec = load_model_spec(run)
     assert spec.model_name == "monai-dynunet-3d" and spec.slab == 5
+    assert spec.model_kwargs.get("deep_supervision", 0) == heads
     model, _ = load_model(run)
     assert isinstance(model, VolumetricUNet) and model.slices == 5
+    assert model.net.deep_supervision is bool(heads)
     case = sorted(p for p in phantom_cohort.iterdir() if p.is_dir())[0]
     assert main(["predict", str(run), str(case), str(out), "-q"]) == 0
     assert file_grid(out / f"{case.name}.nii.gz").same_as(file_grid(case / "cta.nii.gz"))

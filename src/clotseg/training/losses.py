@@ -41,3 +41,22 @@ class DiceBCE(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.dice(logits, target) + self.bce(logits, target)
+
+
+def deep_supervision_loss(loss_fn: nn.Module, heads: torch.Tensor,
+                          target: torch.Tensor) -> torch.Tensor:
+    """``loss_fn`` over every output head of a deeply supervised volumetric network.
+
+    ``heads``: ``(B, K, S, H, W)`` logits, the full-resolution output first and the
+    coarser heads after it (upsampled by the network); ``target``: ``(B, S, H, W)``. Each
+    coarser head weighs half the one before, and the weights sum to 1 (nnU-Net's
+    convention), so the loss stays on the scale of a single head's and the training curves
+    of runs with and without heads can be compared. MONAI's wrapper does the weighting.
+    """
+    from monai.losses import DeepSupervisionLoss
+
+    k = heads.shape[1]
+    weights = [0.5**i for i in range(k)]
+    weights = [w / sum(weights) for w in weights]
+    wrapped = DeepSupervisionLoss(loss_fn, weights=weights)
+    return wrapped(list(heads.unsqueeze(2).unbind(1)), target.unsqueeze(1))

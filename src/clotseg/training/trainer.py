@@ -58,6 +58,7 @@ from clotseg.training import distributed as D
 from clotseg.training.checkpoint import rng_state, set_rng_state
 from clotseg.training.ema import EmaWeights
 from clotseg.training.logging import RunLog, plot_curves
+from clotseg.training.losses import deep_supervision_loss
 from clotseg.training.optim import Clock, LRSchedule, make_optimizer, setup_torch
 
 
@@ -77,6 +78,8 @@ def model_spec(cfg: Config) -> ModelSpec:
               "dropout": cfg.model.dropout, **cfg.model.kwargs}
     if cfg.model.mirror:  # only when on: earlier model.json files stay as they were
         kwargs["mirror"] = True
+    if cfg.model.deep_supervision:  # likewise
+        kwargs["deep_supervision"] = cfg.model.deep_supervision
     return ModelSpec(cfg.model.name, kwargs, slab=cfg.data.slab,
                      windows={k: [float(x) for x in v] for k, v in cfg.data.windows.items()},
                      pad_multiple=cfg.data.pad_multiple, threshold=cfg.train.threshold,
@@ -872,9 +875,12 @@ def train_step(step_net, model, x: torch.Tensor, y: torch.Tensor, optim, loss_fn
         x = x.contiguous(memory_format=torch.channels_last)
     with autocast_context(device, cfg.train.amp, cfg.train.precision):
         logits = step_net(x)
-    if logits.shape[1] > 1:  # a volumetric network: one 3D volume of slices per sample
-        logits, y = logits.unsqueeze(1), y.unsqueeze(1)
-    loss = loss_fn(logits.float(), y)
+    if logits.ndim == 5:  # a volumetric network's deep-supervision heads (B, K, S, H, W)
+        loss = deep_supervision_loss(loss_fn, logits.float(), y)
+    else:
+        if logits.shape[1] > 1:  # a volumetric network: one 3D volume of slices per sample
+            logits, y = logits.unsqueeze(1), y.unsqueeze(1)
+        loss = loss_fn(logits.float(), y)
     optim.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.optim.grad_clip > 0:
