@@ -98,6 +98,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--ensemble", nargs="+", default=[], metavar="RUN",
                    help="more trained runs whose probabilities predict averages with the "
                         "scored run's (predict --runs)")
+    p.add_argument("--confirm", nargs="+", default=[], metavar="RUN",
+                   help="predict with `--confirm-with RUN`: keep only the components these "
+                        "runs also mark (e.g. a 3D --run confirmed by a 2.5D run)")
     p.add_argument("--no-fp-filter", action="store_true",
                    help="predict without the run's learned false-positive filter")
     p.add_argument("--scan-support", action="store_true",
@@ -344,6 +347,7 @@ def predict_options(args: argparse.Namespace) -> list[str]:
     opts = ["--no-fp-filter"] if args.no_fp_filter else []
     opts += ["--scan-support"] if args.scan_support else []
     opts += ["--tta"] if args.tta else []
+    opts += ["--confirm-with", *args.confirm] if args.confirm else []
     return opts + (["--runs", *args.ensemble] if args.ensemble else [])
 
 
@@ -414,6 +418,7 @@ def main(argv=None) -> None:
               "fp_filter": not args.no_fp_filter, "tta": args.tta,
               "retune": args.retune,
               "ensemble": [str(r) for r in args.ensemble],
+              "confirm": [str(r) for r in args.confirm],
               "time_limit_min": None if args.epochs else args.time_limit,
               "epochs": args.epochs, "train_cases": args.train_cases,
               "test_cases": args.test_cases, "run": str(run),

@@ -98,3 +98,31 @@ def test_grow_into_lengthens_the_kept_clot_and_adds_no_component():
     dropped[12:14, 2, 2] = True  # a dropped component sitting on the tail blocks it
     assert grow_into(core, prob, 0.3, exclude=dropped)[:, 2, 2].nonzero()[0].tolist() == \
         list(range(5, 12))
+
+
+def test_confirmation_keeps_the_components_a_second_model_also_marks():
+    """A component stays when the confirming probability reaches the threshold in any one
+    of its voxels; the others are dropped and reported, and the kept clot does not grow
+    back into a dropped one through a bridge of probability."""
+    from clotseg.masks import keep_confirmed, keep_primary_grown
+
+    mask, prob, spacing = _scene()
+    confirm = np.zeros(mask.shape, np.float32)
+    confirm[13, 13, 12] = 0.85  # one voxel of the fragment
+    confirm[71, 11, 6] = 0.6  # the speck: below the threshold
+    kept, dropped = keep_confirmed(mask, prob, confirm, 0.8, spacing)
+    assert kept.dtype == np.uint8
+    assert kept[10:16, 10:16, 12:14].all() and not kept[10:16, 10:16, 5:10].any()
+    assert not kept[70:74].any()
+    assert sorted(d["confirm_max_prob"] for d in dropped) == [0.0, 0.6]
+    assert all(d["reason"] == "unconfirmed" for d in dropped)
+    assert sorted(d["volume_mm3"] for d in dropped) == [16.0, 90.0]  # speck, clot body
+    assert keep_confirmed(np.zeros_like(mask), prob, confirm, 0.8, spacing)[1] == []
+    # The body was dropped; a 0.6 bridge between it and the kept fragment does not bring
+    # it back when it is excluded from growth.
+    bridge = prob.copy()
+    bridge[10:16, 10:16, 10:12] = 0.6
+    off = mask & (kept == 0)
+    grown, _ = keep_primary_grown(kept, bridge, spacing, 0.5, exclude=off)
+    assert not grown[10:16, 10:16, 5:10].any() and grown[10:16, 10:16, 10:14].all()
+    assert keep_primary_grown(kept, bridge, spacing, 0.5)[0][10:16, 10:16, 5:10].all()

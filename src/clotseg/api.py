@@ -49,7 +49,9 @@ def segment(run: str | Path | Sequence[str | Path], inputs: str | Path,
             num_threads: int | None = None, progress: bool = True,
             fp_filter: bool = True, primary_only: bool = True, scan_support: bool = False,
             formats: Sequence[str] | None = None, labels: bool = False, resume: bool = False,
-            num_parts: int = 1, part_id: int = 0, engine: str = "torch") -> list[CaseResult]:
+            num_parts: int = 1, part_id: int = 0, engine: str = "torch",
+            confirm: Sequence[str | Path] = (), confirm_threshold: float | None = None
+            ) -> list[CaseResult]:
     """Segment the clots of every case under ``inputs``; a case that fails is returned
     with ``ok=False`` and the reason, and the others are still done.
 
@@ -73,6 +75,9 @@ def segment(run: str | Path | Sequence[str | Path], inputs: str | Path,
         scan_support: also ask the network about what it found with each scan alone (two
             more passes over those slices) for the review score's ``unsupported`` signal
             (:mod:`clotseg.inference.support`; off by default).
+        confirm: other run(s) whose averaged probability must reach
+            ``confirm_threshold`` (default: the first one's own threshold) somewhere in a
+            component for it to be kept (:func:`clotseg.masks.keep_confirmed`).
         spacing: voxel size for the original ``.npy`` layout, which stores none.
         cta_series, ncct_series: DICOM SeriesInstanceUIDs when one folder holds both.
         formats, labels, resume, num_parts, part_id: see :func:`predict_cases` and
@@ -98,7 +103,8 @@ def segment(run: str | Path | Sequence[str | Path], inputs: str | Path,
                                         min_component_mm3=min_component_mm3,
                                         keep_largest=keep_largest, num_threads=num_threads,
                                         use_filter=fp_filter, primary_only=primary_only,
-                                        scan_support=scan_support, engine=engine)
+                                        scan_support=scan_support, engine=engine,
+                                        confirm=confirm, confirm_threshold=confirm_threshold)
         return predict_cases(predictor, cases, None if out is None else Path(out),
                              save_prob=save_prob, preview=preview, series=series,
                              progress=progress, source=str(inputs),

@@ -282,11 +282,59 @@ def keep_primary(mask: np.ndarray, prob: np.ndarray | None, spacing: Sequence[fl
     return kept.astype(np.uint8), dropped
 
 
+def keep_confirmed(mask: np.ndarray, prob: np.ndarray, confirm: np.ndarray,
+                   threshold: float, spacing: Sequence[float]) -> tuple[np.ndarray, list[dict]]:
+    """Keep the components of ``mask`` where a second opinion, the probability map
+    ``confirm`` of another model, reaches ``threshold`` in at least one voxel; say what
+    was dropped.
+
+    Two networks that see a case differently make different mistakes: on the phantom a
+    3D network trained briefly finds most clots but leaves blobs in the brain tissue away
+    from any vessel, where a 2.5D network rarely fires, while the 2.5D network misses long
+    clots the 3D one finds. Keeping the 3D network's components that the 2.5D network also
+    marks keeps the first's detections without the second's blind spots deciding.
+
+    Args:
+        mask: binary 3D array (after the threshold and size rule).
+        prob: the probability ``mask`` came from (for the report of what was dropped).
+        confirm: the confirming probability on the same grid.
+        threshold: the confirming model's own threshold, typically.
+        spacing: voxel size in mm, per axis.
+
+    Returns:
+        ``(kept, dropped)``: the uint8 mask and one dict per dropped component
+        (``volume_mm3``, ``max_prob``, ``confirm_max_prob``, ``reason``).
+
+    Examples:
+        >>> m = np.zeros((9, 1, 1), bool); m[0:3] = m[6:9] = True
+        >>> other = np.zeros((9, 1, 1)); other[7] = 0.9
+        >>> kept, dropped = keep_confirmed(m, m * 0.95, other, 0.8, (1, 1, 1))
+        >>> kept.ravel().nonzero()[0].tolist(), dropped[0]["confirm_max_prob"]
+        ([6, 7, 8], 0.0)
+    """
+    mask = np.asarray(mask) > 0
+    labels, n = components(mask)
+    if n == 0:
+        return mask.astype(np.uint8), []
+    ids = np.arange(1, n + 1)
+    second = np.asarray(ndimage.maximum(np.asarray(confirm, np.float32), labels, ids), float)
+    ok = np.concatenate([[False], second >= threshold])
+    sizes = component_volumes_mm3(labels, n, spacing)
+    peaks = np.asarray(ndimage.maximum(np.asarray(prob, np.float32), labels, ids), float)
+    dropped = [{"volume_mm3": round(float(sizes[k - 1]), 3),
+                "max_prob": round(float(peaks[k - 1]), 4),
+                "confirm_max_prob": round(float(second[k - 1]), 4), "reason": "unconfirmed"}
+               for k in ids if not ok[k]]
+    return ok[labels].astype(np.uint8), dropped
+
+
 def keep_primary_grown(mask: np.ndarray, prob: np.ndarray, spacing: Sequence[float],
-                       grow_threshold: float | None) -> tuple[np.ndarray, list[dict]]:
+                       grow_threshold: float | None, exclude: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, list[dict]]:
     """:func:`keep_primary`, then the kept clot grown into its touching voxels of at least
     ``grow_threshold`` (:func:`grow_into`; None or 0: no growth), never into a component
-    the rule dropped: ``predict``'s post-processing after the threshold and size rule.
+    the rule dropped nor into ``exclude`` (components an earlier step dropped):
+    ``predict``'s post-processing after the threshold and size rule.
 
     Examples:
         >>> p = np.array([0.9, 0.6, 0.0, 0.0, 0.6, 0.7]).reshape(6, 1, 1)
@@ -296,5 +344,8 @@ def keep_primary_grown(mask: np.ndarray, prob: np.ndarray, spacing: Sequence[flo
     """
     kept, dropped = keep_primary(mask, prob, spacing)
     if grow_threshold:
-        kept = grow_into(kept, prob, grow_threshold, exclude=(np.asarray(mask) > 0) & (kept == 0))
+        off = (np.asarray(mask) > 0) & (kept == 0)
+        if exclude is not None:
+            off |= np.asarray(exclude) > 0
+        kept = grow_into(kept, prob, grow_threshold, exclude=off)
     return kept, dropped

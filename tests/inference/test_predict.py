@@ -138,6 +138,44 @@ def test_primary_clot_rule_drops_a_distant_speck_and_says_so(tmp_path, paint_run
     assert len(_rows(out_all)) == 2
 
 
+def test_confirming_run_keeps_only_the_components_it_also_marks(tmp_path, paint_run, capsys):
+    # The detector (paints what is bright on the CTA) finds the L-shaped clot and the
+    # blob; the confirming run reads the NCCT, where only the L-shaped clot is bright.
+    painted = paint_mask(SHAPE)
+    cta, ncct = case_volumes(painted, DIRECTIONS["identity"], (0.5, 0.5, 2.0))
+    ncct_arr = np.asarray(ncct.array).copy()
+    ncct_arr[(painted > 0) & (np.arange(SHAPE[0])[:, None, None] > 3)] = 600  # not the blob
+    write_case(tmp_path / "d" / "c", cta, ncct.with_array(ncct_arr))
+    confirm = write_run(tmp_path / "run_ncct", "test-paint",
+                        {"in_channels": 2, "modality": "ncct"}, threshold=0.7)
+    out = tmp_path / "out"
+    assert main(["predict", str(paint_run), str(tmp_path / "d"), str(out), "--quiet",
+                 "--all-components", "--confirm-with", str(confirm)]) == 0
+    mask = read_volume(out / "c.nii.gz").array
+    assert mask.sum() == painted.sum() - 8 and not mask[1:3, 1:3, 1:3].any()
+    summary = json.loads((out / "predict.json").read_text())
+    assert summary["confirm_runs"] == [str(confirm)] and summary["confirm_threshold"] == 0.7
+    (blob,) = summary["dropped_components"]["c"]
+    assert blob["reason"] == "unconfirmed" and blob["volume_mm3"] == pytest.approx(4.0)
+    assert blob["confirm_max_prob"] < 0.01 and blob["max_prob"] > 0.99
+    with open(out / "cases.csv") as fh:
+        (patient,) = list(csv.DictReader(fh))
+    assert patient["other_components"] == "1"
+    # Asking for a confirming probability the other run never reaches drops everything.
+    assert main(["predict", str(paint_run), str(tmp_path / "d"), str(tmp_path / "none"),
+                 "--quiet", "--confirm-with", str(confirm), "--confirm-threshold", "1"]) == 0
+    assert not read_volume(tmp_path / "none" / "c.nii.gz").array.any()
+    # A threshold without a confirming run, or outside (0, 1], is a usage error.
+    capsys.readouterr()
+    args = ["predict", str(paint_run), str(tmp_path / "d"), str(tmp_path / "bad")]
+    assert main([*args, "--confirm-threshold", "0.5"]) == 2
+    assert "needs --confirm-with" in capsys.readouterr().err
+    assert main([*args, "--confirm-with", str(confirm), "--confirm-threshold", "0"]) == 2
+    assert main([*args, "--confirm-with", str(tmp_path / "missing_run")]) == 1
+    assert "missing_run" in capsys.readouterr().err and not (tmp_path / "bad" / "c.nii.gz"
+                                                            ).exists()
+
+
 def test_original_npy_layout_with_spacing(tmp_path, paint_run):
     painted = paint_mask(SHAPE)
     cta, ncct = case_volumes(painted, np.eye(3))

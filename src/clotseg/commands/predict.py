@@ -19,6 +19,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", nargs="+", default=[], metavar="RUN",
                         help="more run folders (e.g. the other folds): the probabilities of "
                              "all runs are averaged")
+    parser.add_argument("--confirm-with", nargs="+", default=[], metavar="RUN",
+                        dest="confirm",
+                        help="keep a predicted clot only where this other run (several: "
+                             "their mean) also reaches --confirm-threshold in one of its "
+                             "voxels, e.g. a 3D run confirmed by a 2.5D one; what is "
+                             "dropped is listed in predict.json")
+    parser.add_argument("--confirm-threshold", type=float, metavar="T",
+                        help="probability the confirming run must reach (default: its own "
+                             "threshold)")
     parser.add_argument("--device", default="auto",
                         help="auto (CUDA when available, default), cpu, cuda, cuda:N or mps")
     parser.add_argument("--engine", choices=("torch", "onnx"), default="torch",
@@ -92,6 +101,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--threshold must be in (0, 1], got {args.threshold}")
     if args.min_volume is not None and args.min_volume < 0:
         raise UsageError(f"--min-volume must be >= 0, got {args.min_volume}")
+    if args.confirm_threshold is not None and not 0.0 < args.confirm_threshold <= 1.0:
+        raise UsageError(f"--confirm-threshold must be in (0, 1], got {args.confirm_threshold}")
+    if args.confirm_threshold is not None and not args.confirm:
+        raise UsageError("--confirm-threshold needs --confirm-with RUN")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.num_parts < 1 or not 0 <= args.part_id < args.num_parts:
@@ -108,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
         formats=args.formats, labels=args.labels, resume=args.resume,
         num_parts=args.num_parts, part_id=args.part_id, engine=args.engine,
         fp_filter=not args.no_fp_filter, primary_only=not args.all_components,
-        scan_support=args.scan_support)
+        scan_support=args.scan_support, confirm=args.confirm,
+        confirm_threshold=args.confirm_threshold)
     ok = [r for r in results if r.ok]
     failed = [r for r in results if not r.ok]
     n_clots = sum(1 for r in ok for row in r.rows if str(row.get("component")) not in ("0", ""))

@@ -42,7 +42,13 @@ from clotseg.inference.qc import QcSettings
 from clotseg.inference.support import Support
 from clotseg.io.ongrid import check_grid, cta_grid_on_disk, file_grid, write_on_grid
 from clotseg.io.volume import Volume
-from clotseg.masks import FRAGMENT_GAP_MM, bounding_box, grow_into, keep_primary_grown
+from clotseg.masks import (
+    FRAGMENT_GAP_MM,
+    bounding_box,
+    grow_into,
+    keep_confirmed,
+    keep_primary_grown,
+)
 from clotseg.timing import stage
 
 __all__ = ["MASK_SUFFIX", "CaseResult", "Predictor", "Segmentation", "available_cpus",
@@ -125,6 +131,11 @@ class Predictor:
     clot and its fragments are kept (:func:`clotseg.masks.keep_primary`); what that drops
     is returned in :attr:`Segmentation.dropped`. What is kept then grows into the touching
     voxels of at least the run's ``grow_threshold`` (:func:`clotseg.masks.grow_into`).
+
+    With :attr:`confirmers` (other runs, averaged among themselves), a component is kept
+    only where their probability reaches :attr:`confirm_threshold` in one of its voxels
+    (:func:`clotseg.masks.keep_confirmed`), before the false-positive filter and the
+    primary-clot rule; the components dropped so are listed with ``reason: unconfirmed``.
     """
 
     members: list[Member]
@@ -136,17 +147,20 @@ class Predictor:
     use_filter: bool = True  # apply the run's learned false-positive filter, if it has one
     primary_only: bool = True  # keep the primary clot and its fragments (clotseg.masks)
     scan_support: bool = False  # ask each scan alone about what was found (QC signal)
+    confirmers: list[Member] = field(default_factory=list)  # second opinion (class doc)
+    confirm_threshold: float | None = None  # None: the first confirming run's threshold
 
     @classmethod
     def from_runs(cls, runs, *, device: str = "auto", precision: str = "auto",
                   tta: bool = False, batch_size: int = 16, skip_empty: bool = True,
-                  engine: str = "torch", **settings) -> Predictor:
+                  engine: str = "torch", confirm=(), **settings) -> Predictor:
         """Load run folder(s) (several = fold ensemble, probabilities averaged), exported
         ``model.zip`` or ``model.onnx`` files.
 
-        ``engine``: ``torch`` or ``onnx`` (onnxruntime, CPU). ``settings``: ``threshold``,
-        ``min_component_mm3``, ``keep_largest``, ``num_threads``, ``use_filter``,
-        ``primary_only``, ``scan_support``.
+        ``engine``: ``torch`` or ``onnx`` (onnxruntime, CPU). ``confirm``: run(s) whose
+        averaged probability must confirm each component (class docstring). ``settings``:
+        ``threshold``, ``min_component_mm3``, ``keep_largest``, ``num_threads``,
+        ``use_filter``, ``primary_only``, ``scan_support``, ``confirm_threshold``.
         """
         runs = [runs] if isinstance(runs, (str, Path)) else list(runs)
         if not runs:
@@ -165,8 +179,14 @@ class Predictor:
             raise ClotsegError(f"unknown engine {engine!r} (use torch or onnx)")
         members = [load_member(r, device, engine=engine,
                                num_threads=settings.get("num_threads")) for r in runs]
+        confirm = [confirm] if isinstance(confirm, (str, Path)) else list(confirm or ())
+        confirmers = [load_member(r, device, engine=engine,
+                                  num_threads=settings.get("num_threads")) for r in confirm]
+        t = settings.get("confirm_threshold")
+        if t is not None and not 0.0 < t <= 1.0:
+            raise ClotsegError(f"confirm threshold must be in (0, 1], got {t}")
         opts = InferenceOptions(device, precision, tta, batch_size, skip_empty)
-        return cls(members, opts, **settings)
+        return cls(members, opts, confirmers=confirmers, **settings)
 
     @property
     def post(self) -> dict:
@@ -180,15 +200,24 @@ class Predictor:
                 "scan_support": bool(self.scan_support and all(
                     m.spec.trained_for_missing for m in self.members)),
                 "grow_threshold": float(spec.grow_threshold or 0.0),
-                "primary_clot_only": self.primary_only, "fragment_gap_mm": FRAGMENT_GAP_MM}
+                "primary_clot_only": self.primary_only, "fragment_gap_mm": FRAGMENT_GAP_MM,
+                **({"confirm_threshold": self._confirm_threshold} if self.confirmers else {})}
+
+    @property
+    def _confirm_threshold(self) -> float:
+        return float(self.confirmers[0].spec.threshold if self.confirm_threshold is None
+                     else self.confirm_threshold)
 
     def describe(self) -> dict:
         """What ``predict.json`` records about the models and settings."""
         import torch
 
         o = self.options
+        confirm = ({"confirm_runs": [str(m.run) for m in self.confirmers],
+                    "confirm_models": [m.spec.model_name for m in self.confirmers]}
+                   if self.confirmers else {})
         return {"runs": [str(m.run) for m in self.members],
-                "models": [m.spec.model_name for m in self.members],
+                "models": [m.spec.model_name for m in self.members], **confirm,
                 "device": o.device, "precision": resolve_precision(o.device, o.precision),
                 "tta": o.tta, "batch_size": o.batch_size,
                 "threads": self.num_threads or torch.get_num_threads(), **self.post,
@@ -232,13 +261,15 @@ class Predictor:
         without preprocessing, a preprocessing that only crops, and the return value.
         With one of ``cta``/``ncct`` None (module docstring) the other's grid is the
         reference and the returned NCCT is the NCCT itself, or None without one."""
-        res, ncct_on_ref = self._ensemble(cta, ncct, case_id, support=False)
+        res, ncct_on_ref, _ = self._ensemble(cta, ncct, case_id, support=False)
         return res.prob, ncct_on_ref
 
     def _ensemble(self, cta: Volume | None, ncct: Volume | None, case_id: str, *,
-                  support: bool) -> tuple[EnsembleOutput, Volume | None]:
+                  support: bool, confirm: bool = False
+                  ) -> tuple[EnsembleOutput, Volume | None, np.ndarray | None]:
         """:meth:`probability`, with each scan's own support near what was found when
-        ``support`` (and :attr:`scan_support`) asks for it."""
+        ``support`` (and :attr:`scan_support`) asks for it, and with ``confirm`` the
+        confirming runs' mean probability (None without confirming runs)."""
         from clotseg.preprocess.ncct import CtaGridNcct
 
         missing = missing_modality(cta, ncct, case_id)
@@ -253,7 +284,12 @@ class Predictor:
             opts = dataclasses.replace(opts, support_floor=self.support_floor)
         with self.threads():
             res = ensemble_probability(self.members, cta, ncct, on_cta, opts, case_id, missing)
-        return res, None if missing == "ncct" else on_cta.get(res.alignment)
+            second = None
+            if confirm and self.confirmers:
+                plain = dataclasses.replace(self.options, support_floor=None)
+                second = ensemble_probability(self.confirmers, cta, ncct, on_cta, plain,
+                                              case_id, missing).prob
+        return res, None if missing == "ncct" else on_cta.get(res.alignment), second
 
     @property
     def support_floor(self) -> float:
@@ -280,7 +316,8 @@ class Predictor:
                 ) -> Segmentation:
         """Mask (uint8, on the reference grid: the CTA's, or the NCCT's without a CTA),
         probability and NCCT on that grid (None without an NCCT)."""
-        res, ncct_on_ref = self._ensemble(cta, ncct, case_id, support=True)
+        res, ncct_on_ref, second = self._ensemble(cta, ncct, case_id, support=True,
+                                                  confirm=True)
         prob = res.prob
         ref = cta if cta is not None else ncct
         p = self.post
@@ -293,6 +330,13 @@ class Predictor:
                 mask[box] = postprocess(prob[box], ref.spacing, threshold=p["threshold"],
                                         min_component_mm3=p["min_component_mm3"],
                                         keep_largest=p["keep_largest"])
+            unconfirmed: list[dict] = []
+            off = None
+            if box is not None and second is not None:
+                before = mask[box] > 0
+                mask[box], unconfirmed = keep_confirmed(mask[box], prob[box], second[box],
+                                                        p["confirm_threshold"], ref.spacing)
+                off = before & (mask[box] == 0)  # never grown back into below
             if box is not None and self.component_filter is not None:
                 mask[box] = self.component_filter.apply(mask[box], prob[box], ref.spacing,
                                                         *self._filter_scans(cta, ncct_on_ref,
@@ -300,9 +344,10 @@ class Predictor:
             dropped: list[dict] = []
             if box is not None and self.primary_only:
                 mask[box], dropped = keep_primary_grown(mask[box], prob[box], ref.spacing,
-                                                        p["grow_threshold"])
+                                                        p["grow_threshold"], off)
             elif box is not None and p["grow_threshold"]:
-                mask[box] = grow_into(mask[box], prob[box], p["grow_threshold"])
+                mask[box] = grow_into(mask[box], prob[box], p["grow_threshold"], off)
+            dropped += unconfirmed
         inputs = tuple(n for n, v in (("cta", cta), ("ncct", ncct)) if v is not None)
         seg = Segmentation(Volume.on_grid(mask, ref.grid), prob, ncct_on_ref, dropped,
                            inputs=inputs, support=res.support)
