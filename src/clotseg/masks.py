@@ -329,12 +329,13 @@ def keep_confirmed(mask: np.ndarray, prob: np.ndarray, confirm: np.ndarray,
 
 
 def keep_primary_grown(mask: np.ndarray, prob: np.ndarray, spacing: Sequence[float],
-                       grow_threshold: float | None, exclude: np.ndarray | None = None
-                       ) -> tuple[np.ndarray, list[dict]]:
+                       grow_threshold: float | None, exclude: np.ndarray | None = None,
+                       grow_prob: np.ndarray | None = None) -> tuple[np.ndarray, list[dict]]:
     """:func:`keep_primary`, then the kept clot grown into its touching voxels of at least
-    ``grow_threshold`` (:func:`grow_into`; None or 0: no growth), never into a component
-    the rule dropped nor into ``exclude`` (components an earlier step dropped):
-    ``predict``'s post-processing after the threshold and size rule.
+    ``grow_threshold`` in ``grow_prob`` (default ``prob``; :func:`grow_into`; None or 0:
+    no growth), never into a component the rule dropped nor into ``exclude`` (components
+    an earlier step dropped): ``predict``'s post-processing after the threshold and size
+    rule.
 
     Examples:
         >>> p = np.array([0.9, 0.6, 0.0, 0.0, 0.6, 0.7]).reshape(6, 1, 1)
@@ -347,5 +348,6 @@ def keep_primary_grown(mask: np.ndarray, prob: np.ndarray, spacing: Sequence[flo
         off = (np.asarray(mask) > 0) & (kept == 0)
         if exclude is not None:
             off |= np.asarray(exclude) > 0
-        kept = grow_into(kept, prob, grow_threshold, exclude=off)
+        kept = grow_into(kept, prob if grow_prob is None else grow_prob, grow_threshold,
+                         exclude=off)
     return kept, dropped

@@ -322,10 +322,23 @@ def test_kept_clot_grows_to_the_runs_grow_threshold_and_not_into_a_dropped_speck
         spec.threshold, spec.grow_threshold = 0.5, grow
         save_model_spec(paint_run, spec)
         pred = Predictor.from_runs(paint_run, device="cpu")
-        pred._ensemble = lambda cta, ncct, case_id, support: (EnsembleOutput(prob), None)
+        pred._ensemble = lambda cta, ncct, case_id, support, confirm=False: (
+            EnsembleOutput(prob), None, None)
         seg = pred.segment(vol, vol, "c")
         mask = np.asarray(seg.mask.array)
         assert set(mask[:, 4, 3].nonzero()[0].tolist()) == expected, grow
         assert not mask[50:53].any() and not mask[2:5, 1, 1].any()
         assert pred.post["grow_threshold"] == (grow or 0.0)
         assert len(seg.dropped) == 1
+    # With a confirming run, the clot grows only where both probabilities reach the grow
+    # threshold: the confirming map covers the core and the first half of the tail.
+    second = np.zeros_like(prob)
+    second[10:25, 4, 3] = 0.6
+    pred.confirmers = [pred.members[0]]
+    pred.members[0].spec.grow_threshold = 0.3
+    pred._ensemble = lambda cta, ncct, case_id, support, confirm=False: (
+        EnsembleOutput(prob), None, second)
+    seg = pred.segment(vol, vol, "c")
+    assert set(np.asarray(seg.mask.array)[:, 4, 3].nonzero()[0].tolist()) == set(range(10, 25))
+    # The speck, which the confirming map does not mark, goes before the primary rule.
+    assert [d.get("reason") for d in seg.dropped] == ["unconfirmed"]

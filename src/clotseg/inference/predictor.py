@@ -136,6 +136,10 @@ class Predictor:
     only where their probability reaches :attr:`confirm_threshold` in one of its voxels
     (:func:`clotseg.masks.keep_confirmed`), before the false-positive filter and the
     primary-clot rule; the components dropped so are listed with ``reason: unconfirmed``.
+    The kept clot then grows only into voxels where both its own and the confirming
+    probability reach the grow threshold: a briefly trained 3D network's fringe between
+    0.5 and its threshold is wide and noisy, and what the other network also marks there
+    is the part worth adding.
     """
 
     members: list[Member]
@@ -342,11 +346,13 @@ class Predictor:
                                                         *self._filter_scans(cta, ncct_on_ref,
                                                                             box))
             dropped: list[dict] = []
+            grow = None if box is None else (prob[box] if second is None else
+                                             np.minimum(prob[box], second[box]))
             if box is not None and self.primary_only:
                 mask[box], dropped = keep_primary_grown(mask[box], prob[box], ref.spacing,
-                                                        p["grow_threshold"], off)
+                                                        p["grow_threshold"], off, grow)
             elif box is not None and p["grow_threshold"]:
-                mask[box] = grow_into(mask[box], prob[box], p["grow_threshold"], off)
+                mask[box] = grow_into(mask[box], grow, p["grow_threshold"], off)
             dropped += unconfirmed
         inputs = tuple(n for n, v in (("cta", cta), ("ncct", ncct)) if v is not None)
         seg = Segmentation(Volume.on_grid(mask, ref.grid), prob, ncct_on_ref, dropped,
