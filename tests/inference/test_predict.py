@@ -161,6 +161,9 @@ def test_confirming_run_keeps_only_the_components_it_also_marks(tmp_path, paint_
     with open(out / "cases.csv") as fh:
         (patient,) = list(csv.DictReader(fh))
     assert patient["other_components"] == "1"
+    # The review score reads the confirming run's own clot: here the same L-shaped clot.
+    assert summary["qc"]["c"]["signals"]["disagreement"] == 0
+    assert "overlap by a Dice of at most 0.5" in summary["qc_flag"]["note"]
     # Asking for a confirming probability the other run never reaches drops everything.
     assert main(["predict", str(paint_run), str(tmp_path / "d"), str(tmp_path / "none"),
                  "--quiet", "--confirm-with", str(confirm), "--confirm-threshold", "1"]) == 0

@@ -17,6 +17,7 @@ from clotseg.inference.qc import (
     QcSettings,
     case_qc,
     choose_threshold,
+    combine,
     component_qc,
     validation_qc,
 )
@@ -93,6 +94,48 @@ def test_component_scores_follow_the_clots_csv_numbering():
     assert n == 2 and labels[CLOT].min() == 1  # the larger clot is component 1
     assert len(scores) == 2 and scores[0] < scores[1]
     assert component_qc(prob, np.zeros(SHAPE, np.uint8), SPACING, 0.5) == []
+
+
+def test_a_second_opinion_elsewhere_raises_the_score_one_that_agrees_does_not():
+    prob, clot = _sharp(CLOT), _mask(CLOT)
+    alone, signals = case_qc(prob, clot, SPACING, 0.5)
+    agreed, with_second = case_qc(prob, clot, SPACING, 0.5, second=_mask(CLOT))
+    assert "disagreement" not in signals and with_second["disagreement"] == 0
+    assert agreed == pytest.approx(alone)
+    # The second run found its clot on another vessel: review, though the mask is sharp.
+    parted, signals = case_qc(prob, clot, SPACING, 0.5, second=_mask(RIVAL))
+    assert signals["disagreement"] == 1 and QcSettings().review(parted)
+    assert not QcSettings().review(alone)
+    # Half the clot: the Dice overlap of 192 and 96 voxels is 2/3.
+    half = (slice(5, 11), *CLOT[1:])
+    assert case_qc(prob, clot, SPACING, 0.5, second=_mask(half))[1]["disagreement"] == \
+        pytest.approx(1 / 3, abs=1e-3)
+    # An empty mask where the second run found a clot is reviewed; two empty ones agree.
+    quiet, empty = np.full(SHAPE, 0.001, np.float32), np.zeros(SHAPE, np.uint8)
+    missed, signals = case_qc(quiet, empty, SPACING, 0.5, second=_mask(CLOT))
+    assert signals["disagreement"] == 1 and QcSettings().review(missed)
+    both, signals = case_qc(quiet, empty, SPACING, 0.5, second=empty)
+    assert signals["disagreement"] == 0 and not QcSettings().review(both)
+
+
+def test_with_a_second_opinion_the_threshold_reads_the_score_it_was_chosen_for():
+    q = QcSettings(0.5)
+    own = {"small_clot": 0.7}  # 0.42 alone: below the threshold
+    partly = {**own, "disagreement": 0.4}  # the two clots overlap with Dice 0.6
+    assert combine(partly) >= q.threshold  # the score ranks it as more doubtful ...
+    assert not q.review_signals(partly)  # ... but the flag follows what was validated
+    assert q.review_signals({**own, "disagreement": 0.5})  # Dice 0.5: flagged
+    assert q.review_signals({"small_clot": 1.0, "disagreement": 0.0})  # own score 0.6
+    # Without a second opinion the flag is the score against the threshold, as before.
+    assert q.review_signals(own, 0.42) is False and q.review_signals(own, 0.5) is True
+
+
+def test_component_scores_with_a_second_opinion_single_out_what_it_did_not_find():
+    prob, mask = _sharp(CLOT, SPECK), _mask(CLOT, SPECK)
+    clot, speck = component_qc(prob, mask, SPACING, 0.5, second=_mask(CLOT))
+    plain_clot, plain_speck = component_qc(prob, mask, SPACING, 0.5)
+    assert clot == pytest.approx(plain_clot) and speck > plain_speck
+    assert QcSettings().review(speck) and not QcSettings().review(clot)
 
 
 # ---------------------------------------------------------------------------- threshold

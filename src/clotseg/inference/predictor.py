@@ -38,7 +38,7 @@ from clotseg.inference.ensemble import (
 )
 from clotseg.inference.outputs import MASK_SUFFIX
 from clotseg.inference.postprocess import postprocess
-from clotseg.inference.qc import QcSettings
+from clotseg.inference.qc import DISAGREEMENT_FLAG, QcSettings
 from clotseg.inference.support import Support
 from clotseg.io.ongrid import check_grid, cta_grid_on_disk, file_grid, write_on_grid
 from clotseg.io.volume import Volume
@@ -47,6 +47,7 @@ from clotseg.masks import (
     bounding_box,
     grow_into,
     keep_confirmed,
+    keep_primary,
     keep_primary_grown,
 )
 from clotseg.timing import stage
@@ -120,6 +121,9 @@ class Segmentation:
     # Probability from each scan alone near what was found (clotseg.inference.support);
     # None for a one-modality case, a model trained without modality dropout, or when off.
     support: Support | None = None
+    # The clot the confirming run(s) found on their own (bool, same shape as prob): the
+    # second opinion the QC score's ``disagreement`` reads; None without confirming runs.
+    second_clot: np.ndarray | None = None
 
 
 @dataclass
@@ -239,6 +243,10 @@ class Predictor:
                      "--scan-support, whose scores run higher: more cases are flagged)")
         elif self.post["scan_support"]:
             note += " for scores with scan support"
+        if self.confirmers:
+            note += (f"; with the confirming runs, the threshold applies to the score "
+                     f"without 'disagreement', and a case is also flagged when its mask "
+                     f"and their own clot overlap by a Dice of at most {DISAGREEMENT_FLAG}")
         return {"threshold": q.threshold, "threshold_source": q.source, "note": note,
                 **({"fitted_on": q.fitted_on} if q.fitted_on else {})}
 
@@ -354,12 +362,27 @@ class Predictor:
             elif box is not None and p["grow_threshold"]:
                 mask[box] = grow_into(mask[box], grow, p["grow_threshold"], off)
             dropped += unconfirmed
+            second_clot = (None if second is None else
+                           self._second_clot(second, box, ref.spacing))
         inputs = tuple(n for n, v in (("cta", cta), ("ncct", ncct)) if v is not None)
         seg = Segmentation(Volume.on_grid(mask, ref.grid), prob, ncct_on_ref, dropped,
-                           inputs=inputs, support=res.support)
+                           inputs=inputs, support=res.support, second_clot=second_clot)
         with stage("qc"):
             self.quality(seg, ref.spacing)
         return seg
+
+    def _second_clot(self, second: np.ndarray, box, spacing) -> np.ndarray:
+        """The clot the confirming runs find on their own: their probability at the confirm
+        threshold, the size rule, then their primary clot and its fragments (no growth,
+        no false-positive filter: those belong to the scored run)."""
+        clot = np.zeros(second.shape, dtype=bool)
+        if box is None:
+            return clot
+        p = self.post
+        own = postprocess(second[box], spacing, threshold=p["confirm_threshold"],
+                          min_component_mm3=p["min_component_mm3"])
+        clot[box] = keep_primary(own, second[box], spacing)[0] > 0
+        return clot
 
     def _filter_scans(self, cta: Volume | None, ncct: Volume | None, box) -> tuple:
         """CTA and NCCT inside ``box`` as the false-positive filter reads them (HU in the
@@ -379,9 +402,12 @@ class Predictor:
 
         t = self.post["threshold"]
         mask = np.asarray(seg.mask.array)
-        seg.qc_score, seg.qc_signals = case_qc(seg.prob, mask, spacing, t, support=seg.support)
-        seg.component_qc = component_qc(seg.prob, mask, spacing, t, support=seg.support)
-        seg.review = self.qc.review(seg.qc_score)
+        second = seg.second_clot
+        seg.qc_score, seg.qc_signals = case_qc(seg.prob, mask, spacing, t, support=seg.support,
+                                               second=second)
+        seg.component_qc = component_qc(seg.prob, mask, spacing, t, support=seg.support,
+                                        second=second)
+        seg.review = self.qc.review_signals(seg.qc_signals, seg.qc_score)
 
     @property
     def qc(self) -> QcSettings:
