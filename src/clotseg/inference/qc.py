@@ -232,7 +232,7 @@ def case_qc(prob: np.ndarray, mask: np.ndarray, spacing: Sequence[float], thresh
         True
     """
     mask, sp = np.asarray(mask) > 0, np.asarray(spacing, dtype=float)
-    second = None if second is None else np.asarray(second) > 0
+    second, second_voxels = _as_clot(second)
     crop = _crop_around(mask, sp)
     if crop is None:
         signals = features(prob, mask, sp, threshold, second=second)
@@ -240,15 +240,26 @@ def case_qc(prob: np.ndarray, mask: np.ndarray, spacing: Sequence[float], thresh
         signals = features(np.asarray(prob)[crop], mask[crop], sp, threshold,
                            total_mass=_mass_above(prob, threshold),
                            support=None if support is None else support.take(crop),
-                           **_second_crop(second, crop))
+                           **_second_crop(second, second_voxels, crop))
     return round(combine(signals), 4), {k: round(v, 4) for k, v in signals.items()}
 
 
-def _second_crop(second: np.ndarray | None, crop: tuple[slice, ...]) -> dict:
+def _as_clot(second: np.ndarray | None) -> tuple[np.ndarray | None, int]:
+    """The second opinion's clot as a boolean array (no copy when it is one already)
+    and its voxel count, counted once per case rather than once per component."""
+    if second is None:
+        return None, 0
+    second = np.asarray(second)
+    if second.dtype != bool:
+        second = second > 0
+    return second, int(np.count_nonzero(second))
+
+
+def _second_crop(second: np.ndarray | None, voxels: int, crop: tuple[slice, ...]) -> dict:
     """:func:`features`' second-opinion arguments for a crop of the scan."""
     if second is None:
         return {}
-    return {"second": second[crop], "second_voxels": int(second.sum())}
+    return {"second": second[crop], "second_voxels": voxels}
 
 
 def component_qc(prob: np.ndarray, mask: np.ndarray, spacing: Sequence[float],
@@ -278,7 +289,7 @@ def component_qc(prob: np.ndarray, mask: np.ndarray, spacing: Sequence[float],
     if box is None:
         return []
     total = _mass_above(prob, threshold)
-    second = None if second is None else np.asarray(second) > 0
+    second, second_voxels = _as_clot(second)
     labels, n = component_labels(any_clot[box])
     offset = [s.start for s in box]
     scores = []
@@ -291,7 +302,7 @@ def component_qc(prob: np.ndarray, mask: np.ndarray, spacing: Sequence[float],
         scores.append(round(combine(features(
             np.asarray(prob)[crop], clot, sp, threshold, total_mass=total,
             support=None if support is None else support.take(crop),
-            **_second_crop(second, crop))), 4))
+            **_second_crop(second, second_voxels, crop))), 4))
     return scores
 
 
