@@ -326,6 +326,32 @@ def _(ctx):
     return _train(ctx)
 
 
+def _constant(ctx, name="cta", every=False) -> Path:
+    for case in sorted(ctx.data().iterdir()) if every else [ctx.case()]:
+        p = case / f"{name}.nii.gz"
+        vol = read_volume(p)
+        write_volume(vol.with_array(np.full(vol.shape, -1024.0, np.float32)), p)
+    return p
+
+
+def _no_mask_for_case(ctx: Ctx, res: Result) -> None:
+    assert not (ctx.tmp / "pred" / f"{ctx.case().name}.nii.gz").exists(), res.text
+
+
+@fault("constant CTA (a blank export): predict refuses it, no mask written", 1,
+       "cta.nii.gz: CTA is a constant image (every voxel -1024)", _no_mask_for_case)
+def _(ctx):
+    _constant(ctx)
+    return predict(ctx)
+
+
+@fault("constant NCCT: train", 1, "ncct.nii.gz: NCCT is a constant image")
+def _(ctx):
+    ctx.data(4)
+    _constant(ctx, "ncct", every=True)
+    return _train(ctx)
+
+
 @fault("NaN voxels replaced on request (--replace-nonfinite)", 0, "replaced by -1000",
        lambda c, r: intact(c.tmp / "pred"))
 def _(ctx):

@@ -72,7 +72,9 @@ def test_ncct_on_its_own_grid_is_resampled_and_mask_stays_on_cta_grid(tmp_path):
     painted = paint_mask(SHAPE)
     cta, ncct = case_volumes(painted, DIRECTIONS["oblique"])
     # NCCT with another spacing, origin and direction, covering the CTA.
-    ncct = Volume(np.full((20, 20, 12), 40, np.int16), (0.8, 0.8, 2.0), (-20.0, 20.0, -5.0))
+    # (A ramp of brain-like HU: a constant scan is refused as a blank export.)
+    ramp = (30 + np.arange(20 * 20 * 12) % 20).reshape(20, 20, 12).astype(np.int16)
+    ncct = Volume(ramp, (0.8, 0.8, 2.0), (-20.0, 20.0, -5.0))
     write_case(tmp_path / "data" / "c1", cta, ncct)
     run = write_run(tmp_path / "run", "test-paint", {"in_channels": 2})
     out = tmp_path / "out"

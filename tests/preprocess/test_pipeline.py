@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -216,3 +217,20 @@ def test_cli_help_does_not_import_heavy_modules():
                          check=True).stdout
     assert "--npy-spacing" in out and "--roi-size" in out
     assert "HEAVY []" in out
+
+
+def test_a_region_too_small_for_a_clot_is_warned(small_head):
+    cta, ncct, _ = small_head
+    origin = tuple(cta.grid.index_to_physical(np.array([[0.0, 0.0, 10.0]]))[0])
+    two_slices = Volume(np.asarray(cta.array)[:, :, 10:12].copy(), cta.spacing, origin,
+                        cta.direction)
+    with pytest.warns(UserWarning, match="processed CTA region is only"):
+        pc = preprocess_case(two_slices, ncct, None,
+                             PreprocessSettings(register=False, roi="none"))
+    assert any("too small to hold a clot" in w for w in pc.info["warnings"])
+    with warnings.catch_warnings(record=True) as seen:  # the whole head: no such warning
+        warnings.simplefilter("always")
+        full = preprocess_case(cta, ncct, None, PreprocessSettings(register=False,
+                                                                   roi="none"))
+    assert not any("too small" in str(w.message) for w in seen)
+    assert not any("too small" in w for w in full.info["warnings"])

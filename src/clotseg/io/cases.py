@@ -28,7 +28,7 @@ def load_case(case: CaseRef, series: dict[str, str] | None = None) -> CaseVolume
     case with problems found at discovery fails with those problems alone (no ``case
     <id>:`` prefix), the message ``measure`` and ``nnunet`` callers have always shown.
     """
-    from clotseg.io.values import finite_ct
+    from clotseg.io.values import usable_ct
 
     series = series or {}
     if case.problems:
@@ -36,7 +36,7 @@ def load_case(case: CaseRef, series: dict[str, str] | None = None) -> CaseVolume
     if not any(series.get(name) for name in MODALITIES):
         return case.load(with_mask=False)
     vols = {name: _read_modality(case, name, series.get(name)) for name in MODALITIES}
-    checked = {name: None if vol is None else finite_ct(vol, getattr(case, name), name.upper())
+    checked = {name: None if vol is None else usable_ct(vol, getattr(case, name), name.upper())
                for name, vol in vols.items()}
     return CaseVolumes(case.case_id, checked["cta"], checked["ncct"], None)
 

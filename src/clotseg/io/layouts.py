@@ -108,8 +108,8 @@ class CaseRef:
 
     def load(self, *, with_mask: bool = True) -> CaseVolumes:
         """Read CTA, NCCT and (if present and wanted) the mask, with their values checked
-        for use (:mod:`clotseg.io.values`: finite CT voxels, a binary mask). A modality
-        the case has no file for is None (see :class:`CaseVolumes`)."""
+        for use (:mod:`clotseg.io.values`: finite, non-constant CT voxels, a binary
+        mask). A modality the case has no file for is None (see :class:`CaseVolumes`)."""
         from clotseg.io.values import binary_mask
 
         if self.problems:
@@ -120,11 +120,12 @@ class CaseRef:
         return CaseVolumes(self.case_id, self._scan("cta"), self._scan("ncct"), mask)
 
     def _scan(self, name: str) -> Volume | None:
-        """One modality read and checked (finite CT values), None without its file."""
-        from clotseg.io.values import finite_ct
+        """One modality read and checked (finite, non-constant CT values), None without its
+        file."""
+        from clotseg.io.values import usable_ct
 
         path = getattr(self, name)
-        return None if path is None else finite_ct(self.read(name), path, name.upper())
+        return None if path is None else usable_ct(self.read(name), path, name.upper())
 
 
 @dataclass

@@ -4,8 +4,11 @@ Reading a file only checks that it is a well-formed volume; whether its values m
 depends on what it is for. A mask used to train or to score must be binary: a {0, 2, 255}
 or a float mask would otherwise be binarised or averaged silently and change every volume,
 length and Dice computed from it. CT voxels that are NaN or infinite would turn a whole
-prediction into "no clot" without a word. Both are errors naming the file, with two
-explicit ways out, each also a command-line flag:
+prediction into "no clot" without a word, and a scan whose voxels all hold one value (a
+blank export, a series of padding) holds no image at all: a network given one beside the
+other scan still marks a clot from that other scan, and the clot's measurements are then
+read off nothing. All are errors naming the file (``clotseg check`` reports the same
+constant image), the first two with an explicit way out, each also a command-line flag:
 
 * ``CLOTSEG_MASK_255=1`` (``--mask-255``): masks stored as {0, 255} are read as {0, 1}.
 * ``CLOTSEG_REPLACE_NONFINITE=<HU>`` (``--replace-nonfinite HU``): non-finite CT voxels
@@ -68,6 +71,19 @@ def binary_mask(vol: Volume, path: str | Path) -> Volume:
     shown = ", ".join(str(v) for v in values[:6]) + (" ..." if values.size > 6 else "")
     extra = "; masks stored as 0/255 are read with --mask-255" if 255 in values else ""
     raise VolumeReadError(path, f"mask is not binary (values {shown}; expected 0/1){extra}")
+
+
+def usable_ct(vol: Volume, path: str | Path, what: str) -> Volume:
+    """:func:`finite_ct`, and an error naming the file when every voxel holds the same
+    value (module docstring): such a scan is refused, not predicted from."""
+    vol = finite_ct(vol, path, what)
+    arr = np.asarray(vol.array)
+    if arr.size and arr.min() == arr.max():
+        raise VolumeReadError(path, f"{what} is a constant image (every voxel "
+                              f"{float(arr.flat[0]):g}): it holds no scan; repair or "
+                              "re-export it, or leave it out of the case to predict from "
+                              "the other scan alone")
+    return vol
 
 
 def finite_ct(vol: Volume, path: str | Path, what: str) -> Volume:

@@ -55,6 +55,11 @@ from clotseg.preprocess.roi import Box, crop, crop_grid, roi_box
 from clotseg.preprocess.settings import ROI_MODES, PreprocessSettings
 from clotseg.timing import stage
 
+#: Smallest extent (mm) along any axis of the processed CTA region below which a warning
+#: says the result may mean nothing: an M2 clot is about 5 mm long, and telling it from a
+#: speck takes the vessel on either side of it.
+MIN_REGION_MM = 15.0
+
 __all__ = ["AIR_HU", "INFO_FORMAT", "ROI_MODES", "CtaGridNcct", "NcctAlignment",
            "PreprocessRecord", "PreprocessSettings", "PreprocessedCase", "align_ncct",
            "box_on_grid", "inference_settings_of", "ncct_on_cta_grid", "preprocess_case",
@@ -124,6 +129,7 @@ def preprocess_case(cta: Volume, ncct: Volume, mask: Volume | None,
                        size_mm=settings.roi_size_mm, margin_mm=settings.roi_margin_mm)
     box1 = box_on_grid(box0, cta.grid, g1) if resampled else box0
     final = crop_grid(g1, box1)
+    notes.extend(_small_region(final))
     with stage("register"):
         if not settings.register:
             alignment = NcctAlignment()
@@ -201,6 +207,19 @@ def _check_inputs(cta: Volume, ncct: Volume, mask: Volume | None) -> None:
         raise ClotsegError("clot mask grid differs from the CTA grid ("
                            + "; ".join(mask.grid.differences(cta.grid))
                            + "); the mask must be drawn on the CTA")
+
+
+def _small_region(grid: Grid) -> list[str]:
+    """A warning when the processed region is too small to hold a clot in its vessel
+    (:data:`MIN_REGION_MM`): a scan of a slice or two is segmented, but its mask (most
+    often "no clot") says nothing, and that must not pass unremarked."""
+    extent = np.asarray(grid.shape, float) * np.asarray(grid.spacing, float)
+    if extent.min() >= MIN_REGION_MM:
+        return []
+    shown = " x ".join(f"{e:.1f}" for e in extent)
+    return [f"the processed CTA region is only {shown} mm (under {MIN_REGION_MM:g} mm along "
+            "an axis): too small to hold a clot with the vessel around it, so its mask and "
+            "measurements may mean nothing"]
 
 
 def _coverage(ncct: Volume, grid: Grid, transform) -> float:
