@@ -9,7 +9,10 @@ are real copies without the other scan, made as ``benchmarks/quality.py`` makes 
 detection sensitivity, specificity (clot-free patients left empty), mean Dice over all
 patients and median Dice over clot patients. The question it answers: would choosing
 the post-processing per input combination, or on predict's own post-processing, reach
-what one setting cannot? Prints JSON; ``--out`` also writes it.
+what one setting cannot? ``--size-rule region`` measures the size rule on the region the
+core would grow into (the component of ``prob >= grow_threshold`` around it) instead of
+on the core above the threshold: a small distal clot can have a core of a few voxels and
+a longer body just below the threshold. Prints JSON; ``--out`` also writes it.
 
     python benchmarks/postprocess_grid.py RUN --cohort same=D1 --cohort shifted=D2 --out g.json
 """
@@ -35,7 +38,8 @@ from clotseg.io.readers import read_volume  # noqa: E402
 from clotseg.masks import keep_primary_grown  # noqa: E402
 
 THRESHOLDS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
-MIN_COMPONENTS_MM3 = (10.0, 20.0, 40.0, 80.0)
+MIN_COMPONENTS_MM3 = (5.0, 10.0, 20.0, 40.0, 80.0)
+SIZE_RULES = ("core", "region")
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -45,6 +49,9 @@ def parse(argv=None) -> argparse.Namespace:
                    help="a test cohort (repeatable); the run's validation cases come too")
     p.add_argument("--inputs", type=quality._subset("--inputs", quality.INPUTS),
                    default=list(quality.INPUTS))
+    p.add_argument("--size-rule", choices=SIZE_RULES, default="core",
+                   help="core: components above the threshold (predict's rule); region: "
+                        "the grown region around each core (module docstring)")
     p.add_argument("--work", type=Path, default=Path("postprocess_grid_work"))
     p.add_argument("--out", help="also write the JSON here")
     return p.parse_args(argv)
@@ -67,7 +74,19 @@ def validation_cohort(run: Path, dest: Path) -> Path:
     return dest
 
 
-def case_rows(pred: Path, data: Path, grow: float) -> dict[tuple[float, float], list]:
+def region_sized(prob: np.ndarray, spacing, threshold: float, min_mm3: float,
+                 grow: float) -> np.ndarray:
+    """The cores (``prob >= threshold``) whose grown region (their component of
+    ``prob >= grow``) holds at least ``min_mm3``; the size rule measured on what the kept
+    clot becomes rather than on its core."""
+    core = postprocess(prob, spacing, threshold=threshold)
+    region = postprocess(prob, spacing, threshold=min(grow, threshold),
+                         min_component_mm3=min_mm3) > 0
+    return (core.astype(bool) & region).astype(np.uint8)
+
+
+def case_rows(pred: Path, data: Path, grow: float,
+              size_rule: str = "core") -> dict[tuple[float, float], list]:
     """(threshold, size) -> per case (has clot, mask not empty, clot touched, Dice, id)."""
     table: dict[tuple[float, float], list] = {}
     for case in discover(data).cases:
@@ -76,7 +95,11 @@ def case_rows(pred: Path, data: Path, grow: float) -> dict[tuple[float, float], 
         truth = np.asarray(case.read("mask").array) > 0  # the mask alone, not the scans
         for t in THRESHOLDS:
             for m in MIN_COMPONENTS_MM3:
-                mask = postprocess(prob, prob_vol.spacing, threshold=t, min_component_mm3=m)
+                if size_rule == "region" and grow:
+                    mask = region_sized(prob, prob_vol.spacing, t, m, grow)
+                else:
+                    mask = postprocess(prob, prob_vol.spacing, threshold=t,
+                                       min_component_mm3=m)
                 mask = keep_primary_grown(mask, prob, prob_vol.spacing, grow)[0] > 0
                 inter, total = int((mask & truth).sum()), int(mask.sum() + truth.sum())
                 dice = 1.0 if total == 0 else 2.0 * inter / total
@@ -114,12 +137,13 @@ def main(argv=None) -> None:
             if not (pred / "predict.json").is_file():
                 subprocess.run([sys.executable, "-m", "clotseg.cli", "predict", str(args.run),
                                 str(cohort), str(pred), "--save-prob", "--quiet"], check=True)
-            table = case_rows(pred, cohort, grow)
+            table = case_rows(pred, cohort, grow, args.size_rule)
             grid[f"{name}{suffix or '_both'}"] = {f"{t:g}/{m:g}": summarise(rows)
                                                    for (t, m), rows in table.items()}
     emit({"benchmark": "postprocess_grid", "run": str(args.run),
           "run_threshold": spec.get("threshold"),
           "run_min_component_mm3": spec.get("min_component_mm3"), "grow_threshold": grow,
+          "size_rule": args.size_rule,
           "key": "threshold/min_component_mm3", "grid": grid}, args.out)
 
 

@@ -75,9 +75,11 @@ def main(argv=None) -> int:
     from clotseg.data.dataset import BatchFactory, SliceSampler, batch_iterator, batch_seed
     from clotseg.inference.engine import resolve_precision
     from clotseg.io.layouts import discover
+    from clotseg.models.volumetric import memory_format
     from clotseg.training.losses import make_loss
     from clotseg.training.optim import make_optimizer
     from clotseg.training.trainer import (
+        VOLUMETRIC_MODELS,
         build_model,
         make_source,
         model_spec,
@@ -113,11 +115,12 @@ def main(argv=None) -> int:
         factory = BatchFactory(source, SliceSampler(cases, cfg.data.clot_fraction,
                                                     cfg.data.patch),
                                cfg.train.batch_size, cfg.data.patch, cfg.augment,
-                               cfg.data.windows)
+                               cfg.data.windows,
+                               volumetric=cfg.model.name in VOLUMETRIC_MODELS)
         torch.manual_seed(0)
         model = build_model(model_spec(cfg)).to(device)
-        if cfg.train.channels_last:
-            model = model.to(memory_format=torch.channels_last)
+        if cfg.train.channels_last:  # 2D or 3D layout, as the trainer takes it
+            model = model.to(memory_format=memory_format(model))
         net = torch.compile(model) if cfg.train.compile else model
         optim = make_optimizer(cfg, model.parameters(), device)
         loss_fn = make_loss(cfg.train.loss)

@@ -45,3 +45,15 @@ def test_the_grid_at_the_runs_setting_reproduces_predicts_masks(phantom_cohort, 
     assert masks_seen >= 1
     summary = grid.summarise(rows)
     assert summary["n_clot"] + summary["n_clot_free"] == len(rows)
+
+
+def test_region_rule_sizes_a_core_by_the_region_it_grows_into():
+    # A 1-voxel core in an 8-voxel body between 0.5 and 0.8, and a 1-voxel core alone.
+    prob = np.zeros((20, 5, 5), np.float32)
+    prob[2:10, 2, 2] = 0.6
+    prob[5, 2, 2] = 0.9
+    prob[15, 2, 2] = 0.95
+    kept = grid.region_sized(prob, (1.0, 1.0, 1.0), 0.8, 5.0, 0.5)
+    assert kept[:, 2, 2].nonzero()[0].tolist() == [5]  # the core only; growth comes later
+    core_rule = grid.postprocess(prob, (1.0, 1.0, 1.0), threshold=0.8, min_component_mm3=5.0)
+    assert not core_rule.any()  # predict's rule: both cores are under 5 mm³
