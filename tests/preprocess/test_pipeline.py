@@ -224,7 +224,7 @@ def test_a_region_too_small_for_a_clot_is_warned(small_head):
     origin = tuple(cta.grid.index_to_physical(np.array([[0.0, 0.0, 10.0]]))[0])
     two_slices = Volume(np.asarray(cta.array)[:, :, 10:12].copy(), cta.spacing, origin,
                         cta.direction)
-    with pytest.warns(UserWarning, match="processed CTA region is only"):
+    with pytest.warns(UserWarning, match="processed region is only"):
         pc = preprocess_case(two_slices, ncct, None,
                              PreprocessSettings(register=False, roi="none"))
     assert any("too small to hold a clot" in w for w in pc.info["warnings"])

@@ -55,9 +55,10 @@ from clotseg.preprocess.roi import Box, crop, crop_grid, roi_box
 from clotseg.preprocess.settings import ROI_MODES, PreprocessSettings
 from clotseg.timing import stage
 
-#: Smallest extent (mm) along any axis of the processed CTA region below which a warning
-#: says the result may mean nothing: an M2 clot is about 5 mm long, and telling it from a
-#: speck takes the vessel on either side of it.
+#: Smallest extent (mm) along any axis of the processed region (on the CTA grid, or on the
+#: one scan's grid of a one-scan case) below which a warning says the result may mean
+#: nothing: an M2 clot is about 5 mm long, and telling it from a speck takes the vessel
+#: on either side of it.
 MIN_REGION_MM = 15.0
 
 __all__ = ["AIR_HU", "INFO_FORMAT", "ROI_MODES", "CtaGridNcct", "NcctAlignment",
@@ -217,7 +218,7 @@ def _small_region(grid: Grid) -> list[str]:
     if extent.min() >= MIN_REGION_MM:
         return []
     shown = " x ".join(f"{e:.1f}" for e in extent)
-    return [f"the processed CTA region is only {shown} mm (under {MIN_REGION_MM:g} mm along "
+    return [f"the processed region is only {shown} mm (under {MIN_REGION_MM:g} mm along "
             "an axis): too small to hold a clot with the vessel around it, so its mask and "
             "measurements may mean nothing"]
 
