@@ -11,6 +11,7 @@ need both scans and refuse it. A case with neither is an ``error`` (found at dis
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,10 +77,17 @@ def check_case(case: CaseRef) -> Iterator[Problem]:
         yield Problem("error", cid, path, reason)
     vols: dict[str, Volume] = {}
     for name, path in case.files.items():
-        try:
-            vols[name] = case.read(name)
-        except ClotsegError as exc:
-            yield Problem("error", cid, str(path), getattr(exc, "reason", str(exc)))
+        failed = None
+        with warnings.catch_warnings(record=True) as caught:  # e.g. an ambiguous header
+            warnings.simplefilter("always")
+            try:
+                vols[name] = case.read(name)
+            except ClotsegError as exc:
+                failed = getattr(exc, "reason", str(exc))
+        if failed is not None:
+            yield Problem("error", cid, str(path), failed)
+        for w in caught:
+            yield Problem("warning", cid, str(path), str(w.message).removeprefix(f"{path}: "))
     for name in ("cta", "ncct"):
         if name in vols:
             yield from _check_intensity(cid, str(case.files[name]), name, vols[name])

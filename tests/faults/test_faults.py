@@ -486,6 +486,36 @@ def _(ctx):
 
 # A case with one scan used to be a fault; predict now takes it (a check warning), while
 # training still needs both scans and a case with neither is still an error.
+def _two_geometries(ctx) -> None:
+    """The CTA's qform moved 6 mm from its sform (both valid, code 1: ITK reads the sform,
+    so the case still lines up as read): two places for one file."""
+    p = ctx.case() / "cta.nii.gz"
+    set_header_field(p, "qoffset_z", float(nib.load(str(p)).header["qoffset_z"]) + 6.0)
+
+
+@fault("qform and sform disagree: check warns", 0, "cta.nii.gz: the header's qform")
+def _(ctx):
+    _two_geometries(ctx)
+    return check(ctx)
+
+
+@fault("qform and sform disagree: predict states it in predict.json", 0, "disagree",
+       lambda c, r: any("qform" in w for ws in json.loads(
+           (c.tmp / "pred" / "predict.json").read_text())["warnings"].values() for w in ws)
+       or pytest.fail(r.text))
+def _(ctx):
+    _two_geometries(ctx)
+    return predict(ctx)
+
+
+@fault("no orientation in any header: check warns", 0, "gives no orientation")
+def _(ctx):
+    for p in ctx.case().glob("*.nii.gz"):
+        set_header_field(p, "qform_code", 0)
+        set_header_field(p, "sform_code", 0)
+    return check(ctx)
+
+
 @fault("missing NCCT: check warns", 0, "only a CTA, no NCCT")
 def _(ctx):
     (ctx.case() / "ncct.nii.gz").unlink()

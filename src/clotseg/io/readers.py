@@ -8,6 +8,7 @@ returns or takes a :class:`~clotseg.io.volume.Volume`.
 from __future__ import annotations
 
 import gzip
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,8 +106,9 @@ def _read_sitk(path: Path) -> Volume:
     import SimpleITK as sitk
 
     gz = path.name.lower().endswith(".gz")
+    header = None
     if volume_suffix(path) in (".nii", ".nii.gz"):
-        _check_nifti(path)  # header sane, payload complete, size within the cap
+        header = _check_nifti(path)  # header sane, payload complete, size within the cap
     else:
         _check_itk_header(path)
         if gz:
@@ -125,6 +127,10 @@ def _read_sitk(path: Path) -> Volume:
     except ValueError as exc:
         raise VolumeReadError(path, str(exc)) from None
     del image
+    if header is not None:
+        note = nifti_transform_note(header, vol)
+        if note:
+            warnings.warn(f"{path}: {note}", UserWarning, stacklevel=2)
     if vol.array.dtype.kind == "f" and volume_suffix(path) in (".nii", ".nii.gz"):
         vol = _restore_nifti_nonfinite(path, vol)
     return vol
@@ -158,14 +164,24 @@ class NiftiHeader:
     pixdim: tuple[float, float, float]
     vox_offset: int
     sizeof_hdr: int
+    # the two voxel-to-world transforms (method 2: qform, method 3: sform) and their codes
+    qform_code: int = 0
+    sform_code: int = 0
+    qfac: float = 1.0  # pixdim[0]: -1 flips the third axis of the qform
+    quatern: tuple[float, ...] = (0.0,) * 6  # quatern_b, c, d, qoffset_x, y, z
+    srow: tuple[float, ...] = (0.0,) * 12  # srow_x, srow_y, srow_z
 
 
 #: (offset, dtype) of the fields we need, for NIfTI-1 (348-byte header) and NIfTI-2 (540).
 _NIFTI_FIELDS = {
     348: {"dim": (40, "i2", 8), "bitpix": (72, "i2", 1), "pixdim": (76, "f4", 8),
-          "vox_offset": (108, "f4", 1), "magic": (344, "S4", 1)},
+          "vox_offset": (108, "f4", 1), "magic": (344, "S4", 1),
+          "qform_code": (252, "i2", 1), "sform_code": (254, "i2", 1),
+          "quatern": (256, "f4", 6), "srow": (280, "f4", 12)},
     540: {"dim": (16, "i8", 8), "bitpix": (14, "i2", 1), "pixdim": (104, "f8", 8),
-          "vox_offset": (168, "i8", 1), "magic": (4, "S8", 1)},
+          "vox_offset": (168, "i8", 1), "magic": (4, "S8", 1),
+          "qform_code": (344, "i4", 1), "sform_code": (348, "i4", 1),
+          "quatern": (352, "f8", 6), "srow": (400, "f8", 12)},
 }
 
 
@@ -194,15 +210,19 @@ def _nifti_header(path: Path) -> NiftiHeader:
         return NiftiHeader(tuple(int(d) for d in get["dim"]), int(get["bitpix"][0]),
                            tuple(float(v) for v in get["pixdim"][1:4]),
                            int(get["vox_offset"][0]) if np.isfinite(get["vox_offset"][0])
-                           else -1, size)
+                           else -1, size, int(get["qform_code"][0]),
+                           int(get["sform_code"][0]),
+                           -1.0 if float(get["pixdim"][0]) < 0 else 1.0,
+                           tuple(float(v) for v in get["quatern"]),
+                           tuple(float(v) for v in get["srow"]))
     raise VolumeReadError(path, "not a NIfTI file (no valid NIfTI-1/2 header)")
 
 
-def _check_nifti(path: Path) -> None:
+def _check_nifti(path: Path) -> NiftiHeader:
     """Everything about a NIfTI file that can be known before allocating its voxels:
     a 3D scalar volume, positive spacing, a size within the cap, and voxel data as long as
     the header says (a ``.nii`` is checked by file size, a ``.nii.gz`` by one streaming
-    pass that also checks the gzip CRC and stops at the cap)."""
+    pass that also checks the gzip CRC and stops at the cap). Returns the header."""
     hdr = _nifti_header(path)
     ndim = hdr.dim[0]
     if not 1 <= ndim <= 7 or any(d < 0 for d in hdr.dim[1:ndim + 1]):
@@ -230,6 +250,80 @@ def _check_nifti(path: Path) -> None:
                               f"{'x'.join(map(str, shape[:3]))} voxels ({needed} bytes with "
                               f"the header), the file holds {have} bytes "
                               f"({100 * max(have - offset, 0) / nbytes:.0f} % of the voxels)")
+    return hdr
+
+
+#: NIfTI's RAS world from ITK's LPS (and back: the matrix is its own inverse).
+_RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def qform_affine(hdr: NiftiHeader) -> np.ndarray:
+    """4x4 voxel-to-RAS matrix of the header's qform (the NIfTI standard's "method 2": a
+    rotation from the quaternion, the pixdim scaling with qfac on the third axis, the
+    qoffset). Written out here, the standard's formula, so that checking a header does
+    not import nibabel (see :func:`_nifti_header`)."""
+    b, c, d = hdr.quatern[:3]
+    a2 = 1.0 - (b * b + c * c + d * d)
+    if a2 < 1e-7:  # a 180-degree rotation: the standard renormalises (b, c, d), a = 0
+        norm = float(np.sqrt(b * b + c * c + d * d)) or 1.0
+        a, b, c, d = 0.0, b / norm, c / norm, d / norm
+    else:
+        a = float(np.sqrt(a2))
+    rot = np.array([[a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],
+                    [2 * (b * c + a * d), a * a + c * c - b * b - d * d, 2 * (c * d - a * b)],
+                    [2 * (b * d - a * c), 2 * (c * d + a * b), a * a + d * d - c * c - b * b]])
+    out = np.eye(4)
+    out[:3, :3] = rot * np.array([hdr.pixdim[0], hdr.pixdim[1], hdr.qfac * hdr.pixdim[2]])
+    out[:3, 3] = hdr.quatern[3:]
+    return out
+
+
+def sform_affine(hdr: NiftiHeader) -> np.ndarray:
+    """4x4 voxel-to-world matrix of the header's sform (srow_x, srow_y, srow_z)."""
+    return np.vstack([np.asarray(hdr.srow, dtype=float).reshape(3, 4), [0.0, 0.0, 0.0, 1.0]])
+
+
+def _corner_gap(a: np.ndarray, b: np.ndarray, shape) -> float:
+    """Largest distance (mm) between where ``a`` and ``b`` put the volume's 8 corners."""
+    n = [max(int(v) - 1, 0) for v in shape]
+    corners = np.array([[i, j, k, 1.0] for i in (0, n[0]) for j in (0, n[1])
+                        for k in (0, n[2])]).T
+    return float(np.linalg.norm((a - b) @ corners, axis=0).max())
+
+
+def nifti_transform_note(hdr: NiftiHeader, vol: Volume) -> str | None:
+    """What the header leaves ambiguous about where the image lies, or None.
+
+    A NIfTI file carries two voxel-to-world transforms, each valid when its code is
+    positive. ITK (and so clotseg and 3D Slicer) picks one by its own rule, other software
+    (nibabel-based tools, FSL) may pick the other: when they place the volume more than
+    half a voxel apart, the same file lies in two places depending on who reads it, and
+    a mask drawn in one of them does not line up with the scan in the other. A header
+    with neither transform gives no orientation at all: the image is read as if its array
+    axes were the patient's. Both are stated, never silently resolved.
+    """
+    shape = hdr.dim[1:4]
+    if hdr.qform_code <= 0 and hdr.sform_code <= 0:
+        return ("the header gives no orientation (qform_code and sform_code are both 0): read "
+                "with origin 0 and the array axes taken as the patient's, so left and right, "
+                "and the alignment with the other scan and the mask, rest on that guess; "
+                "re-export the file from the scanner's DICOM")
+    if hdr.qform_code <= 0 or hdr.sform_code <= 0:
+        return None
+    q, s = qform_affine(hdr), sform_affine(hdr)
+    tol = 0.5 * min(hdr.pixdim)
+    gap = _corner_gap(q, s, shape)
+    if gap <= tol:
+        return None
+    read = _RAS_FROM_LPS @ vol.affine
+    to_q, to_s = _corner_gap(read, q, shape), _corner_gap(read, s, shape)
+    used, other = ("qform", "sform") if to_q <= to_s else ("sform", "qform")
+    how = "with the" if min(to_q, to_s) <= tol else "closest to the"
+    return (f"the header's qform (code {hdr.qform_code}) and sform (code {hdr.sform_code}) "
+            f"disagree: they place the volume's corners up to {gap:.1f} mm apart. Read "
+            f"{how} {used}, as ITK does; software that reads the {other} puts this image "
+            "elsewhere, and a mask drawn there will not line up with it. Re-save the file "
+            "with one geometry")
 
 
 def _restore_nifti_nonfinite(path: Path, vol: Volume) -> Volume:
