@@ -255,6 +255,18 @@ def _(ctx):
     return check(ctx)
 
 
+@fault("NRRD without any voxel spacing (not read as 1 mm)", 1, "ncct.nrrd: the header gives no voxel spacing")
+def _(ctx):
+    case = ctx.case()
+    vol = read_volume(case / "ncct.nii.gz")
+    (case / "ncct.nii.gz").unlink()
+    arr = np.asarray(vol.array, dtype=np.int16)
+    head = (f"NRRD0004\ntype: short\ndimension: 3\nsizes: {' '.join(map(str, arr.shape))}\n"
+            "encoding: raw\nendian: little\n\n")
+    (case / "ncct.nrrd").write_bytes(head.encode() + arr.tobytes(order="F"))
+    return predict(ctx)
+
+
 @fault("NRRD header claiming a huge volume", 1, "ncct.nrrd")
 def _(ctx):
     case = ctx.case()

@@ -110,7 +110,9 @@ def _read_sitk(path: Path) -> Volume:
     if volume_suffix(path) in (".nii", ".nii.gz"):
         header = _check_nifti(path)  # header sane, payload complete, size within the cap
     else:
-        _check_itk_header(path)
+        note = _check_itk_header(path)
+        if note:
+            warnings.warn(f"{path}: {note}", UserWarning, stacklevel=2)
         if gz:
             _check_gzip(path)
     try:
@@ -136,8 +138,45 @@ def _read_sitk(path: Path) -> Volume:
     return vol
 
 
-def _check_itk_header(path: Path) -> None:
-    """Size cap for the formats read through ITK alone (NRRD, MetaImage), from the header."""
+#: Header fields (lower case) that give a NRRD or MetaImage file its voxel spacing, and
+#: those that give its orientation. Without them ITK reads 1 mm voxels along the patient's
+#: axes, in silence.
+_SPACING_FIELDS = {"nrrd": ("space directions", "spacings"),
+                   "meta": ("elementspacing", "elementsize")}
+_ORIENTATION_FIELDS = {"nrrd": ("space directions",),
+                       "meta": ("transformmatrix", "rotation", "orientation")}
+#: How much of a file is searched for the end of a NRRD or MetaImage text header.
+_TEXT_HEADER_BYTES = 1 << 16
+
+
+def _text_header(path: Path) -> tuple[str, dict[str, str]] | None:
+    """``(kind, fields)`` of a NRRD (``key: value``) or MetaImage (``Key = Value``) text
+    header, keys in lower case; None for a gzip-compressed file or no such header. Read
+    here because ITK does not say which geometry fields a file actually had."""
+    kind = "nrrd" if volume_suffix(path) in (".nrrd", ".nhdr") else "meta"
+    if path.name.lower().endswith(".gz"):
+        return None
+    with open(path, "rb") as fh:
+        raw = fh.read(_TEXT_HEADER_BYTES)
+    fields: dict[str, str] = {}
+    for line in raw.replace(b"\r\n", b"\n").split(b"\n"):
+        text = line.decode("latin-1").strip()
+        if kind == "nrrd" and not text and fields:
+            break  # the blank line that ends a NRRD header
+        if not text or text.startswith("#") or (kind == "nrrd" and ":=" in text):
+            continue  # comments and NRRD key/value pairs, not fields
+        key, sep, value = text.partition(":" if kind == "nrrd" else "=")
+        if sep:
+            fields[key.strip().lower()] = value.strip()
+        if kind == "meta" and key.strip().lower() == "elementdatafile":
+            break  # the voxels follow
+    return (kind, fields) if fields else None
+
+
+def _check_itk_header(path: Path) -> str | None:
+    """Size cap and geometry fields for the formats read through ITK alone (NRRD,
+    MetaImage), from the header: no spacing is an error (ITK would assume 1 mm), no
+    orientation a note, returned for the caller to warn about."""
     import SimpleITK as sitk
 
     reader = sitk.ImageFileReader()
@@ -153,6 +192,21 @@ def _check_itk_header(path: Path) -> None:
     if any(s <= 0 for s in reader.GetSpacing()):
         raise VolumeReadError(path, f"voxel spacing {reader.GetSpacing()} in the header is "
                               "zero or negative")
+    header = _text_header(path)
+    if header is None:
+        return None
+    kind, fields = header
+    if not any(k in fields for k in _SPACING_FIELDS[kind]):
+        named = " or ".join(f"'{k}'" for k in _SPACING_FIELDS[kind])
+        raise VolumeReadError(path, f"the header gives no voxel spacing (no {named} field): "
+                              "ITK would assume 1 mm, the real spacing is unknown")
+    if not any(k in fields for k in _ORIENTATION_FIELDS[kind]):
+        return ("the header gives no orientation (no "
+                f"{' or '.join(repr(k) for k in _ORIENTATION_FIELDS[kind])} field): read with "
+                "origin 0 and the array axes taken as the patient's, so left and right, and "
+                "the alignment with the other scan and the mask, rest on that guess; "
+                "re-export the file from the scanner's DICOM")
+    return None
 
 
 @dataclass(frozen=True)

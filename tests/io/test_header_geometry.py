@@ -1,4 +1,6 @@
-"""The NIfTI header's two transforms: read exactly, and an ambiguous header is stated."""
+"""Where a header puts the image: NIfTI's two transforms read exactly, and a header that
+leaves the place or the voxel size open (two NIfTI geometries or none, a NRRD or MetaImage
+file without spacing or orientation) is stated or refused, never read as a silent guess."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from clotseg.errors import VolumeReadError
 from clotseg.io.readers import (
     _nifti_header,
     nifti_transform_note,
@@ -110,3 +113,60 @@ def test_the_note_is_none_for_a_consistent_header(tmp_path):
     a = _affine(9, False)
     path = _write(tmp_path / "c.nii.gz", a, a)
     assert nifti_transform_note(_nifti_header(path), read_volume(path)) is None
+
+
+VOXELS = np.arange(6 * 5 * 4, dtype=np.int16).reshape(4, 5, 6) * 10 - 500  # z, y, x
+
+
+def _nrrd(path: Path, *fields: str) -> Path:
+    head = ["NRRD0004", "type: short", "dimension: 3", "sizes: 6 5 4", *fields,
+            "encoding: raw", "endian: little"]
+    path.write_bytes(("\n".join(head) + "\n\n").encode() + VOXELS.tobytes())
+    return path
+
+
+def _mha(path: Path, *fields: str) -> Path:
+    head = ["ObjectType = Image", "NDims = 3", "BinaryData = True",
+            "BinaryDataByteOrderMSB = False", *fields, "DimSize = 6 5 4",
+            "ElementType = MET_SHORT", "ElementDataFile = LOCAL"]
+    path.write_bytes(("\n".join(head) + "\n").encode() + VOXELS.tobytes())
+    return path
+
+
+@pytest.mark.parametrize("make", [
+    lambda d: _nrrd(d / "cta.nrrd"),
+    lambda d: _nrrd(d / "cta.nrrd", "kinds: domain domain domain"),
+    lambda d: _mha(d / "cta.mha", "TransformMatrix = 1 0 0 0 1 0 0 0 1", "Offset = 0 0 0"),
+])
+def test_a_header_without_spacing_is_refused_not_read_as_1_mm(tmp_path, make):
+    path = make(tmp_path)
+    with pytest.raises(VolumeReadError, match="no voxel spacing") as exc:
+        read_volume(path)
+    assert str(path) in str(exc.value)
+
+
+@pytest.mark.parametrize("make,spacing", [
+    (lambda d: _nrrd(d / "ncct.nrrd", "spacings: 0.5 0.5 2"), (0.5, 0.5, 2.0)),
+    (lambda d: _mha(d / "ncct.mha", "ElementSpacing = 0.5 0.5 2"), (0.5, 0.5, 2.0)),
+])
+def test_a_header_with_spacing_but_no_orientation_is_stated(tmp_path, make, spacing):
+    vol, said = _read(make(tmp_path))
+    assert vol.spacing == spacing
+    assert len(said) == 1 and "no orientation" in said[0] and "ncct." in said[0], said
+    assert np.array_equal(np.asarray(vol.array)[:, :, 0], VOXELS[0].T)  # voxels as stored
+
+
+def test_a_complete_nrrd_header_reads_in_silence(tmp_path):
+    path = _nrrd(tmp_path / "a.nrrd", "space: left-posterior-superior",
+                 "space directions: (0.5,0,0) (0,0.5,0) (0,0,2)", "space origin: (1,2,3)")
+    vol, said = _read(path)
+    assert said == [] and vol.spacing == (0.5, 0.5, 2.0) and vol.origin == (1.0, 2.0, 3.0)
+
+
+@pytest.mark.parametrize("name", ["v.nrrd", "v.nhdr", "v.mha", "v.mhd"])
+def test_files_clotseg_writes_in_other_formats_read_in_silence(tmp_path, name):
+    vol = Volume(np.zeros((9, 8, 7), np.int16), (0.4, 0.4, 0.6), (10.0, -5.0, 3.0),
+                 (1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0))
+    write_volume(vol, tmp_path / name)
+    back, said = _read(tmp_path / name)
+    assert said == [] and back.grid.same_as(vol.grid)
