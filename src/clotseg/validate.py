@@ -90,6 +90,7 @@ def check_case(case: CaseRef) -> Iterator[Problem]:
             yield Problem("warning", cid, str(path), str(w.message).removeprefix(f"{path}: "))
     for name in ("cta", "ncct"):
         if name in vols:
+            yield from _check_spacing(cid, str(case.files[name]), vols[name])
             yield from _check_intensity(cid, str(case.files[name]), name, vols[name])
     if "mask" in vols:
         yield from _check_mask(cid, str(case.files["mask"]), vols["mask"])
@@ -119,6 +120,14 @@ def _check_one_modality(case: CaseRef) -> Iterator[Problem]:
     yield Problem("warning", case.case_id, str(where),
                   f"only {article} {have}, no {gone}: `predict` segments it from the {have} alone "
                   f"(empty values for what needs the {gone}); training needs both scans")
+
+
+def _check_spacing(cid: str, path: str, vol: Volume) -> Iterator[Problem]:
+    from clotseg.io.values import spacing_note
+
+    note = spacing_note(vol)
+    if note:
+        yield Problem("warning", cid, path, note)
 
 
 def _check_intensity(cid: str, path: str, name: str, vol: Volume) -> Iterator[Problem]:

@@ -267,6 +267,45 @@ def _(ctx):
     return predict(ctx)
 
 
+def _scale_spacing(ctx, factor: float) -> None:
+    """Every file of the case with its voxels ``factor`` times larger (a unit slip)."""
+    for p in ctx.case().glob("*.nii.gz"):
+        img = nib.load(str(p))
+        affine = img.affine.copy()
+        affine[:3, :3] *= factor
+        out = nib.Nifti1Image(np.asarray(img.dataobj), affine, header=img.header)
+        out.set_qform(affine, code=1)
+        out.set_sform(affine, code=1)
+        nib.save(out, str(p))
+
+
+@fault("spacing 100 times too large (a head several metres wide): check", 1,
+       "cta.nii.gz: the voxel spacing in the header")
+def _(ctx):
+    _scale_spacing(ctx, 100.0)
+    return check(ctx)
+
+
+@fault("spacing too coarse for any CT: check warns", 0, "outside what CT scanners reconstruct")
+def _(ctx):
+    _scale_spacing(ctx, 16.0)
+    return check(ctx)
+
+
+@fault("spacing too coarse: predict warns", 0, "cta.nii.gz: voxel spacing")
+def _(ctx):
+    _scale_spacing(ctx, 16.0)
+    return predict(ctx)
+
+
+@fault("spacing too coarse: preprocess refuses the resample, no memory taken", 1,
+       "above the 2 GiB limit", no_output("prep"))
+def _(ctx):
+    _scale_spacing(ctx, 16.0)
+    return ["preprocess", ctx.data(), ctx.tmp / "prep", "--target-spacing", "0.5", "0.5", "0.5",
+            "--roi", "none"]
+
+
 @fault("NRRD header claiming a huge volume", 1, "ncct.nrrd")
 def _(ctx):
     case = ctx.case()

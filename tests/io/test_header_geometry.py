@@ -170,3 +170,14 @@ def test_files_clotseg_writes_in_other_formats_read_in_silence(tmp_path, name):
     write_volume(vol, tmp_path / name)
     back, said = _read(tmp_path / name)
     assert said == [] and back.grid.same_as(vol.grid)
+
+
+def test_a_volume_larger_than_any_ct_is_refused(tmp_path):
+    from clotseg.io.readers import MAX_EXTENT_MM, check_extent
+
+    ok = Volume(np.zeros((100, 100, 10), np.int16), (0.5, 0.5, MAX_EXTENT_MM / 10))
+    assert check_extent(tmp_path / "a.nii.gz", ok) is ok
+    cm_as_mm = Volume(np.zeros((512, 512, 10), np.int16), (4.5, 4.5, 5.0))  # 0.45 cm
+    write_volume(cm_as_mm, tmp_path / "b.nii.gz")
+    with pytest.raises(VolumeReadError, match=r"2304 x 2304 x 50 mm, larger than any CT"):
+        read_volume(tmp_path / "b.nii.gz")

@@ -132,3 +132,17 @@ def test_block_mean_keeps_geometry_and_averages_blocks():
     np.testing.assert_allclose(out.array.ravel(), new @ np.array([0.3, -1.1, 0.7]), atol=1e-4)
     same = Volume.on_grid(ramp.astype(np.float32), grid)
     assert block_mean(same, (0.5, 0.5, 0.5)) is same  # nothing to average
+
+
+@pytest.mark.parametrize("interpolation", ["linear", "nearest", "label"])
+def test_a_resample_past_the_size_limit_is_refused_before_allocating(monkeypatch,
+                                                                     interpolation):
+    from clotseg.errors import ClotsegError
+
+    monkeypatch.setenv("CLOTSEG_MAX_VOLUME_GB", str(4 * 64**3 / (1 << 30)))  # 64³ float32
+    vol = Volume(np.zeros((8, 8, 8), np.uint8), (10.0, 10.0, 10.0))
+    fits = Grid((64, 64, 64), (1.25, 1.25, 1.25), (0.0, 0.0, 0.0), vol.direction)
+    assert resample_to_grid(vol, fits, interpolation=interpolation).shape == (64, 64, 64)
+    with pytest.raises(ClotsegError, match=r"65 x 64 x 64 voxels .* above the .* limit"):
+        resample_to_grid(vol, Grid((65, 64, 64), (1.25, 1.25, 1.25), (0.0, 0.0, 0.0),
+                                   vol.direction), interpolation=interpolation)

@@ -50,13 +50,32 @@ def read_volume(path: str | Path, *, spacing: tuple[float, float, float] | None 
     if path.is_dir():
         from clotseg.io.dicom import read_dicom_series
 
-        return read_dicom_series(path)
+        return check_extent(path, read_dicom_series(path))
     if path.suffix.lower() == ".npy":
-        return read_npy(path, spacing=spacing)
+        return check_extent(path, read_npy(path, spacing=spacing))
     if volume_suffix(path) is None:
         raise VolumeReadError(path, f"unsupported file type (expected one of "
                               f"{', '.join(VOLUME_SUFFIXES)}, .npy or a DICOM folder)")
-    return _read_sitk(path)
+    return check_extent(path, _read_sitk(path))
+
+
+#: Longest physical extent (mm) a volume may have along any axis. A whole-body CT is under
+#: 2 m long and well under 1 m across; a larger volume has a voxel spacing in the wrong
+#: unit (cm or inches read as mm), and resampling it to a model's spacing would try to
+#: allocate terabytes.
+MAX_EXTENT_MM = 2000.0
+
+
+def check_extent(path: str | Path, vol: Volume) -> Volume:
+    """``vol``, or a :class:`VolumeReadError` when its extent passes :data:`MAX_EXTENT_MM`."""
+    extent = np.asarray(vol.shape, float) * np.asarray(vol.spacing, float)
+    if float(extent.max()) > MAX_EXTENT_MM:
+        spacing = " x ".join(f"{v:.4g}" for v in vol.spacing)
+        size = " x ".join(f"{v:.0f}" for v in extent)
+        raise VolumeReadError(path, f"the voxel spacing in the header ({spacing} mm) makes "
+                              f"the volume {size} mm, larger than any CT: a spacing in the "
+                              "wrong unit?")
+    return vol
 
 
 #: Largest volume (bytes of voxel data, as the header describes it) read by default. A
@@ -86,7 +105,8 @@ def max_volume_bytes() -> int:
     return int(gb * (1 << 30))
 
 
-def _gib(n: float) -> str:
+def size_text(n: float) -> str:
+    """A byte count as GiB (from a quarter GiB up) or MiB, for messages."""
     return f"{n / (1 << 30):.3g} GiB" if n >= 1 << 28 else f"{n / (1 << 20):.3g} MiB"
 
 
@@ -96,8 +116,8 @@ def check_size(path: Path, shape, itemsize: int, limit: int | None = None) -> in
     nbytes = int(np.prod([int(s) for s in shape], dtype=object)) * int(itemsize)
     if nbytes > limit:
         dims = "x".join(str(int(s)) for s in shape)
-        raise VolumeReadError(path, f"header describes {dims} voxels ({_gib(nbytes)}), above "
-                              f"the limit of {_gib(limit)} per volume (raise it with "
+        raise VolumeReadError(path, f"header describes {dims} voxels ({size_text(nbytes)}), above "
+                              f"the limit of {size_text(limit)} per volume (raise it with "
                               "CLOTSEG_MAX_VOLUME_GB if the file is genuine)")
     return nbytes
 
@@ -407,7 +427,7 @@ def _check_gzip(path: Path, stop_after: int | None = None) -> int:
                 total += len(chunk)
                 if stop_after is not None and total > stop_after:
                     raise VolumeReadError(path, f"gzip data decompresses to more than "
-                                          f"{_gib(stop_after)}, far beyond what the header "
+                                          f"{size_text(stop_after)}, far beyond what the header "
                                           "describes (corrupt file or decompression bomb)")
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise VolumeReadError(path, f"corrupt or truncated gzip data ({exc})") from None

@@ -75,7 +75,8 @@ def binary_mask(vol: Volume, path: str | Path) -> Volume:
 
 def usable_ct(vol: Volume, path: str | Path, what: str) -> Volume:
     """:func:`finite_ct`, and an error naming the file when every voxel holds the same
-    value (module docstring): such a scan is refused, not predicted from."""
+    value (module docstring): such a scan is refused, not predicted from. A voxel spacing
+    no CT scanner reconstructs is a warning (:func:`spacing_note`)."""
     vol = finite_ct(vol, path, what)
     arr = np.asarray(vol.array)
     if arr.size and arr.min() == arr.max():
@@ -83,7 +84,25 @@ def usable_ct(vol: Volume, path: str | Path, what: str) -> Volume:
                               f"{float(arr.flat[0]):g}): it holds no scan; repair or "
                               "re-export it, or leave it out of the case to predict from "
                               "the other scan alone")
+    note = spacing_note(vol)
+    if note:
+        warnings.warn(f"{path}: {note}", UserWarning, stacklevel=2)
     return vol
+
+
+#: Voxel spacings (mm) that CT scanners reconstruct; outside it the header's unit is suspect
+#: (a model trained on sub-millimetre voxels says nothing about 2 cm ones).
+CT_SPACING_MM = (0.05, 10.0)
+
+
+def spacing_note(vol: Volume) -> str | None:
+    """A warning text when ``vol``'s spacing lies outside :data:`CT_SPACING_MM`, else None."""
+    lo, hi = CT_SPACING_MM
+    if min(vol.spacing) >= lo and max(vol.spacing) <= hi:
+        return None
+    shown = " x ".join(f"{v:.4g}" for v in vol.spacing)
+    return (f"voxel spacing {shown} mm is outside what CT scanners reconstruct "
+            f"({lo:g}-{hi:g} mm): a spacing in the wrong unit?")
 
 
 def finite_ct(vol: Volume, path: str | Path, what: str) -> Volume:

@@ -48,6 +48,7 @@ def resample_to_grid(vol: Volume, grid: Grid, *, transform=None, interpolation: 
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"unknown interpolation {interpolation!r}; choose from "
                          f"{', '.join(INTERPOLATIONS)}")
+    _check_output_size(vol, grid)
     tx = as_sitk_transform(transform)
     ref = reference_image(grid)
     arr = np.asarray(vol.array)
@@ -67,6 +68,27 @@ def resample_to_grid(vol: Volume, grid: Grid, *, transform=None, interpolation: 
         return _integer_volume(out, arr.dtype)
     out = Volume.from_sitk(out)
     return out.with_array(_cast_like(out.array, arr.dtype))
+
+
+def _check_output_size(vol: Volume, grid: Grid) -> None:
+    """Refuse a resample whose float32 output would pass the volume size limit (the one
+    reading obeys, :func:`clotseg.io.readers.max_volume_bytes`): a header whose spacing
+    is too coarse by a unit slip makes a grid of billions of voxels at a model's spacing,
+    and the allocation would take the machine's memory rather than fail cleanly."""
+    from clotseg.errors import ClotsegError
+    from clotseg.io.readers import max_volume_bytes, size_text
+
+    nbytes = 4 * int(np.prod(np.asarray(grid.shape, dtype=np.int64)))
+    limit = max_volume_bytes()
+    if nbytes > limit:
+        extent = " x ".join(f"{v:.0f}" for v in np.asarray(vol.shape) * np.asarray(vol.spacing))
+        raise ClotsegError(
+            f"resampling a {' x '.join(map(str, vol.shape))} volume of "
+            f"{' x '.join(f'{v:.4g}' for v in vol.spacing)} mm voxels ({extent} mm) onto "
+            f"{' x '.join(f'{v:.4g}' for v in grid.spacing)} mm voxels would make "
+            f"{' x '.join(map(str, grid.shape))} voxels ({size_text(nbytes)}), above the "
+            f"{size_text(limit)} limit: check the voxel spacing in the header (raise the limit "
+            "with CLOTSEG_MAX_VOLUME_GB if the scan is genuine)")
 
 
 def _integer_volume(image, dtype: np.dtype) -> Volume:
