@@ -94,6 +94,13 @@ def check_case(case: CaseRef) -> Iterator[Problem]:
             yield from _check_intensity(cid, str(case.files[name]), name, vols[name])
     if "mask" in vols:
         yield from _check_mask(cid, str(case.files["mask"]), vols["mask"])
+    if "cta" in vols and "ncct" in vols:
+        from clotseg.io.values import distinct_scans
+
+        try:
+            distinct_scans(vols["cta"], vols["ncct"], case.files["ncct"])
+        except ClotsegError as exc:
+            yield Problem("error", cid, str(case.files["ncct"]), getattr(exc, "reason", str(exc)))
     yield from _check_one_modality(case)
     cta = vols.get("cta")
     if cta is None:

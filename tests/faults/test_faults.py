@@ -15,6 +15,7 @@ import csv
 import gzip
 import json
 import os
+import shutil
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -565,6 +566,24 @@ def _(ctx):
         set_header_field(p, "qform_code", 0)
         set_header_field(p, "sform_code", 0)
     return check(ctx)
+
+
+def _cta_twice(ctx) -> None:
+    case = ctx.case()
+    shutil.copyfile(case / "cta.nii.gz", case / "ncct.nii.gz")
+
+
+@fault("the CTA file given as the NCCT too: check", 1, "ncct.nii.gz: the NCCT holds exactly")
+def _(ctx):
+    _cta_twice(ctx)
+    return check(ctx)
+
+
+@fault("the CTA file given as the NCCT too: predict refuses the case", 1,
+       "ncct.nii.gz: the NCCT holds exactly", no_output("pred"))
+def _(ctx):
+    _cta_twice(ctx)
+    return predict(ctx)
 
 
 @fault("missing NCCT: check warns", 0, "only a CTA, no NCCT")

@@ -28,7 +28,7 @@ def load_case(case: CaseRef, series: dict[str, str] | None = None) -> CaseVolume
     case with problems found at discovery fails with those problems alone (no ``case
     <id>:`` prefix), the message ``measure`` and ``nnunet`` callers have always shown.
     """
-    from clotseg.io.values import usable_ct
+    from clotseg.io.values import distinct_scans, usable_ct
 
     series = series or {}
     if case.problems:
@@ -38,6 +38,7 @@ def load_case(case: CaseRef, series: dict[str, str] | None = None) -> CaseVolume
     vols = {name: _read_modality(case, name, series.get(name)) for name in MODALITIES}
     checked = {name: None if vol is None else usable_ct(vol, getattr(case, name), name.upper())
                for name, vol in vols.items()}
+    distinct_scans(checked["cta"], checked["ncct"], case.ncct)
     return CaseVolumes(case.case_id, checked["cta"], checked["ncct"], None)
 
 

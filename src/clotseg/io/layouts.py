@@ -111,14 +111,16 @@ class CaseRef:
         """Read CTA, NCCT and (if present and wanted) the mask, with their values checked
         for use (:mod:`clotseg.io.values`: finite, non-constant CT voxels, a binary
         mask). A modality the case has no file for is None (see :class:`CaseVolumes`)."""
-        from clotseg.io.values import binary_mask
+        from clotseg.io.values import binary_mask, distinct_scans
 
         if self.problems:
             raise DatasetError(f"case {self.case_id}: {'; '.join(self.problems)}")
         mask = None
         if with_mask and self.mask is not None:
             mask = binary_mask(self.read("mask"), self.mask)
-        return CaseVolumes(self.case_id, self._scan("cta"), self._scan("ncct"), mask)
+        cta, ncct = self._scan("cta"), self._scan("ncct")
+        distinct_scans(cta, ncct, self.ncct)
+        return CaseVolumes(self.case_id, cta, ncct, mask)
 
     def _scan(self, name: str) -> Volume | None:
         """One modality read and checked (finite, non-constant CT values), None without its

@@ -124,3 +124,17 @@ def finite_ct(vol: Volume, path: str | Path, what: str) -> Volume:
     fixed = np.array(arr, copy=True)
     fixed[bad] = value
     return vol.with_array(fixed)
+
+
+def distinct_scans(cta: Volume | None, ncct: Volume | None, ncct_path: str | Path) -> None:
+    """An error naming the NCCT file when it holds exactly the CTA's voxels: one scan given
+    twice (a copied file, or one series exported under both names). The network would
+    read the contrast lumen as a hyperdense NCCT everywhere and mark clots on patent
+    vessels, so the case is refused rather than segmented."""
+    if cta is None or ncct is None or cta.shape != ncct.shape:
+        return
+    if np.array_equal(np.asarray(cta.array), np.asarray(ncct.array)):
+        raise VolumeReadError(ncct_path, "the NCCT holds exactly the CTA's voxels: the same "
+                              "scan given twice? Give the non-contrast scan, or leave the "
+                              "NCCT out to predict from the CTA alone")
+
