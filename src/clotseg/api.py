@@ -92,12 +92,14 @@ def segment(run: str | Path | Sequence[str | Path], inputs: str | Path,
         >>> [(r.case_id, r.ok, len(r.rows)) for r in results]  # doctest: +SKIP
         [('patient7', True, 1)]
     """
-    from clotseg.io.outputs import OutLock
+    from clotseg.io.outputs import OutLock, check_out_apart
 
     series = {k: v for k, v in (("cta", cta_series), ("ncct", ncct_series)) if v}
+    cases = find_cases(inputs, spacing=spacing)
+    if out is not None:
+        check_out_apart(out, inputs, [f for c in cases for f in c.files.values()])
     # One writer per OUT (so its masks and clots.csv agree), taken before any work.
     with contextlib.nullcontext() if out is None else OutLock(out, "predict"):
-        cases = find_cases(inputs, spacing=spacing)
         predictor = Predictor.from_runs(run, device=device, precision=precision, tta=tta,
                                         batch_size=batch_size, threshold=threshold,
                                         min_component_mm3=min_component_mm3,

@@ -913,6 +913,32 @@ def _(ctx):
     return ["predict", ctx.run(), ctx.data(), ctx.tmp / "pred" / "sub", "--quiet"]
 
 
+def _labels_kept(ctx, res) -> None:
+    labels = ctx.tmp / "nn" / "Dataset501_Clot" / "labelsTr"
+    kept = sorted(labels.glob("*.nii.gz"))
+    assert kept, "no labels exported"
+    for p in kept:  # each still the phantom's own mask, not a prediction
+        source = ctx.data() / p.name.removesuffix(".nii.gz") / "clot.nii.gz"
+        assert np.array_equal(read_volume(p).array, read_volume(source).array), p
+    assert not (labels / "clots.csv").exists() and not (labels / "predict.json").exists()
+
+
+@fault("predict into nnU-Net's labelsTr (reference masks are named like predictions)", 2,
+       "holds input file", _labels_kept)
+def _(ctx):
+    from clotseg.cli import main
+
+    assert main(["export-nnunet", str(ctx.data()), str(ctx.tmp / "nn"), "--id", "501"]) == 0
+    root = ctx.tmp / "nn" / "Dataset501_Clot"
+    return ["predict", ctx.run(), root, root / "labelsTr", "--quiet"]
+
+
+@fault("predict OUT is the dataset itself", 2, "must not be the input",
+       lambda c, r: not list(c.data().glob("*.nii.gz")) or pytest.fail(r.text))
+def _(ctx):
+    return ["predict", ctx.run(), ctx.data(), ctx.data(), "--quiet"]
+
+
 @fault("train --out is an existing file", 1, "run_new")
 def _(ctx):
     (ctx.tmp / "run_new").write_text("x")

@@ -74,6 +74,26 @@ def ensure_out_dir(path: str | Path, what: str = "output folder") -> Path:
     return path
 
 
+def check_out_apart(out: str | Path, inputs: str | Path, files) -> None:
+    """Refuse an output folder where the outputs would replace or mix with the inputs:
+    the input itself, a folder above it, or a folder holding (or inside) any input file
+    or DICOM folder of ``files``. ``<case>.nii.gz`` is the name of a prediction and also
+    the name of a reference mask in nnU-Net's ``labelsTr``: predicting into that folder
+    replaced the reference masks in silence."""
+    from clotseg.errors import UsageError
+
+    o, d = Path(out).resolve(), Path(inputs).resolve()
+    if o == d or o in d.parents:
+        raise UsageError(f"OUT ({out}) must not be the input ({inputs}) or a folder above "
+                         "it: predictions would be written among the scans")
+    for f in files:
+        f = Path(f).resolve()
+        if o in (f, f.parent) or f in o.parents:
+            raise UsageError(f"OUT ({out}) holds input file {f}: predictions there could "
+                             "replace inputs (a reference mask is named <case>.nii.gz like "
+                             "a prediction); choose a folder that holds no input file")
+
+
 def ensure_out_file(path: str | Path, what: str = "output file") -> Path:
     """Check that ``path`` can be written as a file: not a folder, its folder creatable
     and writable, an existing file replaceable."""
