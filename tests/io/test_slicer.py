@@ -97,13 +97,14 @@ def test_ambiguous_segmentation_is_a_clear_error(tmp_path):
 def test_case_folder_reads_and_checks_slicer_mask(tmp_path):
     from clotseg.cli import main
 
-    cta = make_volume(DIRECTIONS["oblique"], dtype=np.int16)
-    cta = cta.with_array(np.asarray(cta.array) + 200)  # some contrast-enhanced voxels
+    base = make_volume(DIRECTIONS["oblique"], dtype=np.int16)
+    cta = base.with_array(np.asarray(base.array) + 200)  # some contrast-enhanced voxels
+    ncct = base.with_array(np.asarray(base.array) + 40)  # its own scan, not the CTA again
     mask = np.zeros(cta.shape, np.uint8)
     mask[4:7, 3:5, 2:4] = 1
     for case in ("good", "bad"):
         write_volume(cta, tmp_path / "data" / case / "cta.nii.gz")
-        write_volume(cta, tmp_path / "data" / case / "ncct.nii.gz")
+        write_volume(ncct, tmp_path / "data" / case / "ncct.nii.gz")
     write_seg_nrrd(cta.with_array(mask), tmp_path / "data" / "good" / "clot.seg.nrrd")
     _labelmap(tmp_path / "data" / "bad" / "Segmentation.seg.nrrd", mask + (mask > 9), cta,
               {1: "Segment_1", 2: "Segment_2"})
