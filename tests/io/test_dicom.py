@@ -294,3 +294,30 @@ def test_scanner_export_without_modality_folder_names(tmp_path):
     one = discover(root / "PAT1")
     assert one.layout == "dicom" and [c.case_id for c in one.cases] == ["PAT1"]
     assert main(["check", str(root / "PAT1")]) == 0
+
+
+def test_a_series_above_the_size_limit_is_refused_before_stacking(tmp_path, monkeypatch):
+    folder = tmp_path / "s"
+    write_series(folder, _volume())  # 24 x 20 x 9 int16: 8640 bytes
+    monkeypatch.setenv("CLOTSEG_MAX_VOLUME_GB", str(8000 / (1 << 30)))
+    with pytest.raises(VolumeReadError, match=r"24x20x9 voxels .* above the limit"):
+        read_dicom_series(folder)
+    monkeypatch.setenv("CLOTSEG_MAX_VOLUME_GB", str(9000 / (1 << 30)))
+    assert read_dicom_series(folder).shape == (24, 20, 9)
+
+
+def test_slices_are_read_with_their_pixel_data_deferred(tmp_path, monkeypatch):
+    import pydicom
+
+    folder = tmp_path / "s"
+    write_series(folder, _volume())
+    seen = []
+    real = pydicom.dcmread
+
+    def spy(path, *args, **kwargs):
+        seen.append(kwargs.get("defer_size"))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(pydicom, "dcmread", spy)
+    vol = read_dicom_series(folder)
+    assert vol.shape == (24, 20, 9) and seen and all(d is not None for d in seen[-9:])

@@ -209,6 +209,10 @@ def read_series_files(files: list[Path], where: Path) -> Volume:
         ds = pydicom.dcmread(files[0], stop_before_pixels=True)
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         if frames > 1:
+            from clotseg.io.readers import check_size
+
+            check_size(where, (int(ds.get("Columns", 0) or 0), int(ds.get("Rows", 0) or 0),
+                               frames), 2)
             return _read_multiframe(files[0], where)
         raise VolumeReadError(where, "DICOM series has only 1 slice; a 3D series needs several")
     slices = [_Slice.read(f, where) for f in files]
@@ -230,8 +234,8 @@ class _Slice:
     def read(cls, path: Path, where: Path) -> _Slice:
         import pydicom
 
-        try:
-            ds = pydicom.dcmread(path)
+        try:  # pixel data deferred: read slice by slice when stacked, so memory holds one
+            ds = pydicom.dcmread(path, defer_size="64 KB")
         except Exception as exc:  # noqa: BLE001 - any parse failure is a bad file
             raise VolumeReadError(path, f"unreadable DICOM file ({exc})") from None
         missing = [t for t in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing",
@@ -312,6 +316,9 @@ def assemble(slices: list[_Slice], where: Path) -> Volume:
     dz = float(np.median(gaps))
     step = (slices[-1].position - slices[0].position) / (len(slices) - 1)
     shear = step - (step @ normal) * normal  # in-plane offset per slice (zero without tilt)
+    from clotseg.io.readers import check_size
+
+    check_size(where, (first.shape[1], first.shape[0], len(slices)), 2)  # int16 HU at least
     arr = _stack_hu(slices)
     spacing = (first.spacing[0], first.spacing[1], dz)
     direction = np.column_stack([first.row_dir, first.col_dir, normal])
