@@ -167,3 +167,17 @@ def test_cli_bad_inputs_exit_1(cohort, tmp_path, capsys):
     assert "a_perfect.nii.gz" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "nope"), str(data), "--out", out]) == 1
     assert main(["evaluate", str(pred), str(tmp_path / "nope"), "--out", out]) == 1
+
+
+def test_a_bad_prediction_is_reported_and_the_others_are_scored(cohort, tmp_path, capsys):
+    data, pred = cohort
+    (pred / "b_partial.nii.gz").write_bytes(b"\x1f\x8b broken")
+    out = tmp_path / "e.csv"
+    assert main(["evaluate", str(pred), str(data), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "FAILED b_partial" in err and "b_partial.nii.gz" in err
+    with out.open(newline="") as fh:
+        scored = [r["case_id"] for r in csv.DictReader(fh)]
+    assert scored == ["a_perfect", "c_missing", "d_clean", "e_fp"]
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert list(summary["failed"]) == ["b_partial"] and summary["n_cases"] == 4

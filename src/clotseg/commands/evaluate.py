@@ -42,6 +42,14 @@ def run(args: argparse.Namespace) -> int:
                                   progress=True)
     print(format_table(rows, summary))
     print(f"wrote {args.out} and {summary_path(args.out)}")
+    if summary["failed"]:
+        import sys
+
+        for case_id, why in summary["failed"].items():
+            print(f"FAILED {case_id}: {why}", file=sys.stderr)
+        print(f"{len(summary['failed'])} case(s) not scored (also under 'failed' in "
+              f"{summary_path(args.out)}); the others were scored", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -60,7 +60,7 @@ def binary_mask(vol: Volume, path: str | Path) -> Volume:
         return vol.with_array(arr.astype(np.uint8))
     if arr.dtype.kind == "f":
         raise VolumeReadError(path, f"mask has floating-point voxels ({arr.dtype}); a "
-                              "reference mask must be stored as integer labels 0/1")
+                              "mask must be stored as integer labels 0/1")
     if arr.dtype.kind not in "iu":
         raise VolumeReadError(path, f"mask has unsupported voxel type {arr.dtype}")
     values = np.unique(arr)

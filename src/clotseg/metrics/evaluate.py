@@ -15,6 +15,9 @@ Conventions:
 * A case whose prediction file is missing is evaluated as an empty prediction, marked
   ``status = "missing prediction"`` (a missed clot where the reference has one) and
   listed in the summary; it is never dropped.
+* A case whose reference or prediction cannot be used (unreadable, not a 0/1 mask, on
+  another grid) is not scored: it is listed with the reason under ``failed`` in the
+  summary, the other cases are evaluated, and ``clotseg evaluate`` exits 1.
 """
 
 from __future__ import annotations
@@ -261,22 +264,35 @@ def evaluate_dirs(pred_dir: str | Path, data: str | Path | DatasetIndex, out_csv
         from tqdm import tqdm
 
         it = tqdm(refs, desc="evaluating", unit="case", leave=False)
-    from clotseg.io.values import binary_mask
-
+    failed: dict[str, str] = {}
     for case in it:
-        ref = binary_mask(case.read("mask"), case.mask)
-        path = predictions.get(case.case_id)
-        if path is None:
-            warnings.warn(f"{pred_dir}: no prediction for case {case.case_id} "
-                          f"(expected {case.case_id}.nii.gz); scored as an empty prediction",
-                          UserWarning, stacklevel=2)
-            evaluator.add(None, ref, case.case_id, ref_file=case.mask)
-        else:
-            evaluator.add(binary_mask(read_volume(path), path), ref, case.case_id, pred_file=path,
-                          ref_file=case.mask)
+        try:
+            _evaluate_one(evaluator, case, predictions.get(case.case_id), pred_dir)
+        except ClotsegError as exc:  # this case cannot be scored; the others can
+            failed[case.case_id] = str(exc)
+            warnings.warn(f"case {case.case_id} not scored: {exc}", UserWarning, stacklevel=2)
+    if not evaluator.rows and failed:
+        raise ClotsegError(f"no case could be scored; the first: {next(iter(failed.values()))}")
     rows, summary = evaluator.rows, evaluator.summary()
+    summary["failed"] = failed
     write_results(out_csv, rows, summary)
     return rows, summary
+
+
+def _evaluate_one(evaluator: Evaluator, case: CaseRef, path: Path | None,
+                  pred_dir: Path) -> None:
+    """Read one case's reference and prediction (0/1 masks) and add its row."""
+    from clotseg.io.values import binary_mask
+
+    ref = binary_mask(case.read("mask"), case.mask)
+    if path is None:
+        warnings.warn(f"{pred_dir}: no prediction for case {case.case_id} "
+                      f"(expected {case.case_id}.nii.gz); scored as an empty prediction",
+                      UserWarning, stacklevel=3)
+        evaluator.add(None, ref, case.case_id, ref_file=case.mask)
+    else:
+        evaluator.add(binary_mask(read_volume(path), path), ref, case.case_id,
+                      pred_file=path, ref_file=case.mask)
 
 
 def summary_path(out_csv: str | Path) -> Path:
@@ -328,6 +344,8 @@ def format_table(rows: list[dict], summary: dict) -> str:
               f"  missed: {', '.join(summary['missed']) or 'none'}"]
     if summary["missing_predictions"]:
         lines.append(f"  missing predictions: {', '.join(summary['missing_predictions'])}")
+    if summary.get("failed"):
+        lines.append(f"  not scored: {', '.join(summary['failed'])}")
     return "\n".join(lines)
 
 
