@@ -209,7 +209,7 @@ def read_series_files(files: list[Path], where: Path) -> Volume:
         ds = pydicom.dcmread(files[0], stop_before_pixels=True)
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         if frames > 1:
-            from clotseg.io.readers import check_size
+            from clotseg.io.limits import check_size
 
             check_size(where, (int(ds.get("Columns", 0) or 0), int(ds.get("Rows", 0) or 0),
                                frames), 2)
@@ -316,7 +316,7 @@ def assemble(slices: list[_Slice], where: Path) -> Volume:
     dz = float(np.median(gaps))
     step = (slices[-1].position - slices[0].position) / (len(slices) - 1)
     shear = step - (step @ normal) * normal  # in-plane offset per slice (zero without tilt)
-    from clotseg.io.readers import check_size
+    from clotseg.io.limits import check_size
 
     check_size(where, (first.shape[1], first.shape[0], len(slices)), 2)  # int16 HU at least
     arr = _stack_hu(slices)

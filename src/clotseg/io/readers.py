@@ -14,8 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from clotseg.errors import ClotsegError, VolumeReadError
+from clotseg.errors import VolumeReadError
 from clotseg.io.atomic import atomic_path
+from clotseg.io.limits import (  # noqa: F401  (also importable from here)
+    DEFAULT_MAX_VOLUME_BYTES,
+    MAX_EXTENT_MM,
+    check_extent,
+    check_size,
+    max_volume_bytes,
+    size_text,
+)
 from clotseg.io.volume import Volume
 
 #: File name endings that SimpleITK reads and writes for us.
@@ -59,67 +67,9 @@ def read_volume(path: str | Path, *, spacing: tuple[float, float, float] | None 
     return check_extent(path, _read_sitk(path))
 
 
-#: Longest physical extent (mm) a volume may have along any axis. A whole-body CT is under
-#: 2 m long and well under 1 m across; a larger volume has a voxel spacing in the wrong
-#: unit (cm or inches read as mm), and resampling it to a model's spacing would try to
-#: allocate terabytes.
-MAX_EXTENT_MM = 2000.0
-
-
-def check_extent(path: str | Path, vol: Volume) -> Volume:
-    """``vol``, or a :class:`VolumeReadError` when its extent passes :data:`MAX_EXTENT_MM`."""
-    extent = np.asarray(vol.shape, float) * np.asarray(vol.spacing, float)
-    if float(extent.max()) > MAX_EXTENT_MM:
-        spacing = " x ".join(f"{v:.4g}" for v in vol.spacing)
-        size = " x ".join(f"{v:.0f}" for v in extent)
-        raise VolumeReadError(path, f"the voxel spacing in the header ({spacing} mm) makes "
-                              f"the volume {size} mm, larger than any CT: a spacing in the "
-                              "wrong unit?")
-    return vol
-
-
-#: Largest volume (bytes of voxel data, as the header describes it) read by default. A
-#: header claiming more is refused before anything is allocated (a 4 KB file can claim
-#: terabytes). Override with the environment variable ``CLOTSEG_MAX_VOLUME_GB``.
-DEFAULT_MAX_VOLUME_BYTES = 2 << 30
-
 #: Extra decompressed bytes tolerated after the voxel data a NIfTI header describes,
 #: before a gzip stream counts as a decompression bomb and reading stops.
 GZIP_SLACK_BYTES = 16 << 20
-
-
-def max_volume_bytes() -> int:
-    """The per-volume size cap in bytes (``CLOTSEG_MAX_VOLUME_GB``, default 2 GiB)."""
-    import os
-
-    text = os.environ.get("CLOTSEG_MAX_VOLUME_GB", "").strip()
-    if not text:
-        return DEFAULT_MAX_VOLUME_BYTES
-    try:
-        gb = float(text)
-    except ValueError:
-        raise ClotsegError(f"CLOTSEG_MAX_VOLUME_GB must be a number of GiB, got {text!r}"
-                           ) from None
-    if not gb > 0:
-        raise ClotsegError(f"CLOTSEG_MAX_VOLUME_GB must be positive, got {text!r}")
-    return int(gb * (1 << 30))
-
-
-def size_text(n: float) -> str:
-    """A byte count as GiB (from a quarter GiB up) or MiB, for messages."""
-    return f"{n / (1 << 30):.3g} GiB" if n >= 1 << 28 else f"{n / (1 << 20):.3g} MiB"
-
-
-def check_size(path: Path, shape, itemsize: int, limit: int | None = None) -> int:
-    """Bytes of voxel data ``shape`` x ``itemsize``; an error above the cap."""
-    limit = max_volume_bytes() if limit is None else limit
-    nbytes = int(np.prod([int(s) for s in shape], dtype=object)) * int(itemsize)
-    if nbytes > limit:
-        dims = "x".join(str(int(s)) for s in shape)
-        raise VolumeReadError(path, f"header describes {dims} voxels ({size_text(nbytes)}), above "
-                              f"the limit of {size_text(limit)} per volume (raise it with "
-                              "CLOTSEG_MAX_VOLUME_GB if the file is genuine)")
-    return nbytes
 
 
 def _read_sitk(path: Path) -> Volume:

@@ -76,7 +76,7 @@ def _check_output_size(vol: Volume, grid: Grid) -> None:
     is too coarse by a unit slip makes a grid of billions of voxels at a model's spacing,
     and the allocation would take the machine's memory rather than fail cleanly."""
     from clotseg.errors import ClotsegError
-    from clotseg.io.readers import max_volume_bytes, size_text
+    from clotseg.io.limits import max_volume_bytes, size_text
 
     nbytes = 4 * int(np.prod(np.asarray(grid.shape, dtype=np.int64)))
     limit = max_volume_bytes()
