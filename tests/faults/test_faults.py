@@ -568,6 +568,31 @@ def _(ctx):
     return check(ctx)
 
 
+def _without_intercept(ctx, name: str) -> None:
+    """The scan stored as raw scanner values: HU + 1024 with no rescale (air at 0)."""
+    p = ctx.case() / f"{name}.nii.gz"
+    img = nib.load(str(p))
+    raw = (np.asarray(img.dataobj).astype(np.int32) + 1024).clip(0, 4095).astype(np.uint16)
+    hdr = img.header.copy()
+    hdr.set_data_dtype(np.uint16)
+    hdr.set_slope_inter(1.0, 0.0)
+    nib.save(nib.Nifti1Image(raw, img.affine, hdr), str(p))
+
+
+@fault("CT without its rescale intercept (values HU + 1024): check", 1,
+       "ncct.nii.gz: NCCT values look shifted")
+def _(ctx):
+    _without_intercept(ctx, "ncct")
+    return check(ctx)
+
+
+@fault("CT without its rescale intercept: predict refuses the case", 1,
+       "cta.nii.gz: CTA values look shifted", no_output("pred"))
+def _(ctx):
+    _without_intercept(ctx, "cta")
+    return predict(ctx)
+
+
 def _cta_twice(ctx) -> None:
     case = ctx.case()
     shutil.copyfile(case / "cta.nii.gz", case / "ncct.nii.gz")

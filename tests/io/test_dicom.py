@@ -276,9 +276,11 @@ def test_scanner_export_without_modality_folder_names(tmp_path):
     from clotseg.io.volume import Volume
     from tests.inference.conftest import write_dicom_series
 
+    def hu(seed):  # values a CT can hold: stored 0-2000 with the usual -1024 intercept
+        return _volume(seed=seed).astype(np.int16) - 1024
+
     def vol(seed):
-        return Volume(_volume(seed=seed).astype(np.int16), (0.5, 0.5, 1.0), (-5.0, 3.0, 7.0),
-                      tuple(np.eye(3).ravel()))
+        return Volume(hu(seed), (0.5, 0.5, 1.0), (-5.0, 3.0, 7.0), tuple(np.eye(3).ravel()))
 
     root = tmp_path / "export"
     for n, pid in enumerate(("PAT1", "PAT2")):
@@ -288,8 +290,8 @@ def test_scanner_export_without_modality_folder_names(tmp_path):
     index = discover(root)
     assert index.layout == "dicom" and [c.case_id for c in index.cases] == ["PAT1", "PAT2"]
     loaded = index["PAT2"].load()
-    np.testing.assert_array_equal(loaded.cta.array, _volume(seed=11).astype(np.int16))
-    np.testing.assert_array_equal(loaded.ncct.array, _volume(seed=12).astype(np.int16))
+    np.testing.assert_array_equal(loaded.cta.array, hu(11))
+    np.testing.assert_array_equal(loaded.ncct.array, hu(12))
     assert loaded.cta.grid.same_as(vol(11).grid)
     one = discover(root / "PAT1")
     assert one.layout == "dicom" and [c.case_id for c in one.cases] == ["PAT1"]

@@ -84,10 +84,34 @@ def usable_ct(vol: Volume, path: str | Path, what: str) -> Volume:
                               f"{float(arr.flat[0]):g}): it holds no scan; repair or "
                               "re-export it, or leave it out of the case to predict from "
                               "the other scan alone")
+    shifted = hu_offset_note(arr, what)
+    if shifted:
+        raise VolumeReadError(path, shifted)
     note = spacing_note(vol)
     if note:
         warnings.warn(f"{path}: {note}", UserWarning, stacklevel=2)
     return vol
+
+
+#: Highest plausible median voxel (HU) of a head CT or CTA: whatever the crop, most voxels
+#: are air (about -1000), fat, fluid or brain (20-40). A median far above it means every
+#: value is shifted, most often by a rescale intercept (-1024) that was not applied.
+MAX_MEDIAN_HU = 300.0
+#: Voxels sampled (evenly strided) for that median: exact enough, and cheap on 100 M voxels.
+MEDIAN_SAMPLE = 1_000_000
+
+
+def hu_offset_note(arr: np.ndarray, what: str) -> str | None:
+    """Why ``arr`` cannot be a CT in HU (its median is above :data:`MAX_MEDIAN_HU`), or
+    None. Such a scan passes every range check (a raw 0-4095 CT looks like HU 0-4095) and
+    would be segmented as nothing at all: the network's windows see saturated tissue."""
+    flat = np.asarray(arr).reshape(-1)
+    median = float(np.median(flat[:: max(1, flat.size // MEDIAN_SAMPLE)]))
+    if median <= MAX_MEDIAN_HU:
+        return None
+    return (f"{what} values look shifted: the median voxel is {median:g} HU, where a head "
+            "CT's is air (about -1000) or brain (20-40); the rescale intercept (typically "
+            "-1024) was probably not applied. Re-export the scan in Hounsfield units")
 
 
 #: Voxel spacings (mm) that CT scanners reconstruct; outside it the header's unit is suspect
