@@ -105,7 +105,7 @@ def hu_offset_note(arr: np.ndarray, what: str) -> str | None:
     """Why ``arr`` cannot be a CT in HU (its median is above :data:`MAX_MEDIAN_HU`), or
     None. Such a scan passes every range check (a raw 0-4095 CT looks like HU 0-4095) and
     would be segmented as nothing at all: the network's windows see saturated tissue."""
-    flat = np.asarray(arr).reshape(-1)
+    flat = np.asarray(arr).ravel(order="K")  # a view for C- or Fortran-ordered arrays
     median = float(np.median(flat[:: max(1, flat.size // MEDIAN_SAMPLE)]))
     if median <= MAX_MEDIAN_HU:
         return None
