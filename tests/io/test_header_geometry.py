@@ -181,3 +181,17 @@ def test_a_volume_larger_than_any_ct_is_refused(tmp_path):
     write_volume(cm_as_mm, tmp_path / "b.nii.gz")
     with pytest.raises(VolumeReadError, match=r"2304 x 2304 x 50 mm, larger than any CT"):
         read_volume(tmp_path / "b.nii.gz")
+
+
+@pytest.mark.parametrize("name,compress,says", [
+    ("cta.nii", True, "holds gzip-compressed data but is named .nii: rename it cta.nii.gz"),
+    ("cta.nii.gz", False, "holds uncompressed data but is named .nii.gz: rename it cta.nii"),
+])
+def test_a_nifti_named_against_its_compression_says_how_to_rename_it(tmp_path, name,
+                                                                     compress, says):
+    import gzip
+
+    raw = nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), np.eye(4)).to_bytes()
+    (tmp_path / name).write_bytes(gzip.compress(raw) if compress else raw)
+    with pytest.raises(VolumeReadError, match=says):
+        read_volume(tmp_path / name)

@@ -214,7 +214,15 @@ def _nifti_header(path: Path) -> NiftiHeader:
     offsets rather than with nibabel: nibabel's loader quietly replaces a zero pixdim by
     1 mm (the silent error this check exists to catch), and importing it costs every
     command about 30 MB of memory for four numbers."""
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    named_gz = path.name.lower().endswith(".gz")
+    with open(path, "rb") as fh:
+        is_gz = fh.read(2) == b"\x1f\x8b"  # gzip's magic number
+    if is_gz != named_gz and path.stat().st_size > 2:
+        right = (path.name[:-3] if named_gz else path.name + ".gz")
+        held, named = ("uncompressed", ".nii.gz") if named_gz else ("gzip-compressed", ".nii")
+        raise VolumeReadError(path, f"the file holds {held} data but is named {named}: "
+                              f"rename it {right}")
+    opener = gzip.open if named_gz else open
     try:
         with opener(path, "rb") as fh:
             raw = fh.read(540)
