@@ -59,6 +59,12 @@ def test_two_epoch_run_writes_every_artifact(phantom_cohort, tmp_path, capsys):
     assert (spec.threshold, spec.min_component_mm3) == (tuned["threshold"],
                                                         tuned["min_component_mm3"])
     assert len(tuned["table"]) >= 30 and tuned["val_dice"] >= tuned["configured_val_dice"]
+    # ... with the validation patients keeping a speck at the chosen pair, as stated
+    chosen = [r for r in tuned["table"] if (r["threshold"], r["min_component_mm3"])
+              == (tuned["threshold"], tuned["min_component_mm3"])]
+    assert tuned["n_patients"] == len(splits["val"])
+    assert tuned["patients_with_speck"] == chosen[0]["patients_with_speck"]
+    assert f"{tuned['patients_with_speck']} of {tuned['n_patients']} validation" in printed
     # the QC review threshold is chosen on validation too, stored as plain numbers, from
     # the very scores predict gives those cases (not the softer-edged training-grid maps)
     assert spec.qc["source"] == "validation" and 0 <= spec.qc["threshold"] <= 1

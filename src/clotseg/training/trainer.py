@@ -721,6 +721,11 @@ class Trainer:
                   f"components < {tuned.min_component_mm3:g} mm³ dropped (val Dice "
                   f"{tuned.val_dice:.3f}; configured {cfg.train.threshold:g} / "
                   f"{cfg.train.min_component_mm3:g} mm³: {tuned.configured_val_dice:.3f})")
+        if tuned.n_patients:
+            self._say(f"{tuned.patients_with_speck} of {tuned.n_patients} validation patients "
+                      "kept a component away from their clot: expect about "
+                      f"{100 * tuned.patients_with_speck / tuned.n_patients:.0f} % of "
+                      "clot-free patients to get a false positive")
         return tuned
 
     def _fit_filter(self, probs: list[np.ndarray]) -> dict | None:
