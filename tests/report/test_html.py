@@ -287,3 +287,13 @@ def test_review_badge_and_count_from_cases_csv(fake, tmp_path):
     assert main(["report", str(fake["run"]), "--pred", str(pred), "--eval", str(fake["eval"]),
                  "--out", str(out)]) == 0
     assert "review recommended</span>" not in out.read_text(encoding="utf-8")
+
+
+def test_the_expected_false_positive_share_is_stated_when_the_run_records_it():
+    from clotseg.report.run_facts import _speck_text
+    from clotseg.runs import TrainSummary
+
+    got = _speck_text(TrainSummary(postprocess={"patients_with_speck": 5, "n_patients": 12}))
+    assert got.startswith("5 of 12 validation patients") and "about 42 % of clot-free" in got
+    assert _speck_text(TrainSummary(postprocess={"threshold": 0.8})) is None  # older run
+    assert _speck_text(TrainSummary()) is None

@@ -97,7 +97,23 @@ def run_summary(info: RunInfo) -> list[tuple[str, str]]:
     rows += _training_rows(info)
     if spec is not None:
         rows.append(("Inference", _inference_text(spec, info.train)))
+    specks = _speck_text(info.train)
+    if specks:
+        rows.append(("Expected false positives", specks))
     return rows
+
+
+def _speck_text(train: TrainSummary) -> str | None:
+    """The validation patients who kept a component away from their clot, as the run's
+    estimate of the clot-free patients who will get a false positive
+    (:mod:`clotseg.training.tuning`); None for a run that does not record it."""
+    tuned = train.postprocess or {}
+    n, k = tuned.get("n_patients"), tuned.get("patients_with_speck")
+    if not n or k is None:
+        return None
+    return (f"{k} of {n} validation patients kept a component away from their clot: "
+            f"expect about {100 * k / n:.0f} % of clot-free patients like the training "
+            "data's to get one")
 
 
 def _split_rows(sp: dict) -> list[tuple[str, str]]:
