@@ -541,7 +541,8 @@ def check(cfg: Config) -> Config:
         w = d.windows.get(name) if isinstance(d.windows, dict) else None
         if not (isinstance(w, list) and len(w) == 2 and float(w[1]) > float(w[0])):
             problems.append(f"data.windows.{name} must be [low, high] HU with high > low")
-    for key in ("thick_ncct_prob", "z_blur_prob", "isodense_prob"):
+    for key in ("flip", "spatial_prob", "intensity_prob", "lowres_prob", "blur_prob",
+                "noise_prob", "thick_ncct_prob", "z_blur_prob", "isodense_prob"):
         if not 0 <= getattr(a, key) <= 1:
             problems.append(f"augment.{key} must be a probability in [0, 1], got "
                             f"{getattr(a, key)}")
@@ -553,8 +554,28 @@ def check(cfg: Config) -> Config:
     if not (isinstance(v, list) and len(v) == 2 and 0 <= float(v[0]) <= float(v[1]) <= 1):
         problems.append(f"augment.isodense_strength must be [low, high] with "
                         f"0 <= low <= high <= 1, got {v!r}")
+    for key in ("brightness", "contrast", "hu_shift", "noise_std", "noise_hu"):
+        if getattr(a, key) < 0:
+            problems.append(f"augment.{key} must be >= 0 (a largest change), got "
+                            f"{getattr(a, key)}")
+    if not 0 <= a.rotate_deg <= 180:
+        problems.append(f"augment.rotate_deg must be in [0, 180] degrees, got {a.rotate_deg}")
+    if d.scheme == "kfold" and d.n_folds < 2:
+        problems.append(f"data.n_folds must be >= 2 (k-fold holds one fold out), got "
+                        f"{d.n_folds}")
+    m = cfg.model
+    if m.base < 1:
+        problems.append(f"model.base must be >= 1, got {m.base}")
+    if not 0 <= m.dropout < 1:
+        problems.append(f"model.dropout must be in [0, 1), got {m.dropout}")
     if o.lr <= 0 or not 0 <= o.warmup < 1:
         problems.append("optim.lr must be > 0 and optim.warmup in [0, 1)")
+    if o.weight_decay < 0 or not 0 <= o.momentum < 1 or o.grad_clip < 0:
+        problems.append(f"optim.weight_decay and optim.grad_clip must be >= 0 and "
+                        f"optim.momentum in [0, 1), got {o.weight_decay}, {o.grad_clip}, "
+                        f"{o.momentum}")
+    if not 0 <= o.min_lr_ratio <= 1:
+        problems.append(f"optim.min_lr_ratio must be in [0, 1], got {o.min_lr_ratio}")
     if t.epochs < 1 or t.batch_size < 1 or t.steps_per_epoch < 1 or t.val_batch_size < 1:
         problems.append("train.epochs, batch_size, steps_per_epoch, val_batch_size must be >= 1")
     if t.time_limit_min is not None and t.time_limit_min <= 0:
@@ -562,6 +583,12 @@ def check(cfg: Config) -> Config:
     if not 0 <= t.patience_from <= 1:
         problems.append(f"train.patience_from must be a share of the schedule in [0, 1], "
                         f"got {t.patience_from}")
+    if not 0 < t.threshold <= 1:
+        problems.append(f"train.threshold must be in (0, 1], got {t.threshold}")
+    if t.min_component_mm3 < 0:
+        problems.append(f"train.min_component_mm3 must be >= 0, got {t.min_component_mm3}")
+    if t.patience < 1:
+        problems.append(f"train.patience must be >= 1 epoch, got {t.patience}")
     if not 0 <= t.grow_threshold < 1:
         problems.append(f"train.grow_threshold must be in [0, 1) (0 = off), got "
                         f"{t.grow_threshold}")

@@ -779,6 +779,21 @@ def _(ctx):
     return predict(ctx, "--threshold", "2")
 
 
+@fault("predict --threads -1", 2, "--threads must be >= 0", no_output("pred"))
+def _(ctx):
+    return predict(ctx, "--threads", "-1")
+
+
+@fault("predict --num-parts 0", 2, "--num-parts must be >= 1")
+def _(ctx):
+    return predict(ctx, "--num-parts", "0")
+
+
+@fault("synth --seed -1", 2, "--seed must be >= 0")
+def _(ctx):
+    return ["synth", ctx.tmp / "syn", "--cases", "1", "--seed", "-1"]
+
+
 @fault("--replace-nonfinite nan", 2, "--replace-nonfinite")
 def _(ctx):
     return predict(ctx, "--replace-nonfinite", "nan")

@@ -67,10 +67,26 @@ def test_bad_keys_and_values_are_clear_errors(tmp_path):
     ("data.target_spacing=[0.5, 0]", "target_spacing"), ("data.target_spacing=fine",
                                                          "target_spacing"),
     ("data.roi=mask", "data.roi must be one of none, auto"), ("data.roi_size_mm=5",
-                                                              "roi_size_mm")])
+                                                              "roi_size_mm"),
+    # each of these used to train (a probability of 2, a negative size rule) or to stop
+    # with an internal error (a threshold of 1.5, zero channels, dropout 1.5)
+    ("augment.flip=2", "augment.flip must be a probability"),
+    ("augment.noise_std=-1", "augment.noise_std must be >= 0"),
+    ("augment.rotate_deg=-400", "rotate_deg"), ("data.n_folds=1", "n_folds"),
+    ("train.threshold=1.5", "train.threshold must be in"),
+    ("train.threshold=0", "train.threshold must be in"),
+    ("train.min_component_mm3=-3", "min_component_mm3"), ("train.patience=0", "patience"),
+    ("model.base=0", "model.base"), ("model.dropout=1.5", "model.dropout"),
+    ("optim.weight_decay=-1", "weight_decay"), ("optim.min_lr_ratio=2", "min_lr_ratio")])
 def test_check_rejects_settings_that_cannot_work(override, message):
     with pytest.raises(ConfigError, match=message):
         check(apply_overrides(Config(), [override]))
+
+
+def test_the_packaged_presets_pass_the_checks():
+    for name in ("default", "original"):
+        check(preset(name))
+    check(apply_overrides(Config(), ["data.scheme=random", "data.n_folds=1"]))  # unused
 
 
 def test_target_spacing_accepts_auto_none_and_a_list():

@@ -107,7 +107,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--confirm-threshold needs --confirm-with RUN")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.num_parts < 1 or not 0 <= args.part_id < args.num_parts:
+    if args.threads is not None and args.threads < 0:
+        raise UsageError(f"--threads must be >= 0 (0: all cores available), got "
+                         f"{args.threads}")
+    if args.num_parts < 1:
+        raise UsageError(f"--num-parts must be >= 1, got {args.num_parts}")
+    if not 0 <= args.part_id < args.num_parts:
         raise UsageError(f"--part-id must be in 0..{args.num_parts - 1} with --num-parts "
                          f"{args.num_parts}, got {args.part_id}")
     results = segment(

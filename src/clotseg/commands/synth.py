@@ -41,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.cases < 1:
         raise UsageError(f"--cases must be at least 1 (got {args.cases})")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0 (got {args.seed})")
     if args.shift != "standard" and args.unregistered:
         raise UsageError("--shift shifted writes registered pairs; drop --unregistered")
     if args.shift != "standard" and args.size == "clinical":
