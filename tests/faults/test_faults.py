@@ -979,6 +979,61 @@ def _(ctx):
     return ["predict", ctx.run(), ctx.data(), ctx.data(), "--quiet"]
 
 
+def _unchanged(path_of):
+    def after(ctx, res) -> None:
+        path, before = path_of(ctx), ctx.tmp / "before"
+        assert path.read_bytes() == before.read_bytes(), f"{path} replaced"
+    return after
+
+
+def _keep_copy(ctx, path: Path) -> Path:
+    (ctx.tmp / "before").write_bytes(path.read_bytes())
+    return path
+
+
+def _dataset_notes(ctx) -> Path:
+    notes = ctx.data() / "notes.csv"  # a file of the user's own, kept with the data
+    notes.write_text("case_id,comment\nsynth_000,reviewed\n")
+    return _keep_copy(ctx, notes)
+
+
+@fault("evaluate --out a file of the dataset", 2, "a file of this command's inputs",
+       _unchanged(lambda c: c.data() / "notes.csv"))
+def _(ctx):
+    notes = _dataset_notes(ctx)
+    assert cli(*predict(ctx)).code == 0
+    return ["evaluate", ctx.tmp / "pred", ctx.data(), "--out", notes]
+
+
+@fault("evaluate --out a predicted mask", 2, "a file of this command's inputs")
+def _(ctx):
+    assert cli(*predict(ctx)).code == 0
+    mask = sorted((ctx.tmp / "pred").glob("*.nii.gz"))[0]
+    _keep_copy(ctx, mask)
+    return ["evaluate", ctx.tmp / "pred", ctx.data(), "--out", mask]
+
+
+@fault("report --out the run's model.json", 2, "a file of this command's inputs",
+       _unchanged(lambda c: c.run() / "model.json"))
+def _(ctx):
+    spec = _keep_copy(ctx, ctx.run() / "model.json")
+    return ["report", ctx.run(), "--out", spec]
+
+
+@fault("measure --out a scan of the dataset", 2, "a file of this command's inputs",
+       _unchanged(lambda c: c.case() / "cta.nii.gz"))
+def _(ctx):
+    assert cli(*predict(ctx)).code == 0
+    cta = _keep_copy(ctx, ctx.case() / "cta.nii.gz")
+    return ["measure", ctx.tmp / "pred", ctx.data(), "--out", cta]
+
+
+@fault("check --csv a file of the dataset", 2, "a file of this command's inputs",
+       _unchanged(lambda c: c.data() / "notes.csv"))
+def _(ctx):
+    return ["check", ctx.data(), "--csv", _dataset_notes(ctx)]
+
+
 @fault("train --out is an existing file", 1, "run_new")
 def _(ctx):
     (ctx.tmp / "run_new").write_text("x")

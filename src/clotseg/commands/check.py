@@ -28,6 +28,9 @@ def run(args: argparse.Namespace) -> int:
         from clotseg.io.outputs import ensure_out_file
 
         ensure_out_file(args.csv, "--csv file")
+        from clotseg.io.outputs import check_not_an_input
+
+        check_not_an_input(args.csv, "--csv", trees=[args.data])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         index = discover(args.data, spacing=tuple(args.spacing) if args.spacing else None)

@@ -32,6 +32,14 @@ def run(args: argparse.Namespace) -> int:
     from clotseg.metrics.evaluate import evaluate_dirs, format_table, summary_path
 
     ensure_out_file(args.out, "--out file")
+    from clotseg.io.outputs import PREDICT_FILES, check_not_an_input
+    from clotseg.metrics.evaluate import find_predictions
+
+    pred = Path(args.pred)
+    inputs = ([*find_predictions(pred).values(), *(pred / n for n in PREDICT_FILES)]
+              if pred.is_dir() else [])
+    for out in (args.out, summary_path(args.out)):
+        check_not_an_input(out, "--out", trees=[args.data, args.run], files=inputs)
     cases = None
     if args.split or args.run:
         if not (args.split and args.run):

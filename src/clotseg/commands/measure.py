@@ -22,9 +22,12 @@ def run(args: argparse.Namespace) -> int:
     import sys
     import warnings
 
+    from clotseg.io.outputs import check_not_an_input
     from clotseg.measure.clots import write_clots_csv
-    from clotseg.measure.masks import measure_masks
+    from clotseg.measure.masks import find_masks, measure_masks
 
+    check_not_an_input(args.out, "--out", trees=[args.data],
+                       files=find_masks(args.masks).values())
     res = measure_masks(args.masks, args.data,
                         spacing=tuple(args.spacing) if args.spacing else None,
                         progress=args.progress)

@@ -35,6 +35,12 @@ def run(args: argparse.Namespace) -> int:
         from clotseg.io.outputs import ensure_out_file
 
         ensure_out_file(args.out, "--out file")
+        from clotseg.io.outputs import check_not_an_input
+        from clotseg.metrics.evaluate import summary_path
+
+        given = [args.eval_csv, summary_path(args.eval_csv)] if args.eval_csv else []
+        check_not_an_input(args.out, "--out", trees=[args.run, args.data, args.pred],
+                           keep=("report.html",), files=given)
     out = build_report(args.run, args.out, pred=args.pred, data=args.data,
                        eval_csv=args.eval_csv, max_cases=args.max_cases,
                        spacing=tuple(args.spacing) if args.spacing else None)

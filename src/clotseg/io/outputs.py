@@ -94,6 +94,35 @@ def check_out_apart(out: str | Path, inputs: str | Path, files) -> None:
                              "a prediction); choose a folder that holds no input file")
 
 
+#: Files ``predict`` writes beside its masks: inputs of ``evaluate``, ``report``, ``measure``.
+PREDICT_FILES = ("predict.json", "clots.csv", "cases.csv")
+
+
+def check_not_an_input(path: str | Path, what: str, *, trees=(), keep=(),
+                       files=()) -> None:
+    """Refuse an output file that would replace an input of the same command: an existing
+    file anywhere under one of ``trees`` (a dataset, a run folder) unless its name is in
+    ``keep`` (the command's own earlier output there, e.g. a run's ``report.html``), or
+    one of ``files`` (predicted masks, ``predict.json``). ``evaluate --out`` named after
+    the dataset's ``truth.csv`` replaced it, and ``report --out RUN/model.json`` the run's
+    model description, without a word."""
+    from clotseg.errors import UsageError
+
+    if path is None:
+        return
+    out = Path(path).resolve()
+    if not out.is_file():
+        return  # a new file replaces nothing
+    hit = any(out == Path(f).resolve() for f in files if f is not None)
+    for tree in trees:
+        if tree is not None and Path(tree).resolve() in out.parents and out.name not in keep:
+            hit = True
+    if hit:
+        raise UsageError(f"{what} {path} is a file of this command's inputs (the dataset, "
+                         "run or prediction folder); writing it would replace it. Give "
+                         "another file name")
+
+
 def ensure_out_file(path: str | Path, what: str = "output file") -> Path:
     """Check that ``path`` can be written as a file: not a folder, its folder creatable
     and writable, an existing file replaceable."""
