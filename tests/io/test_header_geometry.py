@@ -184,8 +184,8 @@ def test_a_volume_larger_than_any_ct_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("name,compress,says", [
-    ("cta.nii", True, "holds gzip-compressed data but is named .nii: rename it cta.nii.gz"),
-    ("cta.nii.gz", False, "holds uncompressed data but is named .nii.gz: rename it cta.nii"),
+    ("cta.nii", True, "holds gzip-compressed NIfTI data but is named .nii: rename it cta.nii.gz"),
+    ("cta.nii.gz", False, "holds uncompressed NIfTI data but is named .nii.gz: rename it cta.nii"),
 ])
 def test_a_nifti_named_against_its_compression_says_how_to_rename_it(tmp_path, name,
                                                                      compress, says):

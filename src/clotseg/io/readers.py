@@ -217,10 +217,10 @@ def _nifti_header(path: Path) -> NiftiHeader:
     named_gz = path.name.lower().endswith(".gz")
     with open(path, "rb") as fh:
         is_gz = fh.read(2) == b"\x1f\x8b"  # gzip's magic number
-    if is_gz != named_gz and path.stat().st_size > 2:
+    if is_gz != named_gz and _holds_nifti(path, is_gz):
         right = (path.name[:-3] if named_gz else path.name + ".gz")
         held, named = ("uncompressed", ".nii.gz") if named_gz else ("gzip-compressed", ".nii")
-        raise VolumeReadError(path, f"the file holds {held} data but is named {named}: "
+        raise VolumeReadError(path, f"the file holds {held} NIfTI data but is named {named}: "
                               f"rename it {right}")
     opener = gzip.open if named_gz else open
     try:
@@ -248,6 +248,17 @@ def _nifti_header(path: Path) -> NiftiHeader:
                            tuple(float(v) for v in get["quatern"]),
                            tuple(float(v) for v in get["srow"]))
     raise VolumeReadError(path, "not a NIfTI file (no valid NIfTI-1/2 header)")
+
+
+def _holds_nifti(path: Path, gz: bool) -> bool:
+    """Whether ``path`` starts with a NIfTI-1/2 header when read (``gz``: decompressed)."""
+    try:
+        with (gzip.open if gz else open)(path, "rb") as fh:
+            raw = fh.read(8)
+    except (OSError, EOFError):
+        return False
+    return len(raw) >= 4 and any(int(np.frombuffer(raw[:4], f"{e}i4")[0]) in _NIFTI_FIELDS
+                                 for e in "<>")
 
 
 def _check_nifti(path: Path) -> NiftiHeader:
