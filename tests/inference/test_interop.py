@@ -154,6 +154,13 @@ def test_measure_any_masks_gives_predicts_numbers(tmp_path, paint_run, capsys):
     assert main(["measure", str(bad), str(tmp_path / "data"), "--out",
                  str(tmp_path / "b.csv")]) == 1
     assert "c0.nii.gz: mask grid differs" in capsys.readouterr().err
+    # A float mask with a NaN voxel is named for what it holds, not as a probability map.
+    nan = np.asarray(vol.array, np.float32)
+    nan.flat[0] = np.nan
+    write_volume(Volume(nan, vol.spacing, vol.origin, vol.direction), bad / "c0.nii.gz")
+    assert main(["measure", str(bad), str(tmp_path / "data"), "--out",
+                 str(tmp_path / "b.csv")]) == 1
+    assert "c0.nii.gz: mask contains NaN or infinite values" in capsys.readouterr().err
 
 
 def _tiny_run(root, mirror: bool = False, kind: str = "plain"):

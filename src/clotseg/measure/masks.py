@@ -73,6 +73,8 @@ def measure_one(case, mask_path: Path) -> list[dict]:
                            f"({'; '.join(mask.grid.differences(ref.grid))}); masks are "
                            f"measured on that grid")
     arr = np.asarray(mask.array)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ClotsegError(f"{mask_path}: mask contains NaN or infinite values")
     if arr.dtype.kind == "f" and np.any(arr != np.round(arr)):
         raise ClotsegError(f"{mask_path}: not a mask (fractional values; a probability map?)")
     binary = mask.with_array((arr > 0).astype(np.uint8))
