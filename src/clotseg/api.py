@@ -176,6 +176,7 @@ def _predict_case(res: CaseResult, predictor: Predictor, case, out: Path | None,
 
     from clotseg.errors import ClotsegError
     from clotseg.inference.cases import Timer, read_case, reason, write_case
+    from clotseg.measure.clots import unname_sides
 
     t = Timer(res.seconds, res.stages_cpu)
     try:
@@ -192,6 +193,8 @@ def _predict_case(res: CaseResult, predictor: Predictor, case, out: Path | None,
                            masks or {})
         with t("measure"):
             _measure(res, case.case_id, seg, vols.cta)
+            if not case.orientation_known:  # the read warned; a side would be a guess
+                unname_sides([*res.rows, res.patient])
         if preview and out is not None:
             with t("preview"):
                 from clotseg.report.figures import clot_slices_png

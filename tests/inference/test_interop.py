@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import zipfile
 
 import numpy as np
@@ -273,3 +274,43 @@ def test_onnx_engine_matches_torch_on_the_phantom(tmp_path, phantom_cohort, kind
     assert np.array_equal((mask > 0)[clear], (ref >= threshold)[clear]) and mask.sum() > 50
     summary = json.loads((out / "predict.json").read_text())
     assert summary["runs"] == [str(onnx_file)]
+
+
+def test_no_side_is_named_for_scans_that_do_not_say_how_they_lie(tmp_path, phantom_cohort):
+    """A header without orientation (no qform, no sform) gives the array axes as the
+    patient's: left and right would be a guess, so clots.csv and cases.csv leave the side
+    (and the contralateral density) empty; the same case with its header keeps them."""
+    import nibabel as nib
+
+    from tests.inference.conftest import write_run
+
+    # The stub network marks everything brighter than ~220 HU on the CTA: the arteries of
+    # both sides (and bone), so components lie left and right of the midline.
+    run = write_run(tmp_path / "run", "test-paint", {"in_channels": 2}, threshold=0.5,
+                    min_component_mm3=20.0)
+    case = sorted(p for p in phantom_cohort.iterdir() if p.is_dir())[0]
+    sides = {}
+    for name in ("kept", "stripped"):
+        data = tmp_path / name
+        shutil.copytree(case, data / case.name)
+        if name == "stripped":
+            for f in data.rglob("*.nii.gz"):
+                img = nib.load(str(f))
+                img.set_qform(None, code=0)
+                img.set_sform(None, code=0)
+                nib.save(img, str(f))
+        out = tmp_path / f"out_{name}"
+        assert main(["predict", str(run), str(data), str(out), "--quiet", "--all-components",
+                     "--device", "cpu"]) == 0
+        clots = _rows(out / "clots.csv")
+        sides[name] = [r["side"] for r in clots] + [_rows(out / "cases.csv")[0]["side"]]
+        sides[name + "_contra"] = [r["contralateral_ncct_mean_hu"] for r in clots]
+        measured = tmp_path / f"measured_{name}.csv"
+        assert main(["measure", str(out), str(data), "--out", str(measured)]) == 0
+        sides[name + "_measure"] = [r["side"] for r in _rows(measured)]
+    named = [s for s in sides["kept"] if s]
+    assert len(named) >= 2 and set(named) <= {"left", "right", "midline"}, sides
+    assert sides["stripped"] == [""] * len(sides["kept"])
+    assert all(v == "nan" for v in sides["stripped_contra"])
+    assert sides["kept_measure"] == sides["kept"][:-1]
+    assert sides["stripped_measure"] == [""] * len(sides["kept_measure"])

@@ -89,6 +89,14 @@ class CaseRef:
         return self.cta if self.cta is not None else self.ncct
 
     @property
+    def orientation_known(self) -> bool:
+        """Whether every scan's file says how it lies in the patient
+        (:func:`clotseg.io.readers.orientation_known`): only then is a side named."""
+        from clotseg.io.readers import orientation_known
+
+        return all(orientation_known(p) for p in (self.cta, self.ncct) if p is not None)
+
+    @property
     def files(self) -> dict[str, Path]:
         return {k: v for k, v in (("cta", self.cta), ("ncct", self.ncct),
                                   ("mask", self.mask)) if v is not None}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clotseg.errors import VolumeReadError
+from clotseg.errors import ClotsegError, VolumeReadError
 from clotseg.io.atomic import atomic_path
 from clotseg.io.limits import (  # noqa: F401  (also importable from here)
     DEFAULT_MAX_VOLUME_BYTES,
@@ -143,6 +143,30 @@ def _text_header(path: Path) -> tuple[str, dict[str, str]] | None:
     return (kind, fields) if fields else None
 
 
+def orientation_known(path: str | Path) -> bool:
+    """Whether ``path`` says how its array lies in the patient: a DICOM series always does
+    (ImageOrientationPatient is required), an original-layout ``.npy`` never, a NIfTI when
+    its qform or sform is valid, a NRRD or MetaImage when it has an orientation field.
+    Where it does not, left and right are not named (``clots.csv`` ``side``). A header
+    that cannot be read counts as known: reading it reports the problem."""
+    path = Path(path)
+    if path.is_dir():
+        return True
+    if path.suffix.lower() == ".npy":
+        return False
+    try:
+        if volume_suffix(path) in (".nii", ".nii.gz"):
+            hdr = _nifti_header(path)
+            return hdr.qform_code > 0 or hdr.sform_code > 0
+        header = _text_header(path) if volume_suffix(path) else None
+    except (OSError, ClotsegError):
+        return True
+    if header is None:
+        return True
+    kind, fields = header
+    return any(k in fields for k in _ORIENTATION_FIELDS[kind])
+
+
 def _check_itk_header(path: Path) -> str | None:
     """Size cap and geometry fields for the formats read through ITK alone (NRRD,
     MetaImage), from the header: no spacing is an error (ITK would assume 1 mm), no
@@ -173,9 +197,10 @@ def _check_itk_header(path: Path) -> str | None:
     if not any(k in fields for k in _ORIENTATION_FIELDS[kind]):
         return ("the header gives no orientation (no "
                 f"{' or '.join(repr(k) for k in _ORIENTATION_FIELDS[kind])} field): read with "
-                "origin 0 and the array axes taken as the patient's, so left and right, and "
-                "the alignment with the other scan and the mask, rest on that guess; "
-                "re-export the file from the scanner's DICOM")
+                "origin 0 and the array axes taken as the patient's, so left and right are "
+                "not named (clots.csv side is empty) and the alignment with the other scan "
+                "and the mask rests on that guess; re-export the file from the scanner's "
+                "DICOM")
     return None
 
 
@@ -348,9 +373,10 @@ def nifti_transform_note(hdr: NiftiHeader, vol: Volume) -> str | None:
     shape = hdr.dim[1:4]
     if hdr.qform_code <= 0 and hdr.sform_code <= 0:
         return ("the header gives no orientation (qform_code and sform_code are both 0): read "
-                "with origin 0 and the array axes taken as the patient's, so left and right, "
-                "and the alignment with the other scan and the mask, rest on that guess; "
-                "re-export the file from the scanner's DICOM")
+                "with origin 0 and the array axes taken as the patient's, so left and right "
+                "are not named (clots.csv side is empty) and the alignment with the other "
+                "scan and the mask rests on that guess; re-export the file from the "
+                "scanner's DICOM")
     if hdr.qform_code <= 0 or hdr.sform_code <= 0:
         return None
     q, s = qform_affine(hdr), sform_affine(hdr)

@@ -270,3 +270,13 @@ def clots_csv_text(rows: list[dict], columns: list[str] | None = None) -> str:
 def write_clots_csv(path: str | Path, rows: list[dict]) -> Path:
     """Write ``clots.csv`` atomically (columns :data:`CLOTS_CSV_COLUMNS`)."""
     return write_csv(path, rows, CLOTS_CSV_COLUMNS)
+
+
+def unname_sides(rows: list[dict]) -> list[dict]:
+    """``rows`` with what rests on the patient's left-right axis emptied (``side``, the
+    contralateral density and the density relative to it): for scans whose files do not
+    say how they lie in the patient, where naming a side would be a guess."""
+    for row in rows:
+        row.update(side=None, contralateral_ncct_mean_hu=NAN, relative_density=NAN)
+    return rows
+

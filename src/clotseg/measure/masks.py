@@ -61,7 +61,7 @@ class MeasureResult:
 def measure_one(case, mask_path: Path) -> list[dict]:
     """The ``clots.csv`` rows of one case's mask."""
     from clotseg.io.cases import load_case
-    from clotseg.measure.clots import measure_case
+    from clotseg.measure.clots import measure_case, unname_sides
     from clotseg.preprocess.ncct import resample_ncct
 
     vols = load_case(case)
@@ -81,7 +81,8 @@ def measure_one(case, mask_path: Path) -> list[dict]:
     ncct = vols.ncct
     if vols.cta is not None and ncct is not None:  # as is when on the CTA grid
         ncct = resample_ncct(vols.cta, ncct, None, case.case_id)
-    return measure_case(case.case_id, binary, vols.cta, ncct)
+    rows = measure_case(case.case_id, binary, vols.cta, ncct)
+    return rows if case.orientation_known else unname_sides(rows)
 
 
 def measure_masks(masks: str | Path, data: str | Path, *,
