@@ -276,7 +276,8 @@ def unname_sides(rows: list[dict]) -> list[dict]:
     """``rows`` with what rests on the patient's left-right axis emptied (``side``, the
     contralateral density and the density relative to it): for scans whose files do not
     say how they lie in the patient, where naming a side would be a guess."""
+    blank = {"side": None, "contralateral_ncct_mean_hu": NAN, "relative_density": NAN}
     for row in rows:
-        row.update(side=None, contralateral_ncct_mean_hu=NAN, relative_density=NAN)
+        row.update({k: v for k, v in blank.items() if k in row})
     return rows
 
