@@ -13,7 +13,8 @@ JSON; ``--out`` also writes it.
     python benchmarks/speck_share.py --maps val=PRED_VAL:DATA_VAL \\
         --maps same=PRED_SAME:DATA_SAME --maps shifted=PRED_SHIFTED:DATA_SHIFTED --out r.json
 
-Hand-written: the counting is a few lines on scipy's labelling (``clotseg.masks``).
+The counting is training's own (:func:`clotseg.training.tuning._scores`), so the check
+is of what training reports.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from _output import emit  # noqa: E402
 
 from clotseg.io.layouts import discover  # noqa: E402
 from clotseg.io.readers import read_volume  # noqa: E402
-from clotseg.masks import component_volumes_mm3, components  # noqa: E402
+from clotseg.training.tuning import _scores  # noqa: E402
 
 THRESHOLDS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 MIN_COMPONENTS_MM3 = (5.0, 10.0, 20.0, 40.0)
@@ -44,17 +45,11 @@ def parse(argv=None) -> argparse.Namespace:
 
 
 def case_flags(prob: np.ndarray, truth: np.ndarray, spacing) -> dict[tuple[float, float], bool]:
-    """(threshold, size) -> a kept component lies away from the clot (any, without one)."""
-    out = {}
-    for t in THRESHOLDS:
-        labels, n = components(prob >= t)
-        vols = component_volumes_mm3(labels, n, spacing)
-        on_clot = np.zeros(n + 1, dtype=bool)
-        on_clot[np.unique(labels[truth])] = True
-        for m in MIN_COMPONENTS_MM3:
-            keep = np.concatenate([[False], vols >= m])
-            out[(t, m)] = bool((keep & ~on_clot).any())
-    return out
+    """(threshold, size) -> a kept component lies away from the clot (any, without one),
+    counted by the very code training reports it with (``tuning._scores``)."""
+    speck = _scores(prob, truth, spacing, THRESHOLDS, MIN_COMPONENTS_MM3)[2]
+    return {(t, m): bool(speck[i, j]) for i, t in enumerate(THRESHOLDS)
+            for j, m in enumerate(MIN_COMPONENTS_MM3)}
 
 
 def cohort_table(pred: Path, data: Path) -> dict:

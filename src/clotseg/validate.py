@@ -161,8 +161,8 @@ def _check_intensity(cid: str, path: str, name: str, vol: Volume) -> Iterator[Pr
     elif lo < HU_MIN or hi > HU_MAX:
         yield Problem("error", cid, path, f"{label} values [{lo:g}, {hi:g}] outside the CT "
                       f"range [{HU_MIN:g}, {HU_MAX:g}] HU: missing rescale slope/intercept?")
-    elif hu_offset_note(arr, label):
-        yield Problem("error", cid, path, hu_offset_note(arr, label))
+    elif shifted := hu_offset_note(arr, label):
+        yield Problem("error", cid, path, shifted)
     elif name == "cta" and float(np.percentile(arr, 99.9)) < 100.0:
         yield Problem("warning", cid, path, "no contrast-enhanced voxels (99.9th percentile "
                       "< 100 HU): is this really a CTA?")

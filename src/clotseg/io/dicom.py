@@ -202,7 +202,14 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None, *,
 
 
 def read_series_files(files: list[Path], where: Path) -> Volume:
-    """Assemble a volume from the files of one series (``where`` names it in errors)."""
+    """Assemble a volume from the files of one series (``where`` names it in errors),
+    within the size limits every volume obeys (:mod:`clotseg.io.limits`)."""
+    from clotseg.io.limits import check_extent
+
+    return check_extent(where, _read_series_files(files, where))
+
+
+def _read_series_files(files: list[Path], where: Path) -> Volume:
     import pydicom
 
     if len(files) == 1:

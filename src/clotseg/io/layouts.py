@@ -108,9 +108,8 @@ class CaseRef:
             raise DatasetError(f"case {self.case_id}: no {which} file")
         if path.is_dir() and which in MODALITIES:  # a DICOM folder: this modality's series
             from clotseg.io.dicom import read_dicom_series
-            from clotseg.io.limits import check_extent
 
-            return check_extent(path, read_dicom_series(path, kind=which))
+            return read_dicom_series(path, kind=which)
         if is_seg_nrrd(path):  # 3D Slicer segmentation: its clot segment as 0/1
             return read_seg_nrrd(path)
         return read_volume(path, spacing=self.spacing)

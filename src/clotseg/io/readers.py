@@ -58,7 +58,7 @@ def read_volume(path: str | Path, *, spacing: tuple[float, float, float] | None 
     if path.is_dir():
         from clotseg.io.dicom import read_dicom_series
 
-        return check_extent(path, read_dicom_series(path))
+        return read_dicom_series(path)  # extent checked there, for every DICOM reader
     if path.suffix.lower() == ".npy":
         return check_extent(path, read_npy(path, spacing=spacing))
     if volume_suffix(path) is None:
