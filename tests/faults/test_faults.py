@@ -1040,6 +1040,42 @@ def _(ctx):
     return ["train", ctx.data(), "--out", ctx.tmp / "run_new", "--epochs", "1"]
 
 
+def _no_run_files(folder_of):
+    def after(ctx, res) -> None:
+        folder = folder_of(ctx)
+        left = [p.name for p in folder.iterdir() if p.name in (
+            "config.yaml", "model.json", "train.json", "cache", "checkpoints")]
+        assert not left, f"run files written into {folder}: {left}"
+    return after
+
+
+@fault("train --out is the dataset itself", 2, "must not be the training dataset",
+       _no_run_files(lambda c: c.data()))
+def _(ctx):
+    return ["train", ctx.data(), "--out", ctx.data(), "--epochs", "1"]
+
+
+@fault("train --out is a case folder of the dataset", 2, "holds no input file",
+       _no_run_files(lambda c: c.case()))
+def _(ctx):
+    return ["train", ctx.data(), "--out", ctx.case(), "--epochs", "1"]
+
+
+def _exported_the_good_case(ctx, res) -> None:
+    ds = ctx.tmp / "nn" / "Dataset502_Clot"
+    good = sorted(p.name for p in (ds / "labelsTr").iterdir())
+    assert len(good) == 1 and good[0] != f"{ctx.case().name}.nii.gz", good
+    assert not list(ds.rglob(f"{ctx.case().name}_*")), "files of the failed case left"
+
+
+@fault("export-nnunet with one unreadable case among good ones", 1, "FAILED",
+       _exported_the_good_case)
+def _(ctx):
+    ctx.data(2)
+    (ctx.case() / "ncct.nii.gz").write_bytes(b"not a volume")
+    return ["export-nnunet", ctx.data(), ctx.tmp / "nn", "--id", "502"]
+
+
 @fault("preprocess OUT is an existing file", 1, "prep")
 def _(ctx):
     (ctx.tmp / "prep").write_text("x")

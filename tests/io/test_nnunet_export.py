@@ -8,6 +8,7 @@ import json
 import numpy as np
 
 from clotseg.cli import main
+from clotseg.errors import ClotsegError
 from clotseg.io.layouts import discover
 from clotseg.io.readers import read_volume, write_volume
 from tests.helpers import DIRECTIONS, make_volume
@@ -53,8 +54,73 @@ def test_export_round_trip_keeps_geometry_and_channels(tmp_path, capsys):
             np.testing.assert_array_equal(case.mask.array, ref.array)
             np.testing.assert_array_equal(case.ncct.array,
                                           read_volume(data / cid / "ncct.nrrd").array)
-    # An existing dataset is not overwritten; a failure leaves nothing behind.
+    # An existing dataset is not overwritten.
     assert main(["export-nnunet", str(data), str(tmp_path / "raw"), "--id", "7"]) == 1
-    (data / "p2" / "cta.nii.gz").write_text("broken")
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_a_bad_case_is_reported_and_left_out_and_the_others_exported(tmp_path, capsys):
+    data = tmp_path / "data"
+    _case(data, "p1", "oblique")
+    _case(data, "p2", "permuted", seed=1)
+    _case(data, "p3", "ras_flip", seed=2)
+    (data / "p2" / "cta.nii.gz").write_text("broken")  # unreadable after its label exists
     assert main(["export-nnunet", str(data), str(tmp_path / "raw"), "--id", "8"]) == 1
-    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["Dataset007_Clot"]
+    out, err = capsys.readouterr()
+    assert "2 training case(s)" in out
+    assert "FAILED p2:" in err and "cta.nii.gz" in err and "1 case(s) left out" in err
+    assert "Traceback" not in err
+    ds = tmp_path / "raw" / "Dataset008_Clot"
+    assert sorted(p.name for p in (ds / "imagesTr").iterdir()) == [
+        "p1_0000.nii.gz", "p1_0001.nii.gz", "p3_0000.nii.gz", "p3_0001.nii.gz"]
+    assert sorted(p.name for p in (ds / "labelsTr").iterdir()) == ["p1.nii.gz", "p3.nii.gz"]
+    meta = json.loads((ds / "dataset.json").read_text())
+    assert meta["numTraining"] == 2 and "left out: p2" in meta["description"]
+    assert discover(ds).case_ids == ["p1", "p3"]
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["Dataset008_Clot"]
+
+
+def test_a_mask_on_another_grid_is_a_failed_case(tmp_path, capsys):
+    data = tmp_path / "data"
+    _case(data, "p1", "oblique")
+    _case(data, "p2", "permuted", seed=1)
+    bad = make_volume(DIRECTIONS["oblique"], dtype=np.uint8, seed=3)  # another grid
+    write_volume(bad.with_array(np.ones(bad.shape, np.uint8)), data / "p2" / "clot.nii.gz",
+                 mask=True)
+    assert main(["export-nnunet", str(data), str(tmp_path / "raw"), "--id", "9"]) == 1
+    assert "FAILED p2:" in capsys.readouterr().err
+    ds = tmp_path / "raw" / "Dataset009_Clot"
+    files = sorted(p.name for p in ds.rglob("*.nii.gz"))
+    assert files == ["p1.nii.gz", "p1_0000.nii.gz", "p1_0001.nii.gz"]
+
+
+def test_a_case_failing_after_its_images_leaves_none_of_its_files(tmp_path, capsys,
+                                                                  monkeypatch):
+    import clotseg.io.nnunet as nnunet
+
+    data = tmp_path / "data"
+    _case(data, "p1", "oblique")
+    _case(data, "p2", "permuted", seed=1)
+    real = nnunet.write_on_grid
+
+    def failing_label(vol, path, grid, *, mask):  # the label check fails after both images
+        if path.name == "p2.nii.gz":
+            raise ClotsegError(f"{path}: read back with another grid")
+        return real(vol, path, grid, mask=mask)
+
+    monkeypatch.setattr(nnunet, "write_on_grid", failing_label)
+    assert main(["export-nnunet", str(data), str(tmp_path / "raw"), "--id", "11"]) == 1
+    assert "FAILED p2:" in capsys.readouterr().err
+    ds = tmp_path / "raw" / "Dataset011_Clot"
+    files = sorted(p.name for p in ds.rglob("*.nii.gz"))
+    assert files == ["p1.nii.gz", "p1_0000.nii.gz", "p1_0001.nii.gz"]
+
+
+def test_no_dataset_when_no_case_can_be_exported(tmp_path, capsys):
+    data = tmp_path / "data"
+    _case(data, "p1", "oblique")
+    (data / "p1" / "cta.nii.gz").write_text("broken")
+    assert main(["export-nnunet", str(data), str(tmp_path / "raw"), "--id", "10"]) == 1
+    err = capsys.readouterr().err
+    assert "no case could be exported" in err and "p1" in err
+    assert not (tmp_path / "raw").exists() or not list((tmp_path / "raw").iterdir())

@@ -8,6 +8,8 @@ as is when it already lies on it), since nnU-Net needs every channel of a case o
 from __future__ import annotations
 
 import argparse
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from clotseg.commands import spacing_arg
@@ -26,22 +28,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    folder, n_train, n_test = export_nnunet(
+    res = export_nnunet(
         args.data, args.out, args.id, name=args.name,
         spacing=tuple(args.spacing) if args.spacing else None, progress=args.progress)
-    print(f"{n_train} training case(s) (imagesTr + labelsTr), {n_test} without mask "
-          f"(imagesTs) -> {folder}")
-    return 0
+    print(f"{res.n_train} training case(s) (imagesTr + labelsTr), {res.n_test} without mask "
+          f"(imagesTs) -> {res.folder}")
+    for case_id, why in res.failed.items():
+        print(f"FAILED {case_id}: {why}", file=sys.stderr)
+    if res.failed:
+        print(f"{len(res.failed)} case(s) left out of {res.folder}", file=sys.stderr)
+    return 1 if res.failed else 0
+
+
+@dataclass
+class Export:
+    """What ``export_nnunet`` wrote: the dataset folder, its case counts, and each case
+    left out with the reason."""
+
+    folder: Path
+    n_train: int = 0
+    n_test: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 def export_nnunet(data: str | Path, out: str | Path, dataset_id: int, *, name: str = "Clot",
                   spacing: tuple[float, float, float] | None = None,
-                  progress: bool = False) -> tuple[Path, int, int]:
-    """Write ``data`` (any layout) as an nnU-Net raw dataset; returns (folder, number of
-    training cases, number of test cases). Nothing is left behind when a case fails."""
+                  progress: bool = False) -> Export:
+    """Write ``data`` (any layout) as an nnU-Net raw dataset.
+
+    A case that cannot be read or written (an unreadable scan, a mask on another grid, a
+    missing channel) is left out with its reason, and the others are exported: one bad
+    case should not cost a cohort's export. The dataset folder appears only when complete
+    (written under a temporary name); when no case could be exported, or when writing
+    fails for a reason outside the cases (a full disk), nothing is left behind.
+    """
     from clotseg.errors import DatasetError
+    from clotseg.inference.cases import reason
     from clotseg.io.layouts import discover
-    from clotseg.io.nnunet import assembling, dataset_folder, write_dataset_json
+    from clotseg.io.nnunet import assembling, dataset_folder, remove_case, write_dataset_json
 
     target = dataset_folder(out, dataset_id, name)
     if target.exists():
@@ -54,15 +78,26 @@ def export_nnunet(data: str | Path, out: str | Path, dataset_id: int, *, name: s
         from tqdm import tqdm
 
         cases = tqdm(cases, desc="export-nnunet", unit="case")
-    n_train = n_test = 0
+    res = Export(target)
     with assembling(target) as work:
         for case in cases:
-            labelled = _export_case(case, work)
-            n_train += labelled
-            n_test += not labelled
-        write_dataset_json(work, name, f"clot segmentation, exported by clotseg from {data}",
-                           n_train)
-    return target, n_train, n_test
+            try:
+                labelled = _export_case(case, work)
+            except ClotsegError as exc:
+                remove_case(work, case.case_id)
+                res.failed[case.case_id] = reason(exc, case.case_id)[0]
+                continue
+            res.n_train += labelled
+            res.n_test += not labelled
+        if not res.n_train + res.n_test:
+            first = next(iter(res.failed.items()))
+            raise DatasetError(f"{data}: no case could be exported (e.g. {first[0]}: "
+                               f"{first[1]}); nothing written")
+        description = f"clot segmentation, exported by clotseg from {data}"
+        if res.failed:
+            description += f"; left out: {', '.join(res.failed)}"
+        write_dataset_json(work, name, description, res.n_train)
+    return res
 
 
 def _export_case(case, folder: Path) -> bool:

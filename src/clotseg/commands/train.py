@@ -74,10 +74,11 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import contextlib
 
-    from clotseg.io.outputs import OutLock
+    from clotseg.io.outputs import OutLock, check_run_apart
     from clotseg.training.trainer import train
 
     apply_value_args(args)
+    check_run_apart(args.out, args.data)
     cfg = resolve_config(args)
     # One writer per run folder; with torchrun only rank 0 writes, so only it locks.
     lock = OutLock(args.out, "train") if os.environ.get("RANK", "0") == "0" else \

@@ -80,6 +80,16 @@ def write_case(folder: Path, case_id: str, cta: Volume, ncct: Volume,
     return label is not None
 
 
+def remove_case(folder: Path, case_id: str) -> None:
+    """Delete whatever of one case was written (a case that failed half-way)."""
+    for path in (folder / "imagesTr" / f"{case_id}_0000.nii.gz",
+                 folder / "imagesTr" / f"{case_id}_0001.nii.gz",
+                 folder / "imagesTs" / f"{case_id}_0000.nii.gz",
+                 folder / "imagesTs" / f"{case_id}_0001.nii.gz",
+                 folder / "labelsTr" / f"{case_id}.nii.gz"):
+            path.unlink(missing_ok=True)
+
+
 def write_dataset_json(folder: Path, name: str, description: str, n_train: int) -> None:
     """``dataset.json``: channels CTA and NCCT, labels background/clot, NIfTI files."""
     write_text(folder / "dataset.json", json.dumps({

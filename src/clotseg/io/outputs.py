@@ -94,6 +94,24 @@ def check_out_apart(out: str | Path, inputs: str | Path, files) -> None:
                              "a prediction); choose a folder that holds no input file")
 
 
+def check_run_apart(run: str | Path, data: str | Path, files=()) -> None:
+    """Refuse a training run folder that is the dataset itself or one of its case
+    folders (holds one of ``files``): the run's ``config.yaml``, ``model.json``,
+    ``cache/`` and ``checkpoints/`` would be written among the scans."""
+    from clotseg.errors import UsageError
+
+    o, d = Path(run).resolve(), Path(data).resolve()
+    if o == d:
+        raise UsageError(f"--out ({run}) must not be the training dataset ({data}): the "
+                         "run's files would be written among the scans; choose another "
+                         "folder")
+    for f in files:
+        if Path(f).resolve().parent == o:
+            raise UsageError(f"--out ({run}) is the folder of input file {f}: the run's "
+                             "files would be written among the scans; choose a folder that "
+                             "holds no input file")
+
+
 #: Files ``predict`` writes beside its masks: inputs of ``evaluate``, ``report``, ``measure``.
 PREDICT_FILES = ("predict.json", "clots.csv", "cases.csv")
 

@@ -50,6 +50,7 @@ from clotseg.inference.engine import (
 )
 from clotseg.inference.postprocess import postprocess
 from clotseg.io.layouts import discover
+from clotseg.io.outputs import check_run_apart
 from clotseg.metrics.overlap import dice as overlap_dice
 from clotseg.models import VOLUMETRIC_MODELS
 from clotseg.models.volumetric import memory_format
@@ -319,6 +320,8 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         self.model = build_model(self.spec)  # initial weights depend on the seed only
         self.index = discover(self.data, spacing=self.npy_spacing)
+        check_run_apart(run.path, self.data,
+                        [f for c in self.index.cases for f in c.files.values()])
         self.splits = _splits(run, cfg, self.index.cases, self.resume,
                               self.progress and self.info.main)
         if not self.splits["val"]:
