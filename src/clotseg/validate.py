@@ -112,9 +112,21 @@ def check_case(case: CaseRef) -> Iterator[Problem]:
     if "ncct" in vols:
         yield from _check_grid(cid, str(case.files["ncct"]), "NCCT", vols["ncct"], cta,
                                resample_ok=True)
+        yield from _check_swap(cid, str(case.files["ncct"]), vols["ncct"], cta)
     if "mask" in vols:
         yield from _check_grid(cid, str(case.files["mask"]), "mask", vols["mask"], cta,
                                resample_ok=False)
+
+
+def _check_swap(cid: str, path: str, ncct: Volume, cta: Volume) -> Iterator[Problem]:
+    """A warning when the NCCT holds the contrast and the CTA does not (files swapped)."""
+    from clotseg.preprocess.contrast import swap_note
+
+    if not ncct.grid.overlaps(cta.grid):
+        return  # an error, reported above
+    note = swap_note(cta, ncct)
+    if note:
+        yield Problem("warning", cid, path, note)
 
 
 def _check_one_modality(case: CaseRef) -> Iterator[Problem]:

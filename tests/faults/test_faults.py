@@ -560,6 +560,28 @@ def _(ctx):
     return predict(ctx)
 
 
+def _swap_files(ctx) -> None:
+    case = ctx.case()
+    (case / "cta.nii.gz").rename(case / "tmp.nii.gz")
+    (case / "ncct.nii.gz").rename(case / "cta.nii.gz")
+    (case / "tmp.nii.gz").rename(case / "ncct.nii.gz")
+
+
+@fault("CTA and NCCT files swapped: check warns", 0, "look swapped")
+def _(ctx):
+    _swap_files(ctx)
+    return check(ctx)
+
+
+@fault("CTA and NCCT files swapped: predict states it in predict.json", 0, "look swapped",
+       lambda c, r: any("look swapped" in w for ws in json.loads(
+           (c.tmp / "pred" / "predict.json").read_text())["warnings"].values() for w in ws)
+       or pytest.fail(r.text))
+def _(ctx):
+    _swap_files(ctx)
+    return predict(ctx)
+
+
 @fault("no orientation in any header: check warns", 0, "gives no orientation")
 def _(ctx):
     for p in ctx.case().glob("*.nii.gz"):

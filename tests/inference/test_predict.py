@@ -244,6 +244,10 @@ def test_dicom_folder_with_both_series(tmp_path, paint_run):
     assert main(["predict", str(paint_run), str(folder), str(swapped), "--cta-series",
                  uid_ncct, "--ncct-series", uid_cta, "--quiet"]) == 0
     assert read_volume(swapped / "PAT1.nii.gz").array.sum() == 0
+    said = {name: json.loads((where / "predict.json").read_text())["warnings"].get("PAT1", [])
+            for name, where in (("right", out), ("swapped", swapped))}
+    assert not any("look swapped" in w for w in said["right"])
+    assert any("look swapped" in w for w in said["swapped"])  # and the user is told
 
 
 @pytest.mark.parametrize("setup, message", [

@@ -50,6 +50,7 @@ from clotseg.masks import (
     keep_primary,
     keep_primary_grown,
 )
+from clotseg.preprocess.contrast import swap_note
 from clotseg.timing import stage
 
 __all__ = ["MASK_SUFFIX", "CaseResult", "Predictor", "Segmentation", "available_cpus",
@@ -330,6 +331,11 @@ class Predictor:
         probability and NCCT on that grid (None without an NCCT)."""
         res, ncct_on_ref, second = self._ensemble(cta, ncct, case_id, support=True,
                                                   confirm=True)
+        if cta is not None and ncct is not None:
+            with stage("swap_check"):
+                note = swap_note(cta, ncct, ncct_on_ref)
+            if note:
+                warnings.warn(note, UserWarning, stacklevel=2)
         prob = res.prob
         ref = cta if cta is not None else ncct
         p = self.post
