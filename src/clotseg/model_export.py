@@ -38,6 +38,10 @@ from clotseg.runs import CHECKPOINTS, CONFIG_YAML, MODEL_JSON, Run
 CHECKSUMS = "checksums.json"
 WEIGHTS = f"{CHECKPOINTS}/best.pt"
 ZIP_FILES = (MODEL_JSON, WEIGHTS, CONFIG_YAML, CHECKSUMS)
+#: Most bytes a model zip may unpack to, as its directory declares them (zipfile reads no
+#: more than declared): the largest model here is tens of MB, and a zip of a few KB can
+#: declare gigabytes, which would all be read into memory.
+MAX_UNPACKED_BYTES = 1 << 30
 ONNX_META_KEY = "clotseg_model_json"
 ONNX_OPSET = 17
 #: Checkpoint entries kept in an exported model (the rest is for resuming training).
@@ -115,6 +119,11 @@ def unpack_model_zip(path: str | Path) -> Path:
         if bad:
             raise ClotsegError(f"{path}: unexpected entry {bad[0]!r} in model zip (only "
                                f"{', '.join(ZIP_FILES)}); refusing to unpack it")
+        size = sum(i.file_size for i in zf.infolist())
+        if size > MAX_UNPACKED_BYTES:
+            raise ClotsegError(f"{path}: model zip unpacks to {size / 2**20:.0f} MiB, above "
+                               f"the {MAX_UNPACKED_BYTES / 2**20:.0f} MiB a model needs; "
+                               "refusing to unpack it")
         missing = [n for n in ZIP_FILES if n not in names]
         if missing:
             raise ClotsegError(f"{path}: not a clotseg model zip ({missing[0]} missing)")

@@ -204,7 +204,7 @@ def test_model_zip_holds_no_case_data_and_predicts_like_the_run(tmp_path, paint_
 
 
 def _rezip(src, dst, change):
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
         for item in zin.infolist():
             changed = change(item.filename, zin.read(item.filename))
             if changed is not None:
@@ -215,8 +215,11 @@ def _rezip(src, dst, change):
     ("tamper", "checksum of checkpoints/best.pt does not match"),
     ("slip", "refusing to unpack"),
     ("missing", "model.json missing"),
+    ("bomb", "refusing to unpack"),
 ])
-def test_damaged_or_malicious_zip_is_refused(tmp_path, capsys, attack, message):
+def test_damaged_or_malicious_zip_is_refused(tmp_path, capsys, monkeypatch, attack, message):
+    import clotseg.model_export as model_export
+
     run = _tiny_run(tmp_path / "run")
     good = tmp_path / "good.zip"
     assert main(["export", str(run), str(good)]) == 0
@@ -228,11 +231,16 @@ def test_damaged_or_malicious_zip_is_refused(tmp_path, capsys, attack, message):
             return "../../escaped.yaml", data
         if attack == "missing" and name == "model.json":
             return None
+        if attack == "bomb" and name == "config.yaml":  # zeros deflate ~1000:1
+            return name, data + b"\0" * (4 << 20)
         return name, data
 
     bad = tmp_path / "in" / "bad.zip"
     bad.parent.mkdir()
     _rezip(good, bad, change)
+    if attack == "bomb":  # the same rule at a size a test can afford
+        assert bad.stat().st_size < 1 << 20
+        monkeypatch.setattr(model_export, "MAX_UNPACKED_BYTES", 2 << 20)
     _cohort(tmp_path / "data", 1)
     assert main(["predict", str(bad), str(tmp_path / "data"), str(tmp_path / "o")]) == 1
     assert message in capsys.readouterr().err
