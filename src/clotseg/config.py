@@ -312,9 +312,9 @@ class Config:
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
-        import yaml
+        from clotseg.io import yamlsafe
 
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return yamlsafe.dump(self.to_dict(), sort_keys=False)
 
 
 CHOICES = {
@@ -407,12 +407,14 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     """Apply ``section.key=value`` strings (values parsed with ``yaml.safe_load``)."""
     import yaml
 
+    from clotseg.io import yamlsafe
+
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected section.key=value")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw)
+            value = yamlsafe.load(raw)
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set {item!r}: cannot parse value ({exc})") from None
         set_value(cfg, key.strip(), value)
@@ -423,9 +425,11 @@ def load_yaml(path: str | Path, base: Config | None = None) -> Config:
     """Read a YAML config (any subset of sections/keys) on top of ``base``."""
     import yaml
 
+    from clotseg.io import yamlsafe
+
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yamlsafe.load(path.read_text(encoding="utf-8")) or {}
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}); a config is "
                           "YAML text") from None
@@ -446,12 +450,12 @@ PRESETS = ("default", "original")
 
 def preset(name: str) -> Config:
     """A packaged preset: ``default`` (phantom, CPU-friendly) or ``original``."""
-    import yaml
+    from clotseg.io import yamlsafe
 
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     text = resources.files("clotseg.configs").joinpath(f"{name}.yaml").read_text()
-    return from_dict(yaml.safe_load(text) or {}, source=f"preset {name}")
+    return from_dict(yamlsafe.load(text) or {}, source=f"preset {name}")
 
 
 def _volumetric_problems(cfg: Config) -> list[str]:

@@ -66,11 +66,13 @@ def _config_bytes(run: Path) -> bytes:
     """The run's resolved settings without anything that points at files or cases."""
     import yaml
 
+    from clotseg.io import yamlsafe
+
     path = Run(run).config_path
     if not path.is_file():
         return b"{}\n"
     try:
-        cfg = yaml.safe_load(path.read_text()) or {}
+        cfg = yamlsafe.load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ClotsegError(f"{path}: not valid YAML ({exc})") from None
     for section in cfg.values() if isinstance(cfg, dict) else ():
@@ -78,7 +80,7 @@ def _config_bytes(run: Path) -> bytes:
             for key in list(section):
                 if key == "splits" or "dir" in key or "path" in key:
                     section[key] = None
-    return yaml.safe_dump(cfg, sort_keys=False).encode()
+    return yamlsafe.dump(cfg, sort_keys=False).encode()
 
 
 def export_zip(run: str | Path, out: str | Path) -> Path:

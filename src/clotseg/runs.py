@@ -537,8 +537,10 @@ def _read_yaml_mapping(path: Path) -> dict:
     """A YAML file's top-level mapping ({} for anything else); unreadable: an error."""
     import yaml
 
+    from clotseg.io import yamlsafe
+
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yamlsafe.load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ClotsegError(f"{path}: cannot read YAML ({exc})") from None
     return data if isinstance(data, dict) else {}

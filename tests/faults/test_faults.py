@@ -956,6 +956,31 @@ def _(ctx):
     return _train_config(ctx, b"optim: [unclosed\n")
 
 
+def _alias_bomb(key: str) -> bytes:
+    """Nested YAML aliases that unfold into 10**9 list items (the "billion laughs")."""
+    lines = [f"{key}:", '  - &l0 ["x","x","x","x","x","x","x","x","x","x"]']
+    lines += [f"  - &l{i} [{','.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 9)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _no_new_run(ctx, res) -> None:
+    assert not (ctx.tmp / "run_new").exists(), "a run folder was started"
+
+
+@fault("YAML alias bomb in a config (a billion list items)", 1, "cfg.yaml", _no_new_run)
+def _(ctx):
+    return _train_config(ctx, b"data:\n  views:\n" + _alias_bomb("  x").split(b"\n", 1)[1])
+
+
+@fault("YAML alias bomb in a run's config.yaml: report", 1, "config.yaml",
+       lambda c, r: not (c.tmp / "r.html").exists() or pytest.fail("report written"))
+def _(ctx):
+    run = ctx.tmp / "shared_run"
+    shutil.copytree(ctx.run(), run)
+    (run / "config.yaml").write_bytes(_alias_bomb("data"))
+    return ["report", run, "--out", ctx.tmp / "r.html"]
+
+
 @fault("missing config file", 1, "nope.yaml")
 def _(ctx):
     return ["train", ctx.data(), "--out", ctx.tmp / "run_new", "--config", ctx.tmp / "nope.yaml"]
