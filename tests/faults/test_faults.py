@@ -1135,6 +1135,15 @@ def _(ctx):
     return ["synth", ctx.tmp / "syn", "--cases", "1", "--no-progress"]
 
 
+@fault("evaluate --out named .json: the summary would overwrite the table", 2,
+       "would be overwritten", lambda c, r: not (c.tmp / "ev.json").exists()
+       or pytest.fail("written"))
+def _(ctx):
+    cmd = _evaluate(ctx)
+    cmd[-1] = ctx.tmp / "ev.json"
+    return cmd
+
+
 @fault("evaluate --out is a folder", 1, "evaldir")
 def _(ctx):
     cmd = _evaluate(ctx)

@@ -31,6 +31,11 @@ def run(args: argparse.Namespace) -> int:
     from clotseg.io.outputs import ensure_out_file
     from clotseg.metrics.evaluate import evaluate_dirs, format_table, summary_path
 
+    if Path(args.out).resolve() == summary_path(args.out).resolve():
+        raise UsageError(f"--out {args.out}: that is where the summary JSON goes, so the "
+                         "per-case table would be overwritten by it; give the table's "
+                         f"name, e.g. --out {Path(args.out).with_suffix('.csv')} (the "
+                         f"summary is written beside it as {summary_path(args.out).name})")
     ensure_out_file(args.out, "--out file")
     from clotseg.io.outputs import PREDICT_FILES, check_not_an_input
     from clotseg.metrics.evaluate import find_predictions
