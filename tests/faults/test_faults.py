@@ -1135,6 +1135,14 @@ def _(ctx):
     return ["synth", ctx.tmp / "syn", "--cases", "1", "--no-progress"]
 
 
+@fault("synth OUT is a dataset already (its truth.csv would be replaced)", 2, "not empty",
+       _unchanged(lambda c: c.data() / "truth.csv"))
+def _(ctx):
+    (ctx.data() / "truth.csv").write_text("case_id,has_clot\nsynth_000,True\n")  # the user's
+    _keep_copy(ctx, ctx.data() / "truth.csv")
+    return ["synth", ctx.data(), "--cases", "1", "--no-progress"]
+
+
 @fault("evaluate --out named .json: the summary would overwrite the table", 2,
        "would be overwritten", lambda c, r: not (c.tmp / "ev.json").exists()
        or pytest.fail("written"))

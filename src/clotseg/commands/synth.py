@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from clotseg.errors import UsageError
 
     if args.cases < 1:
@@ -57,7 +59,12 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"--thick-ncct: {exc}") from None
 
-    ensure_out_dir(args.out)
+    out = Path(args.out)
+    if out.is_dir() and any(out.iterdir()):
+        raise UsageError(f"{out}: folder is not empty; synth writes a whole cohort (case "
+                         "folders and truth.csv) and would mix it with what is there or "
+                         "replace its truth.csv. Give a new or empty folder")
+    ensure_out_dir(out)
 
     # A clinical pair is two acquisitions: the NCCT has its own (thick-slice) grid and
     # the patient moved a little between them.
