@@ -551,10 +551,16 @@ def _(ctx):
     return check(ctx)
 
 
+def _predict_json_warns(text: str):
+    """After-check: some case's warnings in ``pred/predict.json`` contain ``text``."""
+    def after(ctx, res) -> None:
+        said = json.loads((ctx.tmp / "pred" / "predict.json").read_text())["warnings"]
+        assert any(text in w for ws in said.values() for w in ws), res.text
+    return after
+
+
 @fault("qform and sform disagree: predict states it in predict.json", 0, "disagree",
-       lambda c, r: any("qform" in w for ws in json.loads(
-           (c.tmp / "pred" / "predict.json").read_text())["warnings"].values() for w in ws)
-       or pytest.fail(r.text))
+       _predict_json_warns("qform"))
 def _(ctx):
     _two_geometries(ctx)
     return predict(ctx)
@@ -574,9 +580,7 @@ def _(ctx):
 
 
 @fault("CTA and NCCT files swapped: predict states it in predict.json", 0, "look swapped",
-       lambda c, r: any("look swapped" in w for ws in json.loads(
-           (c.tmp / "pred" / "predict.json").read_text())["warnings"].values() for w in ws)
-       or pytest.fail(r.text))
+       _predict_json_warns("look swapped"))
 def _(ctx):
     _swap_files(ctx)
     return predict(ctx)
