@@ -2,10 +2,11 @@
 
 ``yaml.safe_load`` runs no code, but it still expands aliases: a 400-byte file of nested
 ``*name`` references (the "billion laughs") unfolds into a billion-element list that
-clotseg's checks then walk, and ``train --config`` or a shared ``model.zip`` with such a
-``config.yaml`` hung while taking gigabytes. clotseg's own YAML never needs an alias, so
-an alias is refused where it is read (a ``yaml.YAMLError``, which every caller already
-reports as a bad file), and nothing clotseg writes contains one.
+clotseg's checks then walk; ``train --config`` with such a file hung while taking
+gigabytes. clotseg's own YAML never needs an alias, so an alias is refused wherever
+clotseg reads YAML (``--config``, ``--set``, a run's ``config.yaml`` for ``report`` and
+``--resume``, model export), as a ``yaml.YAMLError`` that every caller already reports
+as a bad file, and nothing clotseg writes contains one.
 """
 
 from __future__ import annotations
