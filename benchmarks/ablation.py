@@ -26,6 +26,7 @@ the first arms, on 30-patient cohorts (24 + 6 shifted, 28 + 2 same), are a secon
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -235,8 +236,10 @@ class MissingResult(Exception):
     """A result file the table names is not in the results folder."""
 
 
+@functools.cache
 def load(name: str, results: Path = RESULTS) -> dict:
-    """One result file, or a :class:`MissingResult` naming it."""
+    """One result file, or a :class:`MissingResult` naming it; read once (the tables
+    read each file several times, and nothing changes them)."""
     path = results / name
     if not path.is_file():
         raise MissingResult(f"{path}: no such result file")
@@ -306,7 +309,7 @@ def seed_spread(results: Path = RESULTS) -> dict:
 def scored_files(results: Path = RESULTS) -> list[str]:
     """Every 90-patient quality result that scored the shifted site with both scans."""
     return sorted(p.name for p in results.glob("quality_*_90patients.json")
-                  if site(json.loads(p.read_text()), "shifted"))
+                  if site(load(p.name, results), "shifted"))
 
 
 def _better(a: float, b: float, sense: str) -> bool:

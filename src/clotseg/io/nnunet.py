@@ -72,22 +72,27 @@ def write_case(folder: Path, case_id: str, cta: Volume, ncct: Volume,
                label: Volume | None) -> bool:
     """Write one case's channels (``ncct`` already on the CTA grid) and, when it has one,
     its label, each checked against the CTA grid; True when it is a training case."""
-    images = folder / ("imagesTr" if label is not None else "imagesTs")
-    write_on_grid(cta, images / f"{case_id}_0000.nii.gz", cta.grid, mask=False)
-    write_on_grid(ncct, images / f"{case_id}_0001.nii.gz", cta.grid, mask=False)
+    cta_path, ncct_path, label_path = case_paths(folder, case_id, label is not None)
+    write_on_grid(cta, cta_path, cta.grid, mask=False)
+    write_on_grid(ncct, ncct_path, cta.grid, mask=False)
     if label is not None:
-        write_on_grid(label, folder / "labelsTr" / f"{case_id}.nii.gz", cta.grid, mask=True)
+        write_on_grid(label, label_path, cta.grid, mask=True)
     return label is not None
+
+
+def case_paths(folder: Path, case_id: str, labelled: bool) -> tuple[Path, Path, Path | None]:
+    """Where one case's CTA channel, NCCT channel and label go (no label for a test case)."""
+    images = folder / ("imagesTr" if labelled else "imagesTs")
+    label = folder / "labelsTr" / f"{case_id}.nii.gz" if labelled else None
+    return images / f"{case_id}_0000.nii.gz", images / f"{case_id}_0001.nii.gz", label
 
 
 def remove_case(folder: Path, case_id: str) -> None:
     """Delete whatever of one case was written (a case that failed half-way)."""
-    for path in (folder / "imagesTr" / f"{case_id}_0000.nii.gz",
-                 folder / "imagesTr" / f"{case_id}_0001.nii.gz",
-                 folder / "imagesTs" / f"{case_id}_0000.nii.gz",
-                 folder / "imagesTs" / f"{case_id}_0001.nii.gz",
-                 folder / "labelsTr" / f"{case_id}.nii.gz"):
-            path.unlink(missing_ok=True)
+    for labelled in (True, False):
+        for path in case_paths(folder, case_id, labelled):
+            if path is not None:
+                path.unlink(missing_ok=True)
 
 
 def write_dataset_json(folder: Path, name: str, description: str, n_train: int) -> None:
